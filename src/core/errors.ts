@@ -1,0 +1,104 @@
+/**
+ * Typed errors. Every error a user can meet has a stable string `code`, a message they can act on,
+ * an optional `cause`, and the process exit code the CLI maps it to. Library code never exits.
+ */
+
+/** Exit codes are a documented API (README "Exit codes"): append only, never renumber. */
+export const ExitCode = {
+  Ok: 0,
+  Failure: 1,
+  Usage: 2,
+  VerifyFailed: 3,
+  Network: 4,
+  NoSpace: 5,
+  Refused: 6,
+  NoSnapshot: 10,
+  Locked: 11,
+  Pinned: 12,
+  Stale: 13,
+  GuardTripped: 14,
+  HookVeto: 15,
+} as const
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
+
+export class SnapshotError extends Error {
+  readonly code: string = 'ERR_SNAPSHOT'
+  readonly exitCode: ExitCodeValue = ExitCode.Failure
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** Bad flags or arguments: the user must change the command line. */
+export class UsageError extends SnapshotError {
+  override readonly code = 'ERR_USAGE'
+  override readonly exitCode = ExitCode.Usage
+}
+
+/** Content that does not match what the signed pointer or manifest declares. */
+export class VerifyError extends SnapshotError {
+  override readonly code: string = 'ERR_VERIFY'
+  override readonly exitCode = ExitCode.VerifyFailed
+}
+
+export class ChecksumMismatchError extends VerifyError {
+  override readonly code = 'ERR_CHECKSUM'
+  constructor(what: string, expected: string, actual: string) {
+    super(`${what}: sha256 is ${actual}, the signed pointer says ${expected}`)
+  }
+}
+
+export class LengthMismatchError extends VerifyError {
+  override readonly code = 'ERR_LENGTH'
+  constructor(what: string, expected: number, actual: number) {
+    super(`${what}: ${actual} bytes, the signed pointer says ${expected}`)
+  }
+}
+
+export class SignatureError extends VerifyError {
+  override readonly code = 'ERR_SIGNATURE'
+}
+
+/** A hostile or malformed archive or manifest: refused before anything live changes. */
+export class UnsafeArchiveError extends SnapshotError {
+  override readonly code = 'ERR_UNSAFE_ARCHIVE'
+  override readonly exitCode = ExitCode.Refused
+}
+
+/** A validly signed snapshot older than one this replica already had (rollback attack). */
+export class RollbackRefusedError extends SnapshotError {
+  override readonly code = 'ERR_ROLLBACK_REFUSED'
+  override readonly exitCode = ExitCode.Refused
+}
+
+export class NetworkError extends SnapshotError {
+  override readonly code = 'ERR_NETWORK'
+  override readonly exitCode = ExitCode.Network
+}
+
+export class NoSpaceError extends SnapshotError {
+  override readonly code = 'ERR_NO_SPACE'
+  override readonly exitCode = ExitCode.NoSpace
+}
+
+export class NoSnapshotError extends SnapshotError {
+  override readonly code = 'ERR_NO_SNAPSHOT'
+  override readonly exitCode = ExitCode.NoSnapshot
+}
+
+export class LockedError extends SnapshotError {
+  override readonly code = 'ERR_LOCKED'
+  override readonly exitCode = ExitCode.Locked
+}
+
+/** Wraps ENOSPC/EDQUOT so the CLI can say "disk full" with its own exit code. */
+export function asSnapshotError(err: unknown, context: string): SnapshotError {
+  if (err instanceof SnapshotError) return err
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  const detail = err instanceof Error ? err.message : String(err)
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new NoSpaceError(`${context}: the disk is full (${detail})`, { cause: err })
+  }
+  return new SnapshotError(`${context}: ${detail}`, { cause: err })
+}
