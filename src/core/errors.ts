@@ -102,3 +102,16 @@ export function asSnapshotError(err: unknown, context: string): SnapshotError {
   }
   return new SnapshotError(`${context}: ${detail}`, { cause: err })
 }
+
+/** A response or file bigger than the caller's cap (endless-data protection): refused unread. */
+export class TooLargeError extends VerifyError {
+  override readonly code = 'ERR_TOO_LARGE'
+  constructor(what: string, maxBytes: number) {
+    super(`${what}: more than ${maxBytes} bytes, refused (a sound store never serves this much here)`)
+  }
+}
+
+/** A zstd stream that is corrupt or ends in the middle of a frame. */
+export class CompressionError extends SnapshotError {
+  override readonly code = 'ERR_ZSTD'
+}

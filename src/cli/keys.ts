@@ -1,0 +1,31 @@
+import type { KeyObject } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { UsageError } from '../core/errors.js'
+import { loadPrivateKey, loadPublicKey } from '../core/pointer.js'
+
+/** Key files named on the command line, with messages that say which file is wrong. */
+export async function readPrivateKeyFile(file: string): Promise<KeyObject> {
+  const pem = await readFile(file).catch((err: Error) => {
+    throw new UsageError(`cannot read --key ${file}: ${err.message}`)
+  })
+  try {
+    return loadPrivateKey(pem)
+  } catch (err) {
+    throw new UsageError(`--key ${file} is not an ed25519 private key (make one with \`snapshot keygen\`)`, { cause: err })
+  }
+}
+
+export async function readPublicKeyFiles(files: readonly string[]): Promise<KeyObject[]> {
+  const keys: KeyObject[] = []
+  for (const file of files) {
+    const pem = await readFile(file).catch((err: Error) => {
+      throw new UsageError(`cannot read --pubkey ${file}: ${err.message}`)
+    })
+    try {
+      keys.push(loadPublicKey(pem))
+    } catch (err) {
+      throw new UsageError(`--pubkey ${file} is not an ed25519 public key`, { cause: err })
+    }
+  }
+  return keys
+}

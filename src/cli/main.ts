@@ -1,0 +1,127 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings'
+import { ExitCode, SnapshotError } from '../core/errors.js'
+import { buildCommand } from './build-command.js'
+import { keygenCommand } from './keygen-command.js'
+import { makeOutput, parseWholeNumber } from './output.js'
+import { pullCommand } from './pull-command.js'
+import { serveCommand } from './serve-command.js'
+import { swapCommand } from './swap-command.js'
+
+/**
+ * The entry point: parses flags, runs one command, and maps errors to the documented exit codes.
+ * The only place that calls process.exit.
+ */
+function number(name: string, min: number, max: number) {
+  const parse = parseWholeNumber(name, min, max)
+  return (value: string): number => {
+    try {
+      return parse(value)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+  }
+}
+function ratio(value: string): number {
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`takes a positive number, not '${value}'`)
+  return n
+}
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
+export function makeProgram(): Command {
+  const program = new Command('snapshot')
+    .description('Distribute a tree of millions of tiny files: build hourly snapshots on a master, pull --swap them on replicas over HTTP.')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride()
+
+  program
+    .command('keygen')
+    .description('Create an ed25519 key pair for signing snapshots: DIR/snapshot.key (0600) and DIR/snapshot.pub.')
+    .requiredOption('--out <dir>', 'directory for the two key files (keep it outside the store)')
+    .option('--force', 'replace an existing key pair')
+    .option('--json', 'print one JSON object')
+    .action(async (o) => keygenCommand(o, makeOutput(o)))
+
+  program
+    .command('build')
+    .description('Snapshot the source tree into the store: a delta against the latest snapshot, plus a full archive when the policy says so. An unchanged tree makes no snapshot.')
+    .requiredOption('--source <dir>', 'the tree to publish')
+    .requiredOption('--store <dir>', 'the store directory (static files: serve it with `snapshot serve`, a web server, a CDN)')
+    .option('--key <file>', 'ed25519 private key (from `snapshot keygen`) that signs the snapshot')
+    .option('--full', 'write a full archive whatever the policy says')
+    .option('--full-ratio <r>', 'write a full once the deltas since the last full reach this share of its size', ratio, 1.0)
+    .option('--max-chain <n>', 'write a full once this many deltas follow the last one', number('--max-chain', 1, 100000), 48)
+    .option('--json', 'print one JSON object (id, kind, counts, sizes)')
+    .option('--quiet', 'no progress lines on stderr')
+    .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
+
+  program
+    .command('serve')
+    .description('Serve a store over HTTP (GET and HEAD, Range, ETag): objects cached forever, the pointer never.')
+    .requiredOption('--store <dir>', 'the store directory')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0: any free port)', number('--port', 0, 65535), 8080)
+    .addOption(new Option('--token <token>', 'require "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
+    .option('--json', 'print the URL as JSON')
+    .option('--quiet', 'no request log on stderr')
+    .action(async (o) => serveCommand(o, makeOutput(o)))
+
+  program
+    .command('pull')
+    .description('Bring a replica up to the store\'s latest snapshot: fetch what it lacks, build the new tree beside the live one, verify, flush, and with --swap switch atomically.')
+    .requiredOption('--from <url|dir>', 'the store: an http(s) URL or a local directory')
+    .requiredOption('--target <path>', 'the live path: a symlink that snapshot manages (it must not exist yet, or be one it made)')
+    .option('--pubkey <file>', 'trusted ed25519 public key; repeat during a key rotation', collect, [] as string[])
+    .option('--swap', 'make the new snapshot live at once (otherwise it is only staged: see `snapshot swap`)')
+    .option('--state <dir>', 'where trees and downloads live (default: .NAME.snapshot beside the target)')
+    .option('--trees <n>', 'trees to keep: the live one, one to build in, more for instant rollback', number('--trees', 2, 26), 2)
+    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
+    .option('--retries <n>', 'retries of a failed download, with backoff', number('--retries', 0, 100), 5)
+    .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', number('--timeout', 1, 3600), 30)
+    .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', number('--wait', 0, 86400), 0)
+    .option('--json', 'print one JSON object')
+    .option('--quiet', 'no progress lines on stderr')
+    .action(async (o) => pullCommand(o, makeOutput(o)))
+
+  program
+    .command('swap')
+    .description('Make the snapshot that `pull` staged go live, atomically.')
+    .requiredOption('--target <path>', 'the live path')
+    .option('--state <dir>', 'the replica state directory (default: .NAME.snapshot beside the target)')
+    .option('--trees <n>', 'trees kept (as given to pull)', number('--trees', 2, 26), 2)
+    .option('--wait <seconds>', 'wait this long for a running pull', number('--wait', 0, 86400), 0)
+    .option('--json', 'print one JSON object')
+    .action(async (o) => swapCommand(o, makeOutput(o)))
+
+  return program
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = makeProgram()
+  try {
+    await program.parseAsync(argv)
+    return ExitCode.Ok
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version end "with an error" in commander's terms; they are a success for us.
+      return err.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage
+    }
+    if (err instanceof SnapshotError) {
+      process.stderr.write(`snapshot: error [${err.code}]: ${err.message}\n`)
+      return err.exitCode
+    }
+    const e = err as NodeJS.ErrnoException
+    if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
+      process.stderr.write(`snapshot: error [ERR_NO_SPACE]: the disk is full: ${e.message}\n`)
+      return ExitCode.NoSpace
+    }
+    process.stderr.write(`snapshot: error: ${e?.stack ?? String(err)}\n`)
+    return ExitCode.Failure
+  }
+}
+
+const code = await main(process.argv)
+process.exitCode = code

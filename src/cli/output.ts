@@ -1,0 +1,43 @@
+/**
+ * How commands talk: progress lines go to stderr (so stdout stays parseable), the result goes to
+ * stdout, as one JSON object with --json or as a few plain lines otherwise.
+ */
+export interface Output {
+  log(line: string): void
+  result(json: object, human: string[]): void
+}
+
+export function makeOutput(opts: { json?: boolean; quiet?: boolean }): Output {
+  const quiet = opts.quiet ?? false
+  return {
+    log(line) {
+      if (!quiet) process.stderr.write(`snapshot: ${line}\n`)
+    },
+    result(json, human) {
+      if (opts.json) process.stdout.write(JSON.stringify(json) + '\n')
+      else for (const l of human) process.stdout.write(l + '\n')
+    },
+  }
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  let v = n / 1024
+  let i = 0
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return `${v.toFixed(1)} ${units[i]}`
+}
+
+export function parseWholeNumber(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new Error(`${name} takes a whole number from ${min} to ${max}, not '${value}'`)
+    }
+    return n
+  }
+}

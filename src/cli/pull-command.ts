@@ -1,0 +1,47 @@
+import { openSource } from '../http/object-source.js'
+import { pull } from '../replica/pull.js'
+import { readPublicKeyFiles } from './keys.js'
+import { formatBytes, type Output } from './output.js'
+
+export interface PullCommandOptions {
+  from: string
+  target: string
+  pubkey: string[]
+  swap?: boolean
+  json?: boolean
+  state?: string
+  trees: number
+  token?: string
+  retries: number
+  timeout: number
+  wait: number
+}
+
+export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
+  const keys = await readPublicKeyFiles(opts.pubkey)
+  if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
+  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const source = openSource(opts.from, {
+    ...(token ? { token } : {}),
+    retries: opts.retries,
+    timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+  })
+  const r = await pull({
+    source,
+    target: opts.target,
+    ...(opts.state ? { stateDir: opts.state } : {}),
+    trustedKeys: keys,
+    swap: opts.swap ?? false,
+    trees: opts.trees,
+    lockWaitMs: opts.wait * 1000,
+    log: (l) => out.log(l),
+  })
+  const human =
+    r.action === 'up-to-date'
+      ? [`up to date: ${opts.target} serves snapshot ${r.id}`]
+      : [
+          `${r.action === 'swapped' ? 'swapped' : 'staged (run `snapshot swap` to go live)'}: snapshot ${r.id}${r.previousId !== null ? ` (was ${r.previousId})` : ''} in ${r.seconds.toFixed(2)} s`,
+          ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),
+        ]
+  out.result(r, human)
+}

@@ -1,0 +1,64 @@
+import { createHash } from 'node:crypto'
+import type { TreeEntry } from './tree-entry.js'
+
+/**
+ * A digest of a whole tree that can be updated entry by entry: the lane-wise sum (mod 2^32, eight
+ * lanes) of SHA-256 over each entry's record, in the style of LtHash. Adding and removing an entry
+ * costs one hash, so the master keeps it current at the cost of the changes, and any order of the
+ * same entries gives the same digest. It is a consistency check of a rebuilt tree; authenticity
+ * comes from the signed object hashes, not from this sum.
+ */
+export class TreeDigest {
+  private readonly lanes = new Uint32Array(8)
+
+  static fromHex(hex: string): TreeDigest {
+    const d = new TreeDigest()
+    const buf = Buffer.from(hex, 'hex')
+    if (buf.length !== 32) throw new Error(`tree digest must be 64 hex digits, got '${hex}'`)
+    for (let i = 0; i < 8; i++) d.lanes[i] = buf.readUInt32BE(i * 4)
+    return d
+  }
+
+  add(entry: TreeEntry): void {
+    this.combine(entryRecordHash(entry), 1)
+  }
+
+  remove(entry: TreeEntry): void {
+    this.combine(entryRecordHash(entry), -1)
+  }
+
+  toHex(): string {
+    const buf = Buffer.alloc(32)
+    for (let i = 0; i < 8; i++) buf.writeUInt32BE(this.lanes[i]!, i * 4)
+    return buf.toString('hex')
+  }
+
+  private combine(hash: Buffer, sign: 1 | -1): void {
+    for (let i = 0; i < 8; i++) {
+      this.lanes[i] = (this.lanes[i]! + sign * hash.readUInt32BE(i * 4)) >>> 0
+    }
+  }
+}
+
+/** The bytes that stand for one entry: type, path, mode and content hash (or link target). */
+export function entryRecordHash(entry: TreeEntry): Buffer {
+  const h = createHash('sha256')
+  switch (entry.type) {
+    case 'f':
+      h.update(`f\0${entry.path}\0${entry.mode.toString(8)}\0${entry.sha256}`)
+      break
+    case 'd':
+      h.update(`d\0${entry.path}\0${entry.mode.toString(8)}\0`)
+      break
+    case 'l':
+      h.update(`l\0${entry.path}\0\0${entry.target}`)
+      break
+  }
+  return h.digest()
+}
+
+export function digestOf(entries: Iterable<TreeEntry>): string {
+  const d = new TreeDigest()
+  for (const e of entries) d.add(e)
+  return d.toHex()
+}

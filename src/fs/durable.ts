@@ -1,0 +1,91 @@
+import { spawnSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { closeSync, fsyncSync, openSync } from 'node:fs'
+import { open, rename, rm, symlink, writeFile, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+
+/**
+ * The one module that owns durability: atomic writes, fsync of files and directories, and the
+ * symlink swap. Nobody else renames into place. Order, as docs/FORMAT.md explains: data is
+ * flushed before the rename that publishes it, and the directory after, or a power cut could
+ * keep the name and lose the bytes.
+ */
+
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`) // same dir: rename is atomic
+}
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Readers see the old bytes or the new ones, never a torn file. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = tempPathFor(path)
+  try {
+    await writeFile(tmp, data, { flag: 'wx', mode, flush: true })
+    await rename(tmp, path)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
+  fsyncDir(dirname(path))
+}
+
+/**
+ * A file written piece by piece and published whole: `write` fills the temp file, then it is
+ * flushed and renamed onto `path` (or onto the name `write` returns, for content-named objects).
+ * On any error the temp file is removed and nothing appears.
+ */
+export async function writeStreamAtomic<T>(
+  path: string,
+  write: (handle: FileHandle, tmpPath: string) => Promise<{ result: T; finalPath?: string }>,
+): Promise<{ result: T; finalPath: string }> {
+  const tmp = tempPathFor(path)
+  let handle: FileHandle | undefined
+  try {
+    handle = await open(tmp, 'wx', 0o644)
+    const { result, finalPath = path } = await write(handle, tmp)
+    await handle.sync()
+    await handle.close()
+    handle = undefined
+    await rename(tmp, finalPath)
+    fsyncDir(dirname(finalPath))
+    return { result, finalPath }
+  } catch (err) {
+    await handle?.close().catch(() => undefined)
+    await rm(tmp, { force: true })
+    throw err
+  }
+}
+
+/**
+ * Points `linkPath` at `target` by renaming a new link over the old one: a reader resolving the
+ * path sees the old tree or the new one, with no moment where the name is missing (`ln -sfn`
+ * unlinks first and leaves that gap).
+ */
+export async function swapSymlink(linkPath: string, target: string): Promise<void> {
+  const tmp = tempPathFor(linkPath)
+  try {
+    await symlink(target, tmp)
+    await rename(tmp, linkPath)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
+  fsyncDir(dirname(linkPath))
+}
+
+/**
+ * Flushes a whole tree at once. syncfs(2) through `sync -f` costs one call for any number of
+ * files, where an fsync per file would cost one disk flush each; falls back to a global sync.
+ */
+export function syncFilesystem(path: string): void {
+  const r = spawnSync('sync', ['-f', path], { stdio: 'ignore' })
+  if (r.status !== 0) spawnSync('sync', [], { stdio: 'ignore' })
+}

@@ -1,0 +1,213 @@
+import type { KeyObject } from 'node:crypto'
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { asSnapshotError, UsageError } from '../core/errors.js'
+import { decideFull, type FullPolicy } from '../core/full-policy.js'
+import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
+import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
+import { TreeDigest } from '../core/tree-digest.js'
+import type { TreeEntry } from '../core/tree-entry.js'
+import { writeFileAtomic } from '../fs/durable.js'
+import { StoreLayout } from '../store/store-layout.js'
+import { byPathAscending, SourceChangedError, writeArchivePair } from './archive-writer.js'
+import { scanChanges } from './build-scan.js'
+import { entryFromIndex, readIndex, writeIndex, type MasterIndex } from './master-index.js'
+import { readLocalPointer } from './store-reader.js'
+
+/**
+ * One build: scan the source, pack what changed since the latest snapshot, and publish. Publication
+ * order is what keeps the store valid after a crash at any point: objects, then the snapshot's
+ * record, then the master's index, and last the pointer. Until the pointer moves, everything new
+ * is unreferenced and harmless.
+ */
+export interface BuildOptions {
+  readonly source: string
+  readonly store: string
+  readonly privateKey: KeyObject | null
+  readonly forceFull: boolean
+  readonly policy: FullPolicy
+  readonly now?: () => Date
+  readonly log?: (line: string) => void
+}
+
+export interface BuildResult {
+  readonly created: boolean
+  readonly id: number
+  readonly kind: 'full' | 'delta'
+  readonly parent: number | null
+  readonly fullReason: string | null
+  readonly files: number
+  readonly dirs: number
+  readonly links: number
+  readonly bytes: number
+  readonly changed: number
+  readonly deleted: number
+  readonly filesRead: number
+  readonly deltaBytes: number | null
+  readonly fullBytes: number | null
+  readonly warnings: readonly string[]
+  readonly seconds: number
+}
+
+export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
+  const started = process.hrtime.bigint()
+  const log = opts.log ?? (() => undefined)
+  const now = (opts.now ?? (() => new Date()))()
+  const layout = new StoreLayout(opts.store)
+  const sourceStat = await stat(opts.source).catch(() => null)
+  if (!sourceStat?.isDirectory()) throw new UsageError(`--source ${opts.source} is not a directory`)
+  await mkdir(layout.stateDir, { recursive: true })
+  await mkdir(layout.snapshotsDir, { recursive: true })
+  await mkdir(layout.objectsDir, { recursive: true })
+
+  const pointer = await readLocalPointer(layout)
+  const latest = pointer?.latest ?? null
+  let base: MasterIndex = new Map()
+  let hasBase = false
+  if (latest) {
+    try {
+      const loaded = await readIndex(layout.index(latest.id))
+      if (loaded.id === latest.id) {
+        base = loaded.index
+        hasBase = true
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      log(`no index for snapshot ${latest.id}: reading the whole tree`)
+    }
+  }
+
+  log(`scanning ${opts.source}`)
+  const scan = await scanChanges(opts.source, base)
+  for (const w of scan.warnings) log(`warning: ${w}`)
+  const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
+
+  const counts = countTree(scan.index)
+  if (latest && scan.changed.size === 0 && scan.deleted.length === 0 && hasBase) {
+    // Only stat signatures moved (touch, copy with same bytes): remember them, publish nothing.
+    await writeIndex(layout.index(latest.id), latest.id, scan.index)
+    return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...counts, changed: 0, deleted: 0, filesRead: scan.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
+  }
+
+  const id = await nextSnapshotId(layout, latest?.id ?? 0)
+  const digest = hasBase && latest ? TreeDigest.fromHex(latest.treeDigest) : new TreeDigest()
+  if (hasBase) {
+    for (const e of scan.previous.values()) digest.remove(e)
+    for (const e of scan.changed.values()) digest.add(e)
+  } else {
+    for (const [path, value] of scan.index) digest.add(entryFromIndex(path, value))
+  }
+
+  let delta: ArchivePair | undefined
+  if (hasBase && latest) {
+    log(`packing delta: ${scan.changed.size} changed, ${scan.deleted.length} deleted`)
+    delta = await writeArchivePair({
+      objectsDir: layout.objectsDir,
+      source: opts.source,
+      header: { id, kind: 'delta', base: latest.id },
+      entries: [...scan.changed.values()].sort(byPathAscending),
+      deleted: [...scan.deleted].sort().reverse(),
+      contents: scan.contents,
+      mtime: now,
+    })
+  }
+  const decision = hasBase && pointer
+    ? decideFull({ policy: opts.policy, forced: opts.forceFull, chain: pointer.chain, thisDeltaBytes: delta ? delta.archive.length + delta.manifest.length : 0 })
+    : { full: true, reason: latest ? 'no index of the previous snapshot' : 'first snapshot' }
+
+  let full: ArchivePair | undefined
+  if (decision.full) {
+    log(`packing full archive (${decision.reason})`)
+    const entries = [...scan.index].map(([path, value]) => entryFromIndex(path, value)).sort(byPathAscending)
+    try {
+      full = await writeArchivePair({ objectsDir: layout.objectsDir, source: opts.source, header: { id, kind: 'full', base: null }, entries, deleted: [], contents: scan.contents, mtime: now })
+    } catch (err) {
+      if (!(err instanceof SourceChangedError) || !delta) throw err
+      log(`warning: ${err.message}; the full archive waits for the next build`)
+    }
+  }
+
+  const record: SnapshotRecord = {
+    id,
+    parent: latest?.id ?? null,
+    created: now.toISOString(),
+    kind: full ? 'full' : 'delta',
+    treeDigest: digest.toHex(),
+    ...counts,
+    ...(delta ? { delta } : {}),
+    ...(full ? { full } : {}),
+  }
+  await publish(layout, opts.privateKey, record, pointer?.chain ?? [], scan.index)
+  log(`published snapshot ${id} (${record.kind})`)
+  return {
+    created: true,
+    id,
+    kind: record.kind,
+    parent: record.parent,
+    fullReason: full ? decision.reason : null,
+    ...counts,
+    changed: scan.changed.size,
+    deleted: scan.deleted.length,
+    filesRead: scan.filesRead,
+    deltaBytes: delta ? delta.archive.length + delta.manifest.length : null,
+    fullBytes: full ? full.archive.length + full.manifest.length : null,
+    warnings: scan.warnings,
+    seconds: elapsed(),
+  }
+}
+
+/** Record, index, pointer: in this order (see the module comment), each written atomically. */
+export async function publish(layout: StoreLayout, key: KeyObject | null, record: SnapshotRecord, previousChain: readonly SnapshotRecord[], index: MasterIndex | null): Promise<void> {
+  try {
+    await writeFileAtomic(layout.record(record.id), sealEnvelope({ format: POINTER_FORMAT, snapshot: record }, key))
+    if (index) await writeIndex(layout.index(record.id), record.id, index)
+    const chain = record.full ? [record] : [...chainFromLastFull(previousChain), record]
+    await writeFileAtomic(layout.latest, sealEnvelope({ format: POINTER_FORMAT, latest: record, chain }, key))
+  } catch (err) {
+    throw asSnapshotError(err, `publishing snapshot ${record.id}`)
+  }
+  await removeOldIndexes(layout, record.id)
+}
+
+function chainFromLastFull(chain: readonly SnapshotRecord[]): SnapshotRecord[] {
+  let start = 0
+  for (let i = chain.length - 1; i >= 0; i--) {
+    if (chain[i]!.full) {
+      start = i
+      break
+    }
+  }
+  return chain.slice(start)
+}
+
+/** Ids only grow and are never reused, even after a build that died before publishing. */
+async function nextSnapshotId(layout: StoreLayout, latestId: number): Promise<number> {
+  let max = latestId
+  for (const name of await readdir(layout.snapshotsDir)) {
+    const m = /^(\d+)\.json$/.exec(name)
+    if (m) max = Math.max(max, Number(m[1]))
+  }
+  return max + 1
+}
+
+async function removeOldIndexes(layout: StoreLayout, keepId: number): Promise<void> {
+  for (const name of await readdir(layout.stateDir)) {
+    const m = /^index-(\d+)\.bin$/.exec(name)
+    if (m && Number(m[1]) !== keepId) await rm(`${layout.stateDir}/${name}`, { force: true })
+  }
+}
+
+function countTree(index: MasterIndex): { files: number; dirs: number; links: number; bytes: number } {
+  let files = 0
+  let dirs = 0
+  let links = 0
+  let bytes = 0
+  for (const [path, value] of index) {
+    const t = value[0]
+    if (t === 'f') {
+      files++
+      bytes += (entryFromIndex(path, value) as Extract<TreeEntry, { type: 'f' }>).size
+    } else if (t === 'd') dirs++
+    else links++
+  }
+  return { files, dirs, links, bytes }
+}

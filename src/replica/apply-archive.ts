@@ -1,0 +1,283 @@
+import { createHash, type Hash } from 'node:crypto'
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs'
+import { join } from 'node:path'
+import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
+import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
+import { TreeDigest } from '../core/tree-digest.js'
+import type { TreeEntry } from '../core/tree-entry.js'
+import { parentOf } from '../core/tree-path.js'
+import type { ManifestCursor } from './manifest-cursor.js'
+
+/**
+ * Applies one archive to a tree that is not live (a staging slot): the manifest's deletions first,
+ * then each archive entry, checked in lockstep against the manifest (same path, type, size, bytes
+ * hashing to the manifest's sha256). Writes are synchronous: a million tiny files cannot afford a
+ * promise each. Every write goes through a directory proven real (not a symlink) under the root,
+ * so no entry can write outside the tree. Re-applying after a crash is safe: every step is
+ * idempotent.
+ */
+export interface ApplyStats {
+  filesWritten: number
+  dirsMade: number
+  linksMade: number
+  deleted: number
+  bytesWritten: number
+}
+
+export interface ApplyInput {
+  readonly root: string
+  readonly manifest: ManifestCursor
+  readonly tarChunks: AsyncIterable<Buffer>
+  /** Exact length of the uncompressed tar: more is a bomb, less is a truncation. */
+  readonly tarBytes: number
+  /** For a full archive: the digest the signed record names, checked against the manifest. */
+  readonly expectDigest?: string
+}
+
+export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
+  const applier = new Applier(input.root, input.manifest)
+  applier.applyDeletions()
+  const reader = new TarReader(applier)
+  let seen = 0
+  try {
+    for await (const chunk of input.tarChunks) {
+      seen += chunk.length
+      if (seen > input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${input.tarBytes} bytes it declares`)
+      reader.write(chunk)
+    }
+    if (seen !== input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${input.tarBytes}`)
+    reader.close()
+    applier.finish()
+  } finally {
+    applier.abort()
+  }
+  verifyApplied(input.root, input.manifest, input.expectDigest)
+  return applier.stats
+}
+
+class Applier {
+  readonly stats: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
+  /** Slot-relative paths proven to be real directories ('' is the root). */
+  private readonly realDirs = new Set<string>([''])
+  private pending: TreeEntry | null = null
+  private deletionsDone = false
+  private fd: number | null = null
+  private hash: Hash | null = null
+  private written = 0
+
+  constructor(
+    private readonly root: string,
+    private readonly manifest: ManifestCursor,
+  ) {}
+
+  applyDeletions(): void {
+    for (;;) {
+      const line = this.manifest.next()
+      if (line === null) break
+      if (line.kind === 'entry') {
+        this.pending = line.entry
+        break
+      }
+      this.ensureRealDir(parentOf(line.path))
+      this.removeAny(line.path)
+      this.stats.deleted++
+    }
+    this.deletionsDone = true
+  }
+
+  entry(h: TarEntryHeader): void {
+    const expected = this.nextExpected()
+    if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
+    if (expected.path !== h.path) {
+      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
+    }
+    if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
+    this.ensureRealDir(parentOf(h.path))
+    const abs = join(this.root, h.path)
+    switch (expected.type) {
+      case 'd':
+        this.makeDir(h.path, abs, expected.mode)
+        break
+      case 'l':
+        if (h.linkpath !== expected.target) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's`)
+        this.makeLink(h.path, abs, expected.target)
+        break
+      case 'f':
+        if (h.size !== expected.size) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
+        this.fd = this.openForWrite(h.path, abs, expected.mode)
+        this.hash = createHash('sha256')
+        this.written = 0
+        break
+    }
+    this.pending = expected
+  }
+
+  data(chunk: Buffer): void {
+    if (this.fd === null || !this.hash) throw new UnsafeArchiveError('archive data outside a file')
+    this.written += chunk.length
+    this.hash.update(chunk)
+    let off = 0
+    while (off < chunk.length) off += writeSync(this.fd, chunk, off, chunk.length - off)
+  }
+
+  end(): void {
+    const e = this.pending
+    this.pending = null
+    if (!e || e.type !== 'f') return
+    const fd = this.fd!
+    this.fd = null
+    const sha = this.hash!.digest('hex')
+    this.hash = null
+    try {
+      fchmodSync(fd, e.mode)
+    } finally {
+      closeSync(fd)
+    }
+    if (this.written !== e.size) throw new UnsafeArchiveError(`${JSON.stringify(e.path)}: ${this.written} bytes written, ${e.size} expected`)
+    if (sha !== e.sha256) throw new VerifyError(`${JSON.stringify(e.path)}: sha256 is ${sha}, the manifest says ${e.sha256}`)
+    this.stats.filesWritten++
+    this.stats.bytesWritten += e.size
+  }
+
+  /** After the last archive entry: the manifest must have nothing left. */
+  finish(): void {
+    const rest = this.nextExpected()
+    if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
+  }
+
+  abort(): void {
+    if (this.fd !== null) closeSync(this.fd)
+    this.fd = null
+  }
+
+  private nextExpected(): TreeEntry | null {
+    if (this.pending) {
+      const e = this.pending
+      this.pending = null
+      return e
+    }
+    const line = this.manifest.next()
+    if (line === null) return null
+    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${JSON.stringify(line.path)} after the entries`)
+    return line.entry
+  }
+
+  /** Proves `rel` is a real directory inside the root, ancestors first (lstat follows nothing at the end, but the kernel follows links in the middle). */
+  private ensureRealDir(rel: string): void {
+    if (this.realDirs.has(rel)) return
+    this.ensureRealDir(parentOf(rel))
+    let st
+    try {
+      st = lstatSync(join(this.root, rel))
+    } catch (err) {
+      throw new UnsafeArchiveError(`${JSON.stringify(rel)} should be a directory before its entries, but it is missing`, { cause: err })
+    }
+    if (!st.isDirectory()) throw new UnsafeArchiveError(`${JSON.stringify(rel)} is not a real directory: refusing to write through it`)
+    this.realDirs.add(rel)
+  }
+
+  private removeAny(rel: string): void {
+    const abs = join(this.root, rel)
+    let st
+    try {
+      st = lstatSync(abs)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw err
+    }
+    if (st.isDirectory()) {
+      rmSync(abs, { recursive: true, force: true })
+      this.forgetDirs(rel)
+    } else unlinkSync(abs)
+  }
+
+  private forgetDirs(rel: string): void {
+    this.realDirs.delete(rel)
+    const prefix = rel + '/'
+    for (const d of this.realDirs) if (d.startsWith(prefix)) this.realDirs.delete(d)
+  }
+
+  private makeDir(rel: string, abs: string, mode: number): void {
+    try {
+      mkdirSync(abs, { mode })
+      this.stats.dirsMade++
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      if (!lstatSync(abs).isDirectory()) {
+        this.removeAny(rel)
+        mkdirSync(abs, { mode })
+        this.stats.dirsMade++
+      }
+    }
+    chmodSync(abs, mode) // mkdir's mode passes through the umask; an existing dir keeps its old one
+    this.realDirs.add(rel)
+  }
+
+  private makeLink(rel: string, abs: string, target: string): void {
+    try {
+      symlinkSync(target, abs)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const st = lstatSync(abs)
+      if (st.isSymbolicLink() && readlinkSync(abs) === target) return
+      this.removeAny(rel)
+      symlinkSync(target, abs)
+    }
+    this.stats.linksMade++
+  }
+
+  private openForWrite(rel: string, abs: string, mode: number): number {
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW
+    try {
+      return openSync(abs, flags, mode)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ELOOP' && code !== 'EISDIR' && code !== 'EACCES') throw err
+      this.removeAny(rel) // a symlink, a directory or a read-only file stood here: replace it, never write through it
+      return openSync(abs, flags, mode)
+    }
+  }
+}
+
+/**
+ * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
+ * walk of the tree), and for a full archive the manifest adds up to the signed tree digest.
+ */
+function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: string | undefined): void {
+  manifest.rewind()
+  const digest = expectDigest ? new TreeDigest() : null
+  for (let line = manifest.next(); line !== null; line = manifest.next()) {
+    const path = line.kind === 'deleted' ? line.path : line.entry.path
+    let st
+    try {
+      st = lstatSync(join(root, path))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && line.kind === 'deleted') continue
+      throw new VerifyError(`after applying: ${JSON.stringify(path)} is missing`, { cause: err })
+    }
+    if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)
+    const e = line.entry
+    digest?.add(e)
+    const ok =
+      e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
+      : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
+      : st.isSymbolicLink()
+    if (!ok) throw new VerifyError(`after applying: ${JSON.stringify(path)} is not what the manifest says`)
+  }
+  if (digest && expectDigest && digest.toHex() !== expectDigest) {
+    throw new VerifyError(`the full manifest adds up to tree digest ${digest.toHex()}, the signed record says ${expectDigest}`)
+  }
+}

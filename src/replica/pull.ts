@@ -1,0 +1,283 @@
+import type { KeyObject } from 'node:crypto'
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm } from 'node:fs/promises'
+import { randomUUID } from 'node:crypto'
+import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
+import { pairOf, planPull, type PullPlan } from '../core/chain-plan.js'
+import { asSnapshotError, NoSnapshotError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
+import { parseSnapshotRecord, recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
+import { MAX_PATH_BYTES } from '../core/tree-path.js'
+import { swapSymlink, syncFilesystem, writeFileAtomic } from '../fs/durable.js'
+import { acquireLock } from '../fs/lock-file.js'
+import type { ObjectSource } from '../http/object-source.js'
+import { applyArchive, type ApplyStats } from './apply-archive.js'
+import { ManifestCursor } from './manifest-cursor.js'
+import { ensureObject, isCached } from './object-cache.js'
+import { ReplicaLayout } from './replica-layout.js'
+import { freshState, loadState, saveState, type ReplicaState } from './replica-state.js'
+
+/**
+ * `snapshot pull`: bring a tree that is not live up to the store's latest snapshot, verify it,
+ * flush it, and (with swap) make it live by renaming a new symlink over PATH. Nothing live is
+ * touched before that rename, so any failure leaves the replica serving what it served.
+ */
+export interface PullOptions {
+  readonly source: ObjectSource
+  readonly target: string
+  readonly stateDir?: string
+  readonly trustedKeys: readonly KeyObject[]
+  readonly swap: boolean
+  /** How many trees to keep (live, staging, and older ones for instant rollback). */
+  readonly trees?: number
+  readonly lockWaitMs?: number
+  readonly log?: (line: string) => void
+  readonly now?: () => Date
+}
+
+export type PullAction = 'up-to-date' | 'staged' | 'swapped'
+export interface PullResult {
+  readonly action: PullAction
+  readonly id: number
+  readonly previousId: number | null
+  readonly plan: { steps: { id: number; use: 'full' | 'delta' }[]; downloadBytes: number; baseId: number | null } | null
+  readonly applied: ApplyStats
+  readonly seconds: number
+}
+
+const POINTER_MAX_BYTES = 4 << 20
+const MAX_RECORD_WALK = 10_000
+
+export function slotNames(trees: number): string[] {
+  if (!Number.isInteger(trees) || trees < 2 || trees > 26) throw new UsageError('--trees must be a whole number from 2 to 26')
+  return Array.from({ length: trees }, (_, i) => String.fromCharCode(97 + i))
+}
+
+export async function pull(opts: PullOptions): Promise<PullResult> {
+  const started = process.hrtime.bigint()
+  const log = opts.log ?? (() => undefined)
+  const now = opts.now ?? (() => new Date())
+  const layout = new ReplicaLayout(opts.target, opts.stateDir)
+  const slots = slotNames(opts.trees ?? 2)
+  await checkTarget(layout)
+  await mkdir(layout.stateDir, { recursive: true })
+  const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
+  let state = (await loadState(layout.stateFile, slots)) ?? freshState(slots)
+  try {
+    const result = await pullLocked(opts, layout, state, log, started)
+    state = (await loadState(layout.stateFile, slots)) ?? state
+    state.lastPull = { at: now().toISOString(), ok: true, id: result.id }
+    await saveState(layout.stateFile, state)
+    return result
+  } catch (err) {
+    const e = asSnapshotError(err, 'pull')
+    state = (await loadState(layout.stateFile, slots).catch(() => null)) ?? state
+    state.lastPull = { at: now().toISOString(), ok: false, code: e.code, error: e.message }
+    await saveState(layout.stateFile, state).catch(() => undefined)
+    throw e
+  } finally {
+    lock.release()
+    await rm(layout.trashDir, { recursive: true, force: true }).catch(() => undefined)
+  }
+}
+
+async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, started: bigint): Promise<PullResult> {
+  const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
+  const noWork: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
+  const pointer = await fetchPointer(opts.source, opts.trustedKeys)
+  const latest = pointer.latest
+  if (latest.id < state.highestSeen) {
+    throw new RollbackRefusedError(
+      `${opts.source.description} offers snapshot ${latest.id}, but this replica already had snapshot ${state.highestSeen}: refusing to go back (a stale mirror, a restored old store, or a rollback attack)`,
+    )
+  }
+  state.highestSeen = latest.id
+  const previousId = state.live?.id ?? null
+
+  if (state.live?.id === latest.id) {
+    log(`up to date at snapshot ${latest.id}`)
+    await saveState(layout.stateFile, state)
+    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, seconds: seconds() }
+  }
+  if (state.staged?.id === latest.id && state.slots[state.staged.slot]?.status === 'ready') {
+    log(`snapshot ${latest.id} is already staged`)
+    await saveState(layout.stateFile, state)
+    if (opts.swap) await swapToStaged(layout, state, log)
+    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, seconds: seconds() }
+  }
+
+  for (const [name, st] of Object.entries(state.slots)) {
+    if (st.status !== 'empty' && name !== state.live?.slot && !(await lstat(layout.tree(name)).catch(() => null))) state.slots[name] = { status: 'empty' }
+  }
+  const slot = chooseSlot(state)
+  const slotState = state.slots[slot]!
+  const baseId = slotState.status === 'ready' ? slotState.id : slotState.status === 'dirty' ? slotState.base : null
+  const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, baseId)
+  const cachedShas = new Set<string>()
+  for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
+  const plan = planPull({ baseId, latestId: latest.id, records, cached: (sha) => cachedShas.has(sha) })
+  log(`plan: ${describePlan(plan)} into tree ${slot}`)
+
+  if (state.staged?.slot === slot) state.staged = null
+  state.slots[slot] = { status: 'dirty', base: plan.baseId, target: latest.id }
+  await saveState(layout.stateFile, state)
+  if (plan.baseId === null) await emptyTree(layout, slot)
+
+  const applied: ApplyStats = { ...noWork }
+  for (const step of plan.steps) {
+    const pair = pairOf(step)
+    const manifestFile = await ensureObject(layout, opts.source, pair.manifest)
+    const archiveFile = await ensureObject(layout, opts.source, pair.archive)
+    const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
+    const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, maxManifest, `manifest of snapshot ${step.record.id}`))
+    checkManifestHeader(cursor, step.record, step.use, pair.entries, pair.deleted)
+    log(`applying ${step.use} of snapshot ${step.record.id}: ${pair.entries} entries, ${pair.deleted} deletions`)
+    const stats = await applyArchive({
+      root: layout.tree(slot),
+      manifest: cursor,
+      tarChunks: decompressFile(archiveFile),
+      tarBytes: pair.archive.tarBytes,
+      ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
+    })
+    for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
+  }
+  syncFilesystem(layout.tree(slot))
+  state.slots[slot] = { status: 'ready', id: latest.id, digest: latest.treeDigest }
+  state.staged = { slot, id: latest.id }
+  await saveState(layout.stateFile, state)
+  log(`snapshot ${latest.id} staged in tree ${slot}`)
+  if (opts.swap) await swapToStaged(layout, state, log)
+  await pruneObjectCache(layout, state, records)
+  return {
+    action: opts.swap ? 'swapped' : 'staged',
+    id: latest.id,
+    previousId,
+    plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
+    applied,
+    seconds: seconds(),
+  }
+}
+
+/** PATH must be absent or a symlink into our trees: never replace an operator's own directory. */
+async function checkTarget(layout: ReplicaLayout): Promise<void> {
+  const st = await lstat(layout.target).catch(() => null)
+  if (!st) return
+  if (!st.isSymbolicLink()) {
+    throw new UsageError(`--target ${layout.target} exists and is not a symlink made by snapshot; move it aside or choose another path`)
+  }
+  const value = await readlink(layout.target)
+  if (!slotNames(26).some((s) => value === layout.linkValue(s))) {
+    throw new UsageError(`--target ${layout.target} is a symlink to ${value}, which snapshot did not make; remove it or choose another path`)
+  }
+}
+
+export async function fetchPointer(source: ObjectSource, keys: readonly KeyObject[]): Promise<PointerPayload> {
+  const bytes = await source.getSmall('latest.json', POINTER_MAX_BYTES)
+  if (!bytes) throw new NoSnapshotError(`${source.description} has no snapshot yet (no latest.json)`)
+  return parsePointerPayload(openEnvelope(bytes, keys))
+}
+
+/** The tree to build in: never the live one; the one whose snapshot is closest to the latest. */
+function chooseSlot(state: ReplicaState): string {
+  const candidates = Object.keys(state.slots).filter((s) => s !== state.live?.slot)
+  const score = (s: string): number => {
+    const st = state.slots[s]!
+    return st.status === 'ready' ? st.id : st.status === 'dirty' ? (st.base ?? -1) : -1
+  }
+  return candidates.reduce((best, s) => (score(s) > score(best) ? s : best))
+}
+
+/**
+ * Records from the pointer, the local cache and snapshots/<id>.json, walking parents from the
+ * latest back to `baseId` (or to a full archive). Each fetched record is verified like the pointer.
+ */
+async function collectRecords(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], pointer: PointerPayload, baseId: number | null): Promise<Map<number, SnapshotRecord>> {
+  const records = new Map<number, SnapshotRecord>()
+  for (const r of pointer.chain) records.set(r.id, r)
+  await mkdir(layout.recordsDir, { recursive: true })
+  let r: SnapshotRecord | undefined = pointer.latest
+  let sawFull = false
+  for (let steps = 0; r && steps < MAX_RECORD_WALK; steps++) {
+    sawFull ||= r.full !== undefined
+    if (r.parent === null || (baseId !== null && r.id <= baseId) || (baseId === null && sawFull)) break
+    const parentId: number = r.parent
+    let parent: SnapshotRecord | undefined = records.get(parentId)
+    if (!parent) parent = (await loadCachedRecord(layout, parentId)) ?? (await fetchRecord(source, layout, keys, parentId))
+    if (!parent) break
+    records.set(parent.id, parent)
+    r = parent
+  }
+  for (const rec of pointer.chain) await cacheRecord(layout, rec)
+  return records
+}
+
+/** The local record cache holds records already verified (by signature or through the pointer). */
+async function loadCachedRecord(layout: ReplicaLayout, id: number): Promise<SnapshotRecord | undefined> {
+  const text = await readFile(layout.record(id), 'utf8').catch(() => null)
+  if (!text) return undefined
+  try {
+    const record = parseSnapshotRecord(JSON.parse(text))
+    return record.id === id ? record : undefined
+  } catch {
+    return undefined // a damaged cache entry: fetch it again
+  }
+}
+
+async function fetchRecord(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], id: number): Promise<SnapshotRecord | undefined> {
+  const bytes = await source.getSmall(`snapshots/${id}.json`, POINTER_MAX_BYTES)
+  if (!bytes) return undefined
+  const record = parseRecordPayload(openEnvelope(bytes, keys), id)
+  await cacheRecord(layout, record)
+  return record
+}
+
+async function cacheRecord(layout: ReplicaLayout, record: SnapshotRecord): Promise<void> {
+  const have = await lstat(layout.record(record.id)).catch(() => null)
+  if (!have) await writeFileAtomic(layout.record(record.id), JSON.stringify(record) + '\n')
+}
+
+function checkManifestHeader(cursor: ManifestCursor, record: SnapshotRecord, use: 'full' | 'delta', entries: number, deleted: number): void {
+  const h = cursor.header
+  const base = use === 'full' ? null : record.parent
+  if (h.id !== record.id || h.kind !== use || h.base !== base || h.entries !== entries || h.deleted !== deleted) {
+    throw new UnsafeArchiveError(`the ${use} manifest of snapshot ${record.id} does not match its signed record (mix-and-match of objects?)`)
+  }
+}
+
+async function emptyTree(layout: ReplicaLayout, slot: string): Promise<void> {
+  const dir = layout.tree(slot)
+  if (await lstat(dir).catch(() => null)) {
+    await mkdir(layout.trashDir, { recursive: true })
+    await rename(dir, `${layout.trashDir}/${slot}-${randomUUID()}`) // removed after the pull, off the critical path
+  }
+  await mkdir(dir, { recursive: true })
+}
+
+/** Makes the staged tree live by renaming a new symlink over PATH: readers see old or new, never a gap. */
+export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void): Promise<void> {
+  const staged = state.staged
+  if (!staged) throw new SnapshotError('nothing is staged: run `snapshot pull` first')
+  const slotState = state.slots[staged.slot]
+  if (slotState?.status !== 'ready' || slotState.id !== staged.id) throw new SnapshotError(`the staged tree ${staged.slot} is not ready; run \`snapshot pull\` again`)
+  await swapSymlink(layout.target, layout.linkValue(staged.slot))
+  state.live = { slot: staged.slot, id: staged.id, since: new Date().toISOString() }
+  state.staged = null
+  await saveState(layout.stateFile, state)
+  log(`swapped: ${layout.target} now serves snapshot ${staged.id}`)
+}
+
+/** Keeps only objects that a kept tree may still replay: those of snapshots newer than the oldest tree. */
+async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaState, records: ReadonlyMap<number, SnapshotRecord>): Promise<void> {
+  const ids = Object.values(state.slots).flatMap((s) => (s.status === 'ready' ? [s.id] : s.status === 'dirty' ? [s.base ?? 0] : []))
+  const oldest = ids.length ? Math.min(...ids) : 0
+  const keep = new Set<string>()
+  for (const r of records.values()) if (r.id > oldest) for (const ref of recordObjects(r)) keep.add(ref.path)
+  const names = await readdir(layout.objectsDir).catch(() => [] as string[])
+  for (const name of names) {
+    if (!keep.has(`objects/${name}`)) await rm(`${layout.objectsDir}/${name}`, { force: true })
+  }
+}
+
+function describePlan(plan: PullPlan): string {
+  const steps = plan.steps.map((s) => `${s.use} ${s.record.id}`).join(', ')
+  return `${steps} from ${plan.baseId === null ? 'an empty tree' : `snapshot ${plan.baseId}`}, ${plan.downloadBytes} bytes to download`
+}

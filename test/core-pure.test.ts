@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { planPull } from '../src/core/chain-plan.js'
+import { decideFull, DEFAULT_FULL_POLICY } from '../src/core/full-policy.js'
+import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, parseBodyLine } from '../src/core/manifest.js'
+import type { ArchivePair, SnapshotRecord } from '../src/core/snapshot-record.js'
+import { digestOf, TreeDigest } from '../src/core/tree-digest.js'
+import type { TreeEntry } from '../src/core/tree-entry.js'
+import { linkTargetProblem, pathProblem } from '../src/core/tree-path.js'
+import { ManifestCursor } from '../src/replica/manifest-cursor.js'
+
+const sha = (c: string): string => c.repeat(64).slice(0, 64)
+function pair(tag: string, length: number): ArchivePair {
+  return {
+    archive: { path: `objects/${sha(tag)}.tar.zst`, sha256: sha(tag), length, tarBytes: 1024 },
+    manifest: { path: `objects/${sha(tag + 'm')}.manifest.zst`, sha256: sha(tag + 'm'), length: 0 },
+    entries: 1,
+    deleted: 0,
+  }
+}
+function rec(id: number, opts: { delta?: number; full?: number }): SnapshotRecord {
+  return {
+    id,
+    parent: id === 1 ? null : id - 1,
+    created: new Date(0).toISOString(),
+    kind: opts.full !== undefined ? 'full' : 'delta',
+    treeDigest: sha('0'),
+    files: 0,
+    dirs: 0,
+    links: 0,
+    bytes: 0,
+    ...(opts.delta !== undefined ? { delta: pair(String.fromCharCode(96 + id), opts.delta) } : {}),
+    ...(opts.full !== undefined ? { full: pair(String(id % 10), opts.full) } : {}),
+  }
+}
+
+test('planPull takes the delta chain when it is cheaper than the full', () => {
+  const records = new Map([1, 2, 3, 4].map((id) => [id, id === 1 ? rec(1, { full: 1000 }) : rec(id, { delta: 10 })]))
+  const plan = planPull({ baseId: 2, latestId: 4, records, cached: () => false })
+  assert.deepEqual(plan.steps.map((s) => [s.record.id, s.use]), [[3, 'delta'], [4, 'delta']])
+  assert.equal(plan.downloadBytes, 20)
+  assert.equal(plan.baseId, 2)
+})
+
+test('planPull takes the full when the chain costs more, or is broken', () => {
+  const records = new Map<number, SnapshotRecord>([
+    [1, rec(1, { full: 100 })],
+    [2, rec(2, { delta: 80 })],
+    [3, rec(3, { delta: 80, full: 100 })],
+    [4, rec(4, { delta: 5 })],
+  ])
+  const plan = planPull({ baseId: 1, latestId: 4, records, cached: () => false })
+  assert.deepEqual(plan.steps.map((s) => [s.record.id, s.use]), [[3, 'full'], [4, 'delta']])
+  assert.equal(plan.baseId, null)
+  records.delete(2)
+  const broken = planPull({ baseId: 1, latestId: 4, records, cached: () => false })
+  assert.equal(broken.steps[0]!.use, 'full')
+})
+
+test('planPull counts cached objects as free, and starts an empty tree from a full', () => {
+  const records = new Map<number, SnapshotRecord>([
+    [1, rec(1, { full: 100 })],
+    [2, rec(2, { delta: 90 })],
+    [3, rec(3, { delta: 20 })],
+  ])
+  const cachedDelta2 = (s: string): boolean => s === records.get(2)!.delta!.archive.sha256
+  assert.equal(planPull({ baseId: 1, latestId: 3, records, cached: cachedDelta2 }).downloadBytes, 20)
+  const empty = planPull({ baseId: null, latestId: 3, records, cached: () => false })
+  assert.deepEqual(empty.steps.map((s) => [s.record.id, s.use]), [[1, 'full'], [2, 'delta'], [3, 'delta']])
+  assert.throws(() => planPull({ baseId: null, latestId: 3, records: new Map([[3, rec(3, { delta: 1 })]]), cached: () => false }), /cannot reach/)
+})
+
+test('the tree digest is order-free and follows adds and removes', () => {
+  const a: TreeEntry = { type: 'f', path: 'a', mode: 0o644, size: 1, sha256: sha('1') }
+  const b: TreeEntry = { type: 'd', path: 'b', mode: 0o755 }
+  const c: TreeEntry = { type: 'l', path: 'c', target: 'a' }
+  assert.equal(digestOf([a, b, c]), digestOf([c, a, b]))
+  const d = TreeDigest.fromHex(digestOf([a, b]))
+  d.add(c)
+  d.remove(a)
+  assert.equal(d.toHex(), digestOf([b, c]))
+  assert.notEqual(digestOf([a]), digestOf([{ ...a, mode: 0o600 }]))
+})
+
+test('decideFull follows the policy', () => {
+  const chain = [rec(1, { full: 100 }), rec(2, { delta: 30 }), rec(3, { delta: 30 })]
+  assert.equal(decideFull({ policy: DEFAULT_FULL_POLICY, forced: false, chain, thisDeltaBytes: 10 }).full, false)
+  assert.equal(decideFull({ policy: DEFAULT_FULL_POLICY, forced: false, chain, thisDeltaBytes: 40 }).full, true)
+  assert.equal(decideFull({ policy: DEFAULT_FULL_POLICY, forced: true, chain, thisDeltaBytes: 0 }).full, true)
+  assert.equal(decideFull({ policy: { deltaBytesRatio: 10, maxChain: 3 }, forced: false, chain, thisDeltaBytes: 1 }).full, true)
+})
+
+test('paths and link targets that could leave the tree are refused', () => {
+  for (const bad of ['', '/etc/passwd', '../x', 'a/../b', 'a//b', './a', 'a/.', 'a\0b', 'x'.repeat(256)]) assert.ok(pathProblem(bad), bad)
+  for (const good of ['a', 'a b/c', 'café/\n', 'x'.repeat(255)]) assert.equal(pathProblem(good), null, good)
+  assert.ok(linkTargetProblem('a', '/etc/passwd'))
+  assert.ok(linkTargetProblem('a', '../x'))
+  assert.ok(linkTargetProblem('a/b/c', '../../../x'))
+  assert.ok(linkTargetProblem('a/l', 'up/..'), "'..' after a name could climb out through a link")
+  assert.equal(linkTargetProblem('a/b/c', '../../x'), null)
+  assert.equal(linkTargetProblem('a/l', 'sub/dir/file'), null)
+})
+
+test('a manifest round-trips and its order is enforced', () => {
+  const entries: TreeEntry[] = [
+    { type: 'd', path: 'a', mode: 0o755 },
+    { type: 'f', path: 'a/f\nnewline', mode: 0o644, size: 3, sha256: sha('2') },
+    { type: 'l', path: 'a/l', target: 'f' },
+  ]
+  const text = encodeHeaderLine({ manifest: 'playlist-snapshot-manifest/1', id: 2, kind: 'delta', base: 1, entries: 3, deleted: 2 }) + encodeDeletionLine('z/y') + encodeDeletionLine('z') + entries.map(encodeEntryLine).join('')
+  const cursor = new ManifestCursor(Buffer.from(text))
+  const lines = []
+  for (let l = cursor.next(); l; l = cursor.next()) lines.push(l)
+  assert.deepEqual(lines.map((l) => (l.kind === 'entry' ? l.entry : l.path)), ['z/y', 'z', ...entries])
+  const dup = new ManifestCursor(Buffer.from(encodeHeaderLine({ manifest: 'playlist-snapshot-manifest/1', id: 2, kind: 'full', base: null, entries: 2, deleted: 0 }) + encodeEntryLine(entries[0]!) + encodeEntryLine(entries[0]!)))
+  dup.next()
+  assert.throws(() => dup.next(), /repeated or out of order/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1, h: sha('1') }), 2), /'\.\.' segment/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'l', p: 'x', l: '/etc' }), 2), /absolute/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'c', p: 'x' }), 2), /unknown entry type/)
+})
