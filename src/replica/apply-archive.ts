@@ -91,8 +91,9 @@ class Applier {
         this.pending = line.entry
         break
       }
-      this.ensureRealDir(parentOf(line.path))
-      this.removeAny(line.path)
+      // Under a missing or non-directory parent the path is already gone (a replay after a crash):
+      // and a symlinked parent is never followed.
+      if (this.isRealDir(parentOf(line.path))) this.removeAny(line.path)
       this.stats.deleted++
     }
     this.deletionsDone = true
@@ -189,6 +190,16 @@ class Applier {
     this.realDirs.add(rel)
   }
 
+  /** Like ensureRealDir, but answers false instead of refusing. */
+  private isRealDir(rel: string): boolean {
+    if (this.realDirs.has(rel)) return true
+    if (!this.isRealDir(parentOf(rel))) return false
+    const st = lstatSync(join(this.root, rel), { throwIfNoEntry: false })
+    if (!st?.isDirectory()) return false
+    this.realDirs.add(rel)
+    return true
+  }
+
   private removeAny(rel: string): void {
     const abs = join(this.root, rel)
     let st
@@ -265,7 +276,8 @@ function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: str
     try {
       st = lstatSync(join(root, path))
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && line.kind === 'deleted') continue
+      const code = (err as NodeJS.ErrnoException).code
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && line.kind === 'deleted') continue
       throw new VerifyError(`after applying: ${JSON.stringify(path)} is missing`, { cause: err })
     }
     if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)

@@ -22,26 +22,28 @@ export async function writeCompressedObject<T>(
   const hash = createHash('sha256')
   let length = 0
   const { result, finalPath } = await writeStreamAtomic(join(objectsDir, `incoming.${ext}`), async (handle) => {
-    const out = handle.createWriteStream({ autoClose: false })
-    let writeError: unknown
-    out.on('error', (err) => (writeError = err))
-    compressor.on('data', (chunk: Buffer) => {
-      hash.update(chunk)
-      length += chunk.length
-      if (!out.write(chunk)) compressor.pause()
-    })
-    out.on('drain', () => compressor.resume())
-    const compressorDone = once(compressor, 'end')
-    compressorDone.catch(() => undefined) // awaited below; this only keeps an early failure from going unhandled
+    // Async iteration pulls from the compressor only as fast as the disk takes it.
+    const pump = (async () => {
+      for await (const chunk of compressor as AsyncIterable<Buffer>) {
+        hash.update(chunk)
+        length += chunk.length
+        await handle.write(chunk)
+      }
+    })()
+    pump.catch((err: unknown) => compressor.destroy(err as Error)) // unblocks a writer waiting for 'drain'
     const write = async (chunk: Buffer): Promise<void> => {
-      if (writeError) throw writeError
       if (!compressor.write(chunk)) await once(compressor, 'drain')
     }
-    const result = await produce(write)
-    compressor.end()
-    await compressorDone
-    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())))
-    if (writeError) throw writeError
+    let result: T
+    try {
+      result = await produce(write)
+      compressor.end()
+      await pump
+    } catch (err) {
+      compressor.destroy()
+      await pump.catch(() => undefined)
+      throw err
+    }
     const sha256 = hash.digest('hex')
     return { result: { result, sha256 }, finalPath: join(objectsDir, `${sha256}.${ext}`) }
   })

@@ -1,0 +1,402 @@
+/**
+ * The one place that knows which zstd implementation runs. Node >= 22.15 has zstd in `node:zlib`;
+ * on Node 20 we fall back to zstd-codec (WASM). Both produce and read standard zstd frames.
+ *
+ * zstd-codec needs care (NOTES.md, and measured while writing this file):
+ * - its whole-buffer APIs abort above ~8 MB; only its streaming bindings work at size;
+ * - every WASM instance has a fixed 16 MiB heap: an input chunk over ~3 MB, a level above 9, or a
+ *   few live level-3 compressors in one instance abort it with `throw "abort(OOM)"` (a string,
+ *   thrown synchronously, which escapes a Transform's write() and kills the process);
+ * - an aborted instance is dead for good, and it prints "OOM" to stdout unless told otherwise;
+ * - the Transforms in `zstd-codec/lib/zstd-stream` never `delete()` their embind stream, so every
+ *   stream leaks its zstd context: the ~33rd stream of the process dies of OOM;
+ * - its decoder accepts a stream cut at a block boundary without a word.
+ * So we drive the same streaming bindings from our own Transform: inputs fed in slices, the
+ * binding deleted on close, one WASM instance per live stream (idle instances are cached and
+ * reused), anything thrown turned into a CompressionError, and frame boundaries checked at the end.
+ */
+import { createRequire } from 'node:module'
+import { Transform, type TransformCallback } from 'node:stream'
+import zlib from 'node:zlib'
+import { CompressionError, SnapshotError, UsageError } from '../core/errors.js'
+
+export type ZstdBackend = 'node:zlib' | 'zstd-codec'
+
+/** zstd-codec's heap cannot hold the window and tables of level 10 and above. */
+const CODEC_MAX_LEVEL = 9
+const ZSTD_MAX_LEVEL = 22
+/** Input slice handed to the WASM binding at once: far below what its heap can copy in. */
+const CODEC_SLICE = 64 * 1024
+/** Idle WASM instances kept for reuse (16 MiB each). */
+const CODEC_MAX_IDLE = 2
+
+/** zlib's zstd API (Node >= 22.15 / 24): @types/node 20 does not declare it. */
+interface NodeZstd {
+  createZstdCompress(options?: { params?: Record<number, number> }): Transform
+  createZstdDecompress(): Transform
+  constants: Record<string, number | undefined>
+}
+
+function nodeZstd(): NodeZstd | undefined {
+  const z = zlib as unknown as Partial<NodeZstd>
+  return typeof z.createZstdCompress === 'function' && typeof z.createZstdDecompress === 'function'
+    ? (z as NodeZstd)
+    : undefined
+}
+
+/**
+ * node:zlib when this Node has it, else zstd-codec. `SNAPSHOT_ZSTD=wasm` forces zstd-codec,
+ * `SNAPSHOT_ZSTD=node` forces node:zlib (a UsageError if this Node lacks it).
+ */
+export function zstdBackend(env: NodeJS.ProcessEnv = process.env): ZstdBackend {
+  const forced = env['SNAPSHOT_ZSTD']
+  switch (forced) {
+    case undefined:
+    case '':
+    case 'auto':
+      return nodeZstd() ? 'node:zlib' : 'zstd-codec'
+    case 'wasm':
+      return 'zstd-codec'
+    case 'node':
+      if (!nodeZstd()) {
+        throw new UsageError(
+          `SNAPSHOT_ZSTD=node, but Node ${process.version} has no zlib.createZstdCompress (Node >= 22.15 has); unset SNAPSHOT_ZSTD or set it to wasm`,
+        )
+      }
+      return 'node:zlib'
+    default:
+      throw new UsageError(`SNAPSHOT_ZSTD=${forced}: expected node, wasm or auto`)
+  }
+}
+
+export async function createZstdCompressor(level = 3, backend: ZstdBackend = zstdBackend()): Promise<Transform> {
+  const max = backend === 'zstd-codec' ? CODEC_MAX_LEVEL : ZSTD_MAX_LEVEL
+  if (!Number.isInteger(level) || level < 1 || level > max) {
+    const why = backend === 'zstd-codec' ? ' (zstd-codec, the WASM fallback on Node < 22.15, fits levels 1-9 in its 16 MiB heap)' : ''
+    throw new UsageError(`zstd level ${level}: expected an integer from 1 to ${max}${why}`)
+  }
+  if (backend === 'node:zlib') {
+    const z = requireNodeZstd()
+    const levelParam = z.constants['ZSTD_c_compressionLevel'] ?? 100 // 100 is zstd's own enum value
+    return wrapZlibErrors(z.createZstdCompress({ params: { [levelParam]: level } }), 'compress')
+  }
+  return new CodecTransform(await leaseInstance(), 'compress', level)
+}
+
+export async function createZstdDecompressor(backend: ZstdBackend = zstdBackend()): Promise<Transform> {
+  if (backend === 'node:zlib') {
+    return checkFrameBoundaries(wrapZlibErrors(requireNodeZstd().createZstdDecompress(), 'decompress'))
+  }
+  return new CodecTransform(await leaseInstance(), 'decompress', 0)
+}
+
+function requireNodeZstd(): NodeZstd {
+  const z = nodeZstd()
+  if (!z) throw new UsageError(`Node ${process.version} has no zstd in node:zlib (Node >= 22.15 has)`)
+  return z
+}
+
+function toCompressionError(err: unknown, what: string): SnapshotError {
+  if (err instanceof SnapshotError) return err
+  const detail = err instanceof Error ? err.message : String(err) // zstd-codec throws strings
+  return new CompressionError(`zstd ${what}: ${detail}`, { cause: err })
+}
+
+/** node:zlib emits plain Errors; route them through the same typed error as the WASM backend. */
+function wrapZlibErrors(t: Transform, what: string): Transform {
+  const destroy = t._destroy.bind(t)
+  t._destroy = (err, cb) => destroy(err && toCompressionError(err, what), cb)
+  return t
+}
+
+/** Makes a decoder refuse a stream that ends anywhere but on a frame boundary. */
+function checkFrameBoundaries(t: Transform): Transform {
+  const frames = new FrameBoundaryTracker()
+  const transform = t._transform.bind(t)
+  const flush = t._flush.bind(t)
+  t._transform = (chunk: Buffer, encoding, cb) => {
+    try {
+      frames.push(chunk)
+    } catch (err) {
+      cb(toCompressionError(err, 'decompress'))
+      return
+    }
+    transform(chunk, encoding, cb)
+  }
+  t._flush = (cb) => {
+    const problem = frames.endProblem()
+    if (problem) cb(new CompressionError(`zstd decompress: ${problem}`))
+    else flush(cb)
+  }
+  return t
+}
+
+/**
+ * Walks zstd frame and block headers without decoding (RFC 8878 §3.1), so that we can tell
+ * whether the input stopped on a frame boundary. Cheap: a few bytes per 128 KiB block.
+ */
+export class FrameBoundaryTracker {
+  private state: 'magic' | 'frameHeader' | 'blockHeader' | 'skippableSize' = 'magic'
+  private readonly head = Buffer.alloc(4)
+  private have = 0
+  private need = 4
+  private skip = 0
+  private checksum = false
+  private frames = 0
+
+  push(chunk: Uint8Array): void {
+    let pos = 0
+    while (pos < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - pos)
+        this.skip -= n
+        pos += n
+        continue
+      }
+      const n = Math.min(this.need - this.have, chunk.length - pos)
+      this.head.set(chunk.subarray(pos, pos + n), this.have)
+      this.have += n
+      pos += n
+      if (this.have === this.need) this.advance()
+    }
+  }
+
+  /** Why the input so far is not a complete zstd stream, or undefined if it is. */
+  endProblem(): string | undefined {
+    if (this.state === 'magic' && this.have === 0 && this.skip === 0) {
+      return this.frames > 0 ? undefined : 'the stream is empty'
+    }
+    return 'the stream ends in the middle of a frame (truncated)'
+  }
+
+  private expect(state: FrameBoundaryTracker['state'], need: number, skip = 0): void {
+    this.state = state
+    this.need = need
+    this.have = 0
+    this.skip = skip
+  }
+
+  private advance(): void {
+    const head = this.head
+    switch (this.state) {
+      case 'magic': {
+        const magic = head.readUInt32LE(0)
+        if (magic === 0xfd2fb528) this.expect('frameHeader', 1)
+        else if ((magic & 0xfffffff0) >>> 0 === 0x184d2a50) this.expect('skippableSize', 4)
+        else throw new CompressionError(`zstd decompress: not a zstd stream (magic 0x${magic.toString(16)})`)
+        return
+      }
+      case 'frameHeader': {
+        const fhd = head[0]!
+        if (fhd & 0x08) throw new CompressionError('zstd decompress: corrupt frame header (reserved bit set)')
+        const singleSegment = (fhd >> 5) & 1
+        this.checksum = ((fhd >> 2) & 1) === 1
+        const dictIdBytes = [0, 1, 2, 4][fhd & 3]!
+        const contentSizeBytes = [singleSegment, 2, 4, 8][fhd >> 6]!
+        this.expect('blockHeader', 3, (singleSegment ? 0 : 1) + dictIdBytes + contentSizeBytes)
+        return
+      }
+      case 'skippableSize':
+        this.frames++
+        this.expect('magic', 4, head.readUInt32LE(0))
+        return
+      case 'blockHeader': {
+        const header = head[0]! | (head[1]! << 8) | (head[2]! << 16)
+        const type = (header >> 1) & 3
+        if (type === 3) throw new CompressionError('zstd decompress: corrupt block header (reserved block type)')
+        const body = type === 1 ? 1 : header >>> 3 // an RLE block stores its one byte
+        if (header & 1) {
+          this.frames++
+          this.expect('magic', 4, body + (this.checksum ? 4 : 0))
+        } else {
+          this.expect('blockHeader', 3, body)
+        }
+        return
+      }
+    }
+  }
+}
+
+// ---- zstd-codec (WASM) ----
+
+/** The embind stream objects of zstd-codec's binding (see zstd-codec/lib/zstd-stream.js). */
+interface EmbindStream {
+  begin(level?: number): boolean
+  transform(input: Uint8Array, onOutput: (out: Uint8Array) => void): boolean
+  end(onOutput: (out: Uint8Array) => void): boolean
+  delete(): void
+}
+interface EmscriptenModule {
+  ZstdCompressStreamBinding: new () => EmbindStream
+  ZstdDecompressStreamBinding: new () => EmbindStream
+}
+interface ModuleInit {
+  print(line: string): void
+  printErr(line: string): void
+  onAbort(what: unknown): void
+  onRuntimeInitialized(): void
+}
+type EmscriptenFactory = (module: ModuleInit) => unknown
+
+/** One WASM instance with its own 16 MiB heap, leased to one stream at a time. */
+interface CodecInstance {
+  readonly module: EmscriptenModule
+  dead: boolean
+}
+
+const idleInstances: CodecInstance[] = []
+let factory: EmscriptenFactory | undefined
+
+async function leaseInstance(): Promise<CodecInstance> {
+  return idleInstances.pop() ?? (await instantiate())
+}
+
+function releaseInstance(instance: CodecInstance): void {
+  if (!instance.dead && idleInstances.length < CODEC_MAX_IDLE) idleInstances.push(instance)
+}
+
+function instantiate(): Promise<CodecInstance> {
+  // The emscripten factory behind zstd-codec/lib/module.js, loaded once; each call makes a fresh
+  // instance. We call it ourselves so that its print hooks stay off our stdout.
+  factory ??= createRequire(import.meta.url)('zstd-codec/lib/zstd-codec-binding-wasm.js') as EmscriptenFactory
+  const load = factory
+  return new Promise((resolve, reject) => {
+    let instance: CodecInstance | undefined
+    // Once initialised the module object is a thenable: never resolve a promise with it.
+    const init: ModuleInit = {
+      print: () => {},
+      printErr: () => {}, // it only ever says "OOM", which the thrown abort string repeats
+      onAbort: (what) => {
+        if (instance) instance.dead = true
+        else reject(toCompressionError(what, 'init'))
+      },
+      onRuntimeInitialized: () => {
+        instance = { module: init as unknown as EmscriptenModule, dead: false }
+        resolve(instance)
+      },
+    }
+    try {
+      load(init)
+    } catch (err) {
+      reject(toCompressionError(err, 'init'))
+    }
+  })
+}
+
+class CodecTransform extends Transform {
+  #instance: CodecInstance | undefined
+  readonly #binding: EmbindStream
+  readonly #frames: FrameBoundaryTracker | undefined
+  #pushedAll = true
+  #inBinding = false
+  #continueAfterRead: (() => void) | undefined
+  readonly #onOutput = (out: Uint8Array): void => {
+    // each output is a fresh copy out of the WASM heap (byteOffset 0), safe to keep
+    if (!this.push(Buffer.from(out.buffer, out.byteOffset, out.byteLength))) this.#pushedAll = false
+  }
+
+  readonly #mode: 'compress' | 'decompress'
+
+  constructor(instance: CodecInstance, mode: 'compress' | 'decompress', level: number) {
+    super()
+    this.#mode = mode
+    this.#instance = instance
+    try {
+      const m = instance.module
+      this.#binding = mode === 'compress' ? new m.ZstdCompressStreamBinding() : new m.ZstdDecompressStreamBinding()
+      if (!(mode === 'compress' ? this.#binding.begin(level) : this.#binding.begin())) {
+        throw new CompressionError(`zstd ${mode}: the WASM binding failed to start a stream`)
+      }
+    } catch (err) {
+      instance.dead = true
+      throw this.#failure(err)
+    }
+    this.#frames = mode === 'decompress' ? new FrameBoundaryTracker() : undefined
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.#frames?.push(chunk)
+    } catch (err) {
+      callback(this.#failure(err))
+      return
+    }
+    let pos = 0
+    // Slices keep the WASM heap copy small; between slices we wait for the reader when its
+    // buffer is full, so a highly compressible input does not pile up in memory.
+    const step = (): void => {
+      try {
+        while (pos < chunk.length) {
+          if (this.destroyed) return
+          const slice = chunk.subarray(pos, pos + CODEC_SLICE)
+          pos += slice.length
+          this.#pushedAll = true
+          if (!this.#call((b) => b.transform(slice, this.#onOutput))) {
+            throw new CompressionError(`zstd ${this.#mode}: ${this.#mode === 'decompress' ? 'corrupt input (not zstd, or damaged)' : 'the encoder failed'}`)
+          }
+          if (!this.#pushedAll && pos < chunk.length) {
+            this.#continueAfterRead = step
+            return
+          }
+        }
+      } catch (err) {
+        callback(this.#failure(err))
+        return
+      }
+      callback()
+    }
+    step()
+  }
+
+  override _read(size: number): void {
+    const next = this.#continueAfterRead
+    this.#continueAfterRead = undefined
+    if (next) next()
+    else super._read(size)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      const problem = this.#frames?.endProblem()
+      if (problem) throw new CompressionError(`zstd decompress: ${problem}`)
+      if (!this.#call((b) => b.end(this.#onOutput))) throw new CompressionError(`zstd ${this.#mode}: the stream did not end cleanly`)
+    } catch (err) {
+      callback(this.#failure(err))
+      return
+    }
+    callback()
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    // A reader may destroy us from a 'data' handler while the binding is mid-call: free it after.
+    if (!this.#inBinding) this.#release()
+    callback(err)
+  }
+
+  #call(fn: (binding: EmbindStream) => boolean): boolean {
+    this.#inBinding = true
+    try {
+      return fn(this.#binding)
+    } finally {
+      this.#inBinding = false
+      if (this.destroyed) this.#release()
+    }
+  }
+
+  #release(): void {
+    const instance = this.#instance
+    if (!instance) return
+    this.#instance = undefined
+    try {
+      this.#binding.delete() // frees the zstd context inside the WASM heap
+    } catch {
+      instance.dead = true
+    }
+    releaseInstance(instance)
+  }
+
+  #failure(err: unknown): SnapshotError {
+    if (!(err instanceof Error) && this.#instance) this.#instance.dead = true // a thrown string is an emscripten abort
+    return toCompressionError(err, this.#mode)
+  }
+}
