@@ -287,12 +287,10 @@ class CodecTransform extends Transform {
   #instance: CodecInstance | undefined
   readonly #binding: EmbindStream
   readonly #frames: FrameBoundaryTracker | undefined
-  #pushedAll = true
   #inBinding = false
-  #continueAfterRead: (() => void) | undefined
   readonly #onOutput = (out: Uint8Array): void => {
     // each output is a fresh copy out of the WASM heap (byteOffset 0), safe to keep
-    if (!this.push(Buffer.from(out.buffer, out.byteOffset, out.byteLength))) this.#pushedAll = false
+    this.push(Buffer.from(out.buffer, out.byteOffset, out.byteLength))
   }
 
   readonly #mode: 'compress' | 'decompress'
@@ -321,38 +319,23 @@ class CodecTransform extends Transform {
       callback(this.#failure(err))
       return
     }
-    let pos = 0
-    // Slices keep the WASM heap copy small; between slices we wait for the reader when its
-    // buffer is full, so a highly compressible input does not pile up in memory.
-    const step = (): void => {
-      try {
-        while (pos < chunk.length) {
-          if (this.destroyed) return
-          const slice = chunk.subarray(pos, pos + CODEC_SLICE)
-          pos += slice.length
-          this.#pushedAll = true
-          if (!this.#call((b) => b.transform(slice, this.#onOutput))) {
-            throw new CompressionError(`zstd ${this.#mode}: ${this.#mode === 'decompress' ? 'corrupt input (not zstd, or damaged)' : 'the encoder failed'}`)
-          }
-          if (!this.#pushedAll && pos < chunk.length) {
-            this.#continueAfterRead = step
-            return
-          }
+    // Slices keep the WASM heap copy small. All of one chunk is processed before the callback:
+    // Transform itself holds the next write back until the reader drains, which bounds memory
+    // by the output of one input chunk (waiting for _read between slices stalled the stream).
+    try {
+      for (let pos = 0; pos < chunk.length; ) {
+        if (this.destroyed) return
+        const slice = chunk.subarray(pos, pos + CODEC_SLICE)
+        pos += slice.length
+        if (!this.#call((b) => b.transform(slice, this.#onOutput))) {
+          throw new CompressionError(`zstd ${this.#mode}: ${this.#mode === 'decompress' ? 'corrupt input (not zstd, or damaged)' : 'the encoder failed'}`)
         }
-      } catch (err) {
-        callback(this.#failure(err))
-        return
       }
-      callback()
+    } catch (err) {
+      callback(this.#failure(err))
+      return
     }
-    step()
-  }
-
-  override _read(size: number): void {
-    const next = this.#continueAfterRead
-    this.#continueAfterRead = undefined
-    if (next) next()
-    else super._read(size)
+    callback()
   }
 
   override _flush(callback: TransformCallback): void {
