@@ -1,37 +1,55 @@
 import { Header, Pax } from 'tar'
+import { BLOCK, encodeUstarHeader, type UstarType } from './ustar-header.js'
 
 /**
  * Packs entries into a standard tar stream by encoding headers straight into large buffers:
  * node-tar's high-level `tar.c` costs ~100 µs and a stream per entry, which a million tiny files
  * cannot afford (../shared/NOTES.md). Owner is always 0/0 and mtime the snapshot's time: archives
  * depend only on the tree, and never tell a replica who should own a file.
+ *
+ * The sink may keep a chunk after its promise settles (a stream's queue), so each chunk is a fresh
+ * buffer, never reused; a file of DIRECT_BYTES or more goes to the sink as the caller's own buffer,
+ * uncopied, which the caller must then leave unchanged.
  */
-const BLOCK = 512
 const CHUNK = 4 << 20
+const DIRECT_BYTES = 256 << 10
 
 export class TarPacker {
-  private buf = Buffer.alloc(CHUNK)
+  private buf = Buffer.allocUnsafe(CHUNK) // every byte up to `used` is written before it is sent
   private used = 0
   private total = 0
+  private readonly mtimeSec: number
 
   constructor(
     private readonly sink: (chunk: Buffer) => Promise<void>,
     private readonly mtime: Date,
-  ) {}
+  ) {
+    this.mtimeSec = Math.floor(mtime.getTime() / 1000)
+  }
 
   async addFile(path: string, mode: number, data: Buffer): Promise<void> {
-    await this.header({ path, mode, size: data.length, type: 'File' })
-    await this.append(data)
-    const pad = (BLOCK - (data.length % BLOCK)) % BLOCK
+    await this.header(path, mode, data.length, '0', undefined)
+    const size = data.length
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK
+    if (size >= DIRECT_BYTES) {
+      await this.flush()
+      this.total += size
+      await this.sink(data)
+    } else {
+      if (size + pad > CHUNK - this.used) await this.flush()
+      data.copy(this.buf, this.used)
+      this.used += size
+      this.total += size
+    }
     if (pad) await this.zeros(pad)
   }
 
   async addDir(path: string, mode: number): Promise<void> {
-    await this.header({ path: path + '/', mode, size: 0, type: 'Directory' })
+    await this.header(path + '/', mode, 0, '5', undefined)
   }
 
   async addLink(path: string, target: string): Promise<void> {
-    await this.header({ path, mode: 0o777, size: 0, type: 'SymbolicLink', linkpath: target })
+    await this.header(path, 0o777, 0, '2', target)
   }
 
   /** Writes the end-of-archive blocks and returns the tar stream's exact length. */
@@ -41,29 +59,36 @@ export class TarPacker {
     return this.total
   }
 
-  private async header(h: { path: string; mode: number; size: number; type: 'File' | 'Directory' | 'SymbolicLink'; linkpath?: string }): Promise<void> {
-    const data = { ...h, uid: 0, gid: 0, uname: '', gname: '', mtime: this.mtime }
-    const block = Buffer.alloc(BLOCK)
-    const header = new Header(data)
-    if (header.encode(block, 0)) {
-      // Long or non-ASCII names travel in a pax header; the plain one keeps a truncated name.
-      await this.append(new Pax({ path: h.path, linkpath: h.linkpath, mtime: this.mtime }).encode())
+  private async header(path: string, mode: number, size: number, type: UstarType, linkpath: string | undefined): Promise<void> {
+    if (CHUNK - this.used < BLOCK) await this.flush()
+    if (encodeUstarHeader(this.buf, this.used, { path, mode, size, mtimeSec: this.mtimeSec, type, linkpath })) {
+      this.used += BLOCK
+      this.total += BLOCK
+      return
     }
-    await this.append(block)
+    // Long or non-ASCII names travel in a pax header, written by node-tar as before; the plain
+    // header after it keeps a truncated name that pax-aware readers ignore.
+    const pax = new Pax({ path, linkpath, mtime: this.mtime }).encode()
+    const block = Buffer.alloc(BLOCK)
+    const typeName = type === '0' ? 'File' : type === '5' ? 'Directory' : 'SymbolicLink'
+    new Header({ path, mode, size, type: typeName, linkpath, uid: 0, gid: 0, uname: '', gname: '', mtime: this.mtime }).encode(block, 0)
+    await this.appendCopy(pax)
+    await this.appendCopy(block)
   }
 
   private async zeros(n: number): Promise<void> {
-    await this.append(Buffer.alloc(n))
+    if (n > CHUNK - this.used) await this.flush()
+    this.buf.fill(0, this.used, this.used + n)
+    this.used += n
+    this.total += n
   }
 
-  private async append(data: Buffer): Promise<void> {
-    if (data.length > CHUNK - this.used) {
-      await this.flush()
-      if (data.length >= CHUNK) {
-        this.total += data.length
-        await this.sink(data)
-        return
-      }
+  private async appendCopy(data: Buffer): Promise<void> {
+    if (data.length > CHUNK - this.used) await this.flush()
+    if (data.length > CHUNK) {
+      this.total += data.length
+      await this.sink(data)
+      return
     }
     data.copy(this.buf, this.used)
     this.used += data.length
@@ -73,7 +98,7 @@ export class TarPacker {
   private async flush(): Promise<void> {
     if (this.used === 0) return
     const out = this.buf.subarray(0, this.used)
-    this.buf = Buffer.alloc(CHUNK)
+    this.buf = Buffer.allocUnsafe(CHUNK)
     this.used = 0
     await this.sink(out)
   }

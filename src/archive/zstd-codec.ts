@@ -1,6 +1,13 @@
 /**
  * The one place that knows which zstd implementation runs. Node >= 22.15 has zstd in `node:zlib`;
- * on Node 20 we fall back to zstd-codec (WASM). Both produce and read standard zstd frames.
+ * on Node 20 we use zstd-napi (a native binding, an optional dependency: it is built at install
+ * time, or fetched prebuilt) and fall back to zstd-codec (WASM, 3-5x slower) where it did not
+ * install. All three produce and read standard zstd frames.
+ *
+ * zstd-napi's own CompressStream/DecompressStream are sound Transforms (each chunk is processed
+ * whole before the callback, as ours below; contexts are freed by GC and reported to it as
+ * external memory). We only route their plain Errors to CompressionError and add the frame
+ * boundary check: they accept an empty stream.
  *
  * zstd-codec needs care (NOTES.md, and measured while writing this file):
  * - its whole-buffer APIs abort above ~8 MB; only its streaming bindings work at size;
@@ -20,7 +27,7 @@ import { Transform, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
 import { CompressionError, SnapshotError, UsageError } from '../core/errors.js'
 
-export type ZstdBackend = 'node:zlib' | 'zstd-codec'
+export type ZstdBackend = 'node:zlib' | 'zstd-napi' | 'zstd-codec'
 
 /** zstd-codec's heap cannot hold the window and tables of level 10 and above. */
 const CODEC_MAX_LEVEL = 9
@@ -44,9 +51,43 @@ function nodeZstd(): NodeZstd | undefined {
     : undefined
 }
 
+/** The part of zstd-napi (CJS, optional, maybe not installed: no type import) that we use. */
+interface ZstdNapi {
+  CompressStream: new (parameters?: { compressionLevel?: number }) => Transform
+  DecompressStream: new () => Transform
+}
+
+let napiLoad: { module: ZstdNapi } | { error: unknown } | undefined
+
+/** Loaded once, on first need; a failure (not installed, not built) is remembered too. */
+function loadZstdNapi(): { module: ZstdNapi } | { error: unknown } {
+  if (!napiLoad) {
+    try {
+      const m = createRequire(import.meta.url)('zstd-napi') as Partial<ZstdNapi>
+      if (typeof m.CompressStream !== 'function' || typeof m.DecompressStream !== 'function') {
+        throw new Error('zstd-napi has no CompressStream/DecompressStream (an unexpected version)')
+      }
+      napiLoad = { module: m as ZstdNapi }
+    } catch (error) {
+      napiLoad = { error }
+    }
+  }
+  return napiLoad
+}
+
+function requireZstdNapi(): ZstdNapi {
+  const load = loadZstdNapi()
+  if ('module' in load) return load.module
+  const detail = load.error instanceof Error ? load.error.message.split('\n')[0] : String(load.error)
+  throw new UsageError(
+    `zstd-napi does not load (${detail}); it is an optional dependency built at install time: reinstall with a C++ compiler, or unset SNAPSHOT_ZSTD to fall back to the WASM build`,
+    { cause: load.error },
+  )
+}
+
 /**
- * node:zlib when this Node has it, else zstd-codec. `SNAPSHOT_ZSTD=wasm` forces zstd-codec,
- * `SNAPSHOT_ZSTD=node` forces node:zlib (a UsageError if this Node lacks it).
+ * node:zlib when this Node has it, else zstd-napi when it loads, else zstd-codec.
+ * `SNAPSHOT_ZSTD` forces one: `node`, `napi` (a UsageError if it is not available) or `wasm`.
  */
 export function zstdBackend(env: NodeJS.ProcessEnv = process.env): ZstdBackend {
   const forced = env['SNAPSHOT_ZSTD']
@@ -54,38 +95,50 @@ export function zstdBackend(env: NodeJS.ProcessEnv = process.env): ZstdBackend {
     case undefined:
     case '':
     case 'auto':
-      return nodeZstd() ? 'node:zlib' : 'zstd-codec'
+      if (nodeZstd()) return 'node:zlib'
+      return 'module' in loadZstdNapi() ? 'zstd-napi' : 'zstd-codec'
     case 'wasm':
       return 'zstd-codec'
+    case 'napi':
+      requireZstdNapi()
+      return 'zstd-napi'
     case 'node':
       if (!nodeZstd()) {
         throw new UsageError(
-          `SNAPSHOT_ZSTD=node, but Node ${process.version} has no zlib.createZstdCompress (Node >= 22.15 has); unset SNAPSHOT_ZSTD or set it to wasm`,
+          `SNAPSHOT_ZSTD=node, but Node ${process.version} has no zlib.createZstdCompress (Node >= 22.15 has); unset SNAPSHOT_ZSTD or set it to napi or wasm`,
         )
       }
       return 'node:zlib'
     default:
-      throw new UsageError(`SNAPSHOT_ZSTD=${forced}: expected node, wasm or auto`)
+      throw new UsageError(`SNAPSHOT_ZSTD=${forced}: expected node, napi, wasm or auto`)
   }
 }
 
 export async function createZstdCompressor(level = 3, backend: ZstdBackend = zstdBackend()): Promise<Transform> {
   const max = backend === 'zstd-codec' ? CODEC_MAX_LEVEL : ZSTD_MAX_LEVEL
   if (!Number.isInteger(level) || level < 1 || level > max) {
-    const why = backend === 'zstd-codec' ? ' (zstd-codec, the WASM fallback on Node < 22.15, fits levels 1-9 in its 16 MiB heap)' : ''
+    const why = backend === 'zstd-codec' ? ' (zstd-codec, the WASM fallback, fits levels 1-9 in its 16 MiB heap)' : ''
     throw new UsageError(`zstd level ${level}: expected an integer from 1 to ${max}${why}`)
   }
   if (backend === 'node:zlib') {
     const z = requireNodeZstd()
     const levelParam = z.constants['ZSTD_c_compressionLevel'] ?? 100 // 100 is zstd's own enum value
-    return wrapZlibErrors(z.createZstdCompress({ params: { [levelParam]: level } }), 'compress')
+    return wrapErrors(z.createZstdCompress({ params: { [levelParam]: level } }), 'compress')
+  }
+  if (backend === 'zstd-napi') {
+    const { CompressStream } = requireZstdNapi()
+    return wrapErrors(construct(() => new CompressStream({ compressionLevel: level }), 'compress'), 'compress')
   }
   return new CodecTransform(await leaseInstance(), 'compress', level)
 }
 
 export async function createZstdDecompressor(backend: ZstdBackend = zstdBackend()): Promise<Transform> {
   if (backend === 'node:zlib') {
-    return checkFrameBoundaries(wrapZlibErrors(requireNodeZstd().createZstdDecompress(), 'decompress'))
+    return checkFrameBoundaries(wrapErrors(requireNodeZstd().createZstdDecompress(), 'decompress'))
+  }
+  if (backend === 'zstd-napi') {
+    const { DecompressStream } = requireZstdNapi()
+    return checkFrameBoundaries(wrapErrors(construct(() => new DecompressStream(), 'decompress'), 'decompress'))
   }
   return new CodecTransform(await leaseInstance(), 'decompress', 0)
 }
@@ -102,8 +155,17 @@ function toCompressionError(err: unknown, what: string): SnapshotError {
   return new CompressionError(`zstd ${what}: ${detail}`, { cause: err })
 }
 
-/** node:zlib emits plain Errors; route them through the same typed error as the WASM backend. */
-function wrapZlibErrors(t: Transform, what: string): Transform {
+/** A native context that cannot be made (out of memory) is a CompressionError too. */
+function construct(make: () => Transform, what: string): Transform {
+  try {
+    return make()
+  } catch (err) {
+    throw toCompressionError(err, what)
+  }
+}
+
+/** node:zlib and zstd-napi emit plain Errors; route them through the same typed error as the WASM backend. */
+function wrapErrors(t: Transform, what: string): Transform {
   const destroy = t._destroy.bind(t)
   t._destroy = (err, cb) => destroy(err && toCompressionError(err, what), cb)
   return t

@@ -43,6 +43,7 @@ export function makeProgram(): Command {
     .requiredOption('--out <dir>', 'directory for the two key files (keep it outside the store)')
     .option('--force', 'replace an existing key pair')
     .option('--json', 'print one JSON object')
+    .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => keygenCommand(o, makeOutput(o)))
 
   program
@@ -94,6 +95,7 @@ export function makeProgram(): Command {
     .option('--trees <n>', 'trees kept (as given to pull)', number('--trees', 2, 26), 2)
     .option('--wait <seconds>', 'wait this long for a running pull', number('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object')
+    .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => swapCommand(o, makeOutput(o)))
 
   return program

@@ -265,10 +265,14 @@ export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, l
   log(`swapped: ${layout.target} now serves snapshot ${staged.id}`)
 }
 
-/** Keeps only objects that a kept tree may still replay: those of snapshots newer than the oldest tree. */
+/**
+ * Keeps only objects that a kept tree may still replay: those of snapshots newer than the oldest
+ * tree, where an empty tree counts as needing the latest full archive and the deltas after it.
+ */
 async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaState, records: ReadonlyMap<number, SnapshotRecord>): Promise<void> {
-  const ids = Object.values(state.slots).flatMap((s) => (s.status === 'ready' ? [s.id] : s.status === 'dirty' ? [s.base ?? 0] : []))
-  const oldest = ids.length ? Math.min(...ids) : 0
+  const latestFull = Math.max(0, ...[...records.values()].filter((r) => r.full).map((r) => r.id))
+  const needs = Object.values(state.slots).map((s) => (s.status === 'ready' ? s.id : s.status === 'dirty' && s.base !== null ? s.base : latestFull - 1))
+  const oldest = Math.min(...needs)
   const keep = new Set<string>()
   for (const r of records.values()) if (r.id > oldest) for (const ref of recordObjects(r)) keep.add(ref.path)
   const names = await readdir(layout.objectsDir).catch(() => [] as string[])

@@ -1,37 +1,7 @@
-import { createHash } from 'node:crypto'
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-/** Everything a replica must reproduce, by path: type, permission bits, and bytes or link target. */
-export function describeTree(root: string): Map<string, string> {
-  const out = new Map<string, string>()
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(rel ? join(root, rel) : root)) {
-      const path = rel ? `${rel}/${name}` : name
-      const abs = join(root, path)
-      const st = lstatSync(abs)
-      const mode = (st.mode & 0o7777).toString(8)
-      if (st.isSymbolicLink()) out.set(path, `l ${readlinkSync(abs)}`)
-      else if (st.isDirectory()) {
-        out.set(path, `d ${mode}`)
-        walk(path)
-      } else if (st.isFile()) out.set(path, `f ${mode} ${createHash('sha256').update(readFileSync(abs)).digest('hex')}`)
-      else out.set(path, `other`)
-    }
-  }
-  walk('')
-  return out
-}
-
-/** Differences between two trees, as readable lines (empty when equal). */
-export function treeDiff(master: string, replica: string): string[] {
-  const a = describeTree(master)
-  const b = describeTree(replica)
-  const lines: string[] = []
-  for (const [p, v] of a) if (b.get(p) !== v) lines.push(`${JSON.stringify(p)}: master ${v}, replica ${b.get(p) ?? 'missing'}`)
-  for (const [p, v] of b) if (!a.has(p)) lines.push(`${JSON.stringify(p)}: only on the replica (${v})`)
-  return lines
-}
+export { describeTree, treeDiff } from '../../scripts/tree-compare.js'
 
 export function writeTree(root: string, files: Record<string, string | { content: string; mode: number } | { link: string } | { dir: true; mode?: number }>): void {
   for (const [path, spec] of Object.entries(files)) {

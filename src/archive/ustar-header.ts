@@ -1,0 +1,249 @@
+/**
+ * Pure POSIX ustar header code for the hot path: encode into, and decode from, a caller's buffer
+ * with no allocation besides the decoded strings. node-tar's generic Header costs 5-20 µs an entry,
+ * which a million tiny files cannot afford (../shared/NOTES.md); this handles the plain case (ASCII
+ * names, regular files, directories, symlinks) and leaves the rare rest to node-tar's Pax.
+ *
+ * Layout (offset/width): name 0/100, mode 100/8, uid 108/8, gid 116/8, size 124/12, mtime 136/12,
+ * chksum 148/8, typeflag 156/1, linkname 157/100, magic 257/6, version 263/2, uname 265/32,
+ * gname 297/32, devmajor 329/8, devminor 337/8, prefix 345/155, then 12 bytes of padding.
+ */
+export const BLOCK = 512
+
+const NAME_LEN = 100
+const PREFIX_LEN = 155
+const LINK_LEN = 100
+/** The largest value 11 octal digits hold: 8 GiB - 1 bytes, and mtimes up to the year 2242. */
+const MAX_OCTAL_12 = 0o77777777777
+const MAX_OCTAL_8 = 0o7777777
+const SLASH = 0x2f
+const SPACE = 0x20
+const ZERO = 0x30
+
+export type UstarType = '0' | '5' | '2'
+
+export interface UstarEntry {
+  readonly path: string
+  readonly mode: number
+  readonly size: number
+  readonly mtimeSec: number
+  readonly type: UstarType
+  readonly linkpath?: string | undefined
+}
+
+export interface DecodedUstarHeader {
+  /** prefix + '/' + name when the prefix is set. */
+  readonly path: string
+  /** NaN when the field is not an octal number. */
+  readonly mode: number
+  /** NaN when the field is not an octal number (base-256 sizes, above 8 GiB, included). */
+  readonly size: number
+  /** The typeflag byte as a one-character string ('\0' for pre-POSIX regular files). */
+  readonly type: string
+  readonly linkpath: string
+  readonly checksumValid: boolean
+  /**
+   * 'ustar' for POSIX "ustar\0" + "00"; 'gnu' for GNU tar's own "ustar  \0", whose bytes 345..500
+   * are not a prefix (so the path is the name alone); null for anything else.
+   */
+  readonly magic: 'ustar' | 'gnu' | null
+}
+
+/**
+ * Writes a complete 512-byte ustar header at buf[off..off+512). Returns false, with the block
+ * untouched, when the entry needs a pax header: a path or link target that is not ASCII, or that
+ * does not fit the 100-byte name (after splitting at a '/' into a 155-byte prefix) or the 100-byte
+ * linkname. Owner 0/0 with no names, always: archives never tell a replica who owns a file.
+ * Throws a RangeError for values no ustar field holds (sizes of 8 GiB and more, a NUL in a name).
+ */
+export function encodeUstarHeader(buf: Buffer, off: number, e: UstarEntry): boolean {
+  const { path, mode, size, mtimeSec, type } = e
+  const linkpath = e.linkpath ?? ''
+  if (!Number.isInteger(size) || size < 0 || size > MAX_OCTAL_12) {
+    throw new RangeError(`${JSON.stringify(path)}: a size of ${size} bytes does not fit a ustar header (8 GiB at most)`)
+  }
+  if (!Number.isInteger(mode) || mode < 0 || mode > MAX_OCTAL_8) throw new RangeError(`${JSON.stringify(path)}: mode ${mode} does not fit a ustar header`)
+  if (!Number.isInteger(mtimeSec) || mtimeSec < 0 || mtimeSec > MAX_OCTAL_12) throw new RangeError(`mtime ${mtimeSec} does not fit a ustar header`)
+  if (off < 0 || off + BLOCK > buf.length) throw new RangeError('need 512 bytes for a ustar header')
+  if (!isAscii(path) || !isAscii(linkpath) || linkpath.length > LINK_LEN) return false
+  // split: the index of the '/' that ends the prefix, or -1 for a path that fits the name alone.
+  const split = path.length <= NAME_LEN ? -1 : splitPoint(path)
+  if (split === -2) return false
+
+  buf.fill(0, off, off + BLOCK)
+  let sum = 8 * SPACE // the checksum field counts as spaces while summing
+  if (split < 0) {
+    sum += putAscii(buf, off, path, 0, path.length)
+  } else {
+    sum += putAscii(buf, off, path, split + 1, path.length)
+    sum += putAscii(buf, off + 345, path, 0, split)
+  }
+  sum += putOctal(buf, off + 100, 8, mode)
+  sum += putOctal(buf, off + 108, 8, 0)
+  sum += putOctal(buf, off + 116, 8, 0)
+  sum += putOctal(buf, off + 124, 12, size)
+  sum += putOctal(buf, off + 136, 12, mtimeSec)
+  const t = type.charCodeAt(0)
+  buf[off + 156] = t
+  sum += t
+  sum += putAscii(buf, off + 157, linkpath, 0, linkpath.length)
+  sum += putAscii(buf, off + 257, 'ustar', 0, 5) // then NUL, version "00"
+  buf[off + 263] = ZERO
+  buf[off + 264] = ZERO
+  sum += 2 * ZERO
+  sum += putOctal(buf, off + 329, 8, 0)
+  sum += putOctal(buf, off + 337, 8, 0)
+  // Six octal digits, NUL, space: the traditional form every reader accepts.
+  putOctal(buf, off + 148, 7, sum)
+  buf[off + 155] = SPACE
+  return true
+}
+
+/**
+ * Reads the fields this project uses from the 512-byte header at buf[off..off+512). Never throws
+ * on content: the caller decides what a bad checksum, magic or number means.
+ */
+export function decodeUstarHeader(buf: Buffer, off: number): DecodedUstarHeader {
+  if (off < 0 || off + BLOCK > buf.length) throw new RangeError('need 512 bytes for a ustar header')
+  const magic = magicOf(buf, off)
+  let path = getString(buf, off, NAME_LEN)
+  if (magic === 'ustar' && buf[off + 345] !== 0) path = getString(buf, off + 345, PREFIX_LEN) + '/' + path
+  return {
+    path,
+    mode: getOctal(buf, off + 100, 8),
+    size: getOctal(buf, off + 124, 12),
+    type: String.fromCharCode(buf[off + 156]!),
+    linkpath: getString(buf, off + 157, LINK_LEN),
+    checksumValid: checksumValid(buf, off),
+    magic,
+  }
+}
+
+/** True when the recorded checksum matches the block's byte sum, unsigned or (old Sun, old GNU) signed. */
+function checksumValid(buf: Buffer, off: number): boolean {
+  const recorded = getOctal(buf, off + 148, 8)
+  if (Number.isNaN(recorded)) return false
+  let sum = 8 * SPACE
+  let high = 0 // bytes >= 0x80, which a signed sum counts 256 lower
+  for (let i = off; i < off + 148; i++) {
+    const b = buf[i]!
+    sum += b
+    if (b > 0x7f) high++
+  }
+  for (let i = off + 156; i < off + BLOCK; i++) {
+    const b = buf[i]!
+    sum += b
+    if (b > 0x7f) high++
+  }
+  return recorded === sum || recorded === sum - 256 * high
+}
+
+function magicOf(buf: Buffer, off: number): 'ustar' | 'gnu' | null {
+  const o = off + 257
+  if (buf[o] !== 0x75 || buf[o + 1] !== 0x73 || buf[o + 2] !== 0x74 || buf[o + 3] !== 0x61 || buf[o + 4] !== 0x72) return null
+  if (buf[o + 5] === 0 && buf[o + 6] === ZERO && buf[o + 7] === ZERO) return 'ustar'
+  if (buf[o + 5] === SPACE && buf[o + 6] === SPACE && buf[o + 7] === 0) return 'gnu'
+  return null
+}
+
+/** The split point for a path longer than the name field: -2 when none works. */
+function splitPoint(path: string): number {
+  // A '/' at index i leaves a prefix of i bytes and a name of length - i - 1 bytes; both non-empty,
+  // so neither a leading '/' nor the trailing one of a directory qualifies. The rightmost fit
+  // keeps the name short, as GNU tar does.
+  const lo = Math.max(1, path.length - NAME_LEN - 1)
+  for (let i = Math.min(PREFIX_LEN, path.length - 2); i >= lo; i--) {
+    if (path.charCodeAt(i) === SLASH) return i
+  }
+  return -2
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c > 0x7f) return false
+    if (c === 0) throw new RangeError(`${JSON.stringify(s)}: a NUL byte cannot be stored in a tar header`)
+  }
+  return true
+}
+
+/** Writes s[from..to) (ASCII) at buf[at..] and returns the sum of the bytes written. */
+function putAscii(buf: Buffer, at: number, s: string, from: number, to: number): number {
+  let sum = 0
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i)
+    buf[at + i - from] = c
+    sum += c
+  }
+  return sum
+}
+
+/** Writes n as width-1 zero-padded octal digits and a NUL; returns the sum of the bytes written. */
+function putOctal(buf: Buffer, at: number, width: number, n: number): number {
+  let sum = 0
+  for (let i = at + width - 2; i >= at; i--) {
+    const d = n % 8
+    buf[i] = ZERO + d
+    sum += ZERO + d
+    n = (n - d) / 8
+  }
+  buf[at + width - 1] = 0
+  return sum
+}
+
+/** The bytes up to the first NUL (or the field's end), as UTF-8: GNU ustar stores names raw. */
+function getString(buf: Buffer, at: number, width: number): string {
+  let end = at
+  let ascii = true
+  const limit = at + width
+  for (; end < limit; end++) {
+    const b = buf[end]!
+    if (b === 0) break
+    if (b > 0x7f) ascii = false
+  }
+  return buf.toString(ascii ? 'latin1' : 'utf8', at, end)
+}
+
+/**
+ * An octal field: optional leading spaces, at least one digit, then only NULs and spaces. NaN for
+ * anything else, including GNU base-256 numbers (high bit set), which nothing here needs.
+ */
+function getOctal(buf: Buffer, at: number, width: number): number {
+  const end = at + width
+  let i = at
+  while (i < end && buf[i] === SPACE) i++
+  let n = 0
+  const first = i
+  for (; i < end; i++) {
+    const b = buf[i]!
+    if (b < ZERO || b > ZERO + 7) break
+    n = n * 8 + (b - ZERO)
+  }
+  if (i === first) return NaN
+  for (; i < end; i++) if (buf[i] !== 0 && buf[i] !== SPACE) return NaN
+  return n
+}
+
+/**
+ * The records of a pax extended header ('x') body: "<len> <key>=<value>\n", where len counts the
+ * whole record. Strict: any malformed record, or bytes left over, throws. node-tar's Pax.parse
+ * splits the body on '\n' and so silently drops a record whose value holds a newline (a legal
+ * path here), which would leave the entry with the truncated ustar name instead.
+ */
+export function decodePaxRecords(body: Buffer): Map<string, string> {
+  const out = new Map<string, string>()
+  let pos = 0
+  while (pos < body.length) {
+    let i = pos
+    let len = 0
+    while (i < body.length && body[i]! >= ZERO && body[i]! <= ZERO + 9 && i - pos < 10) len = len * 10 + (body[i++]! - ZERO)
+    if (i === pos || body[i] !== SPACE || len <= i - pos + 1 || pos + len > body.length || body[pos + len - 1] !== 0x0a) {
+      throw new RangeError(`a malformed pax record at byte ${pos}`)
+    }
+    const eq = body.indexOf(0x3d, i + 1) // '='
+    if (eq < 0 || eq >= pos + len - 1 || eq === i + 1) throw new RangeError(`a malformed pax record at byte ${pos}`)
+    out.set(body.toString('utf8', i + 1, eq), body.toString('utf8', eq + 1, pos + len - 1))
+    pos += len
+  }
+  return out
+}
