@@ -11,7 +11,7 @@ import { swapCommand } from './swap-command.js'
  * The entry point: parses flags, runs one command, and maps errors to the documented exit codes.
  * The only place that calls process.exit.
  */
-function number(name: string, min: number, max: number) {
+export function number(name: string, min: number, max: number) {
   const parse = parseWholeNumber(name, min, max)
   return (value: string): number => {
     try {
@@ -21,12 +21,12 @@ function number(name: string, min: number, max: number) {
     }
   }
 }
-function ratio(value: string): number {
+export function ratio(value: string): number {
   const n = Number(value)
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`takes a positive number, not '${value}'`)
   return n
 }
-function collect(value: string, previous: string[]): string[] {
+export function collect(value: string, previous: string[]): string[] {
   return [...previous, value]
 }
 
@@ -98,6 +98,7 @@ export function makeProgram(): Command {
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => swapCommand(o, makeOutput(o)))
 
+  // More commands register themselves here, one line each (see the register* functions).
   return program
 }
 
@@ -125,5 +126,3 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const code = await main(process.argv)
-process.exitCode = code
