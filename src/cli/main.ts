@@ -5,6 +5,7 @@ import { keygenCommand } from './keygen-command.js'
 import { makeOutput, parseWholeNumber } from './output.js'
 import { pullCommand } from './pull-command.js'
 import { serveCommand } from './serve-command.js'
+import { replicaRollbackCommand, statusCommand, unpinCommand, verifyTargetCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
 
 /**
@@ -83,6 +84,12 @@ export function makeProgram(): Command {
     .option('--retries <n>', 'retries of a failed download, with backoff', number('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', number('--timeout', 1, 3600), 30)
     .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', number('--wait', 0, 86400), 0)
+    .option('--unpin', 'clear the pin a rollback left, then pull as usual')
+    .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', number('--max-delete', 0, 100), 20)
+    .option('--force', 'swap even when the mass-deletion guard trips')
+    .option('--pre-swap <command>', 'health check run (sh -c) before the swap; a non-zero exit vetoes it (env: SNAPSHOT_ID, SNAPSHOT_TREE, SNAPSHOT_TARGET)')
+    .option('--post-swap <command>', 'command run (sh -c) after a successful swap, e.g. a web server reload')
+    .option('--hook-timeout <seconds>', 'kill a hook that runs longer', number('--hook-timeout', 1, 86400), 300)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => pullCommand(o, makeOutput(o)))
@@ -98,8 +105,32 @@ export function makeProgram(): Command {
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => swapCommand(o, makeOutput(o)))
 
+  registerReplicaCommands(program)
   // More commands register themselves here, one line each (see the register* functions).
   return program
+}
+
+/** Options every replica-side command shares. */
+function replicaCommand(program: Command, name: string, description: string) {
+  return program
+    .command(name)
+    .description(description)
+    .requiredOption('--target <path>', 'the live path of the replica')
+    .option('--state <dir>', 'the replica state directory (default: .NAME.snapshot beside the target)')
+    .option('--trees <n>', 'trees kept (as given to pull)', number('--trees', 2, 26), 2)
+    .option('--from <url|dir>', 'the store, when it must be asked')
+    .option('--pubkey <file>', 'trusted ed25519 public key (repeatable)', collect, [] as string[])
+    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
+    .option('--wait <seconds>', 'wait this long for a running pull', number('--wait', 0, 86400), 0)
+    .option('--json', 'print one JSON object')
+    .option('--quiet', 'no progress lines on stderr')
+}
+
+function registerReplicaCommands(program: Command): void {
+  replicaCommand(program, 'unpin', 'Let pulls move a replica that a rollback pinned.').action(async (o) => unpinCommand(o, makeOutput(o)))
+  replicaCommand(program, 'status', 'What a replica serves and since when, staged and pinned snapshots, the last pull, and (with --from) its lag behind the store.').action(async (o) =>
+    statusCommand(o, makeOutput(o)),
+  )
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -15,6 +15,12 @@ export interface PullCommandOptions {
   retries: number
   timeout: number
   wait: number
+  unpin?: boolean
+  maxDelete: number
+  force?: boolean
+  preSwap?: string
+  postSwap?: string
+  hookTimeout: number
 }
 
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
@@ -34,11 +40,17 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
     swap: opts.swap ?? false,
     trees: opts.trees,
     lockWaitMs: opts.wait * 1000,
+    unpin: opts.unpin ?? false,
+    maxDeletePercent: opts.maxDelete,
+    force: opts.force ?? false,
+    hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
     log: (l) => out.log(l),
   })
   const human =
     r.action === 'up-to-date'
       ? [`up to date: ${opts.target} serves snapshot ${r.id}`]
+      : r.action === 'pinned'
+      ? [`pinned: ${opts.target} stays at snapshot ${r.id} (\`snapshot pull --unpin\` resumes)`]
       : [
           `${r.action === 'swapped' ? 'swapped' : 'staged (run `snapshot swap` to go live)'}: snapshot ${r.id}${r.previousId !== null ? ` (was ${r.previousId})` : ''} in ${r.seconds.toFixed(2)} s`,
           ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),

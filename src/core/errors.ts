@@ -115,3 +115,20 @@ export class TooLargeError extends VerifyError {
 export class CompressionError extends SnapshotError {
   override readonly code = 'ERR_ZSTD'
 }
+
+/** The mass-deletion guard: a snapshot would delete too much of the replica; --force overrides. */
+export class GuardTrippedError extends SnapshotError {
+  override readonly code = 'ERR_GUARD'
+  override readonly exitCode = ExitCode.GuardTripped
+}
+
+/** The pre-swap hook (a health check) said no: the snapshot stays staged, nothing live changed. */
+export class HookVetoError extends SnapshotError {
+  override readonly code = 'ERR_HOOK_VETO'
+  override readonly exitCode = ExitCode.HookVeto
+}
+
+/** The post-swap hook failed: the swap itself happened. */
+export class HookFailedError extends SnapshotError {
+  override readonly code = 'ERR_HOOK_FAILED'
+}

@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm } from 'node:fs/p
 import { randomUUID } from 'node:crypto'
 import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { pairOf, planPull, type PullPlan } from '../core/chain-plan.js'
-import { asSnapshotError, NoSnapshotError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { asSnapshotError, GuardTrippedError, HookFailedError, HookVetoError, NoSnapshotError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
 import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
 import { parseSnapshotRecord, recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
@@ -14,6 +14,7 @@ import { applyArchive, type ApplyStats } from './apply-archive.js'
 import { ManifestCursor } from './manifest-cursor.js'
 import { ensureObject, isCached } from './object-cache.js'
 import { ReplicaLayout } from './replica-layout.js'
+import { runHook } from './swap-hooks.js'
 import { freshState, loadState, saveState, type ReplicaState } from './replica-state.js'
 
 /**
@@ -30,11 +31,24 @@ export interface PullOptions {
   /** How many trees to keep (live, staging, and older ones for instant rollback). */
   readonly trees?: number
   readonly lockWaitMs?: number
+  /** Clear a pin left by `snapshot rollback` and pull as usual. */
+  readonly unpin?: boolean
+  /** Refuse to swap in a snapshot that deletes more than this share (0-100) of the live tree's entries. */
+  readonly maxDeletePercent?: number
+  /** Swap even when the mass-deletion guard trips. */
+  readonly force?: boolean
+  readonly hooks?: SwapHooks
   readonly log?: (line: string) => void
   readonly now?: () => Date
 }
 
-export type PullAction = 'up-to-date' | 'staged' | 'swapped'
+export interface SwapHooks {
+  readonly preSwap?: string
+  readonly postSwap?: string
+  readonly timeoutMs?: number
+}
+
+export type PullAction = 'up-to-date' | 'staged' | 'swapped' | 'pinned'
 export interface PullResult {
   readonly action: PullAction
   readonly id: number
@@ -83,6 +97,16 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
 async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, started: bigint): Promise<PullResult> {
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
   const noWork: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
+  if (state.pinned && !opts.unpin) {
+    log(`pinned at snapshot ${state.pinned.id} since ${state.pinned.since} (${state.pinned.reason}): nothing changed; \`snapshot pull --unpin\` or \`snapshot unpin\` resumes pulls`)
+    const id = state.live?.id ?? state.pinned.id
+    return { action: 'pinned', id, previousId: id, plan: null, applied: noWork, seconds: seconds() }
+  }
+  if (state.pinned) {
+    log(`unpinned (was pinned at snapshot ${state.pinned.id})`)
+    state.pinned = null
+  }
+  state.source = opts.source.description
   const pointer = await fetchPointer(opts.source, opts.trustedKeys)
   const latest = pointer.latest
   if (latest.id < state.highestSeen) {
@@ -101,7 +125,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   if (state.staged?.id === latest.id && state.slots[state.staged.slot]?.status === 'ready') {
     log(`snapshot ${latest.id} is already staged`)
     await saveState(layout.stateFile, state)
-    if (opts.swap) await swapToStaged(layout, state, log)
+    if (opts.swap) await swapToStaged(layout, state, log, opts.hooks)
     return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, seconds: seconds() }
   }
 
@@ -116,17 +140,40 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
   const plan = planPull({ baseId, latestId: latest.id, records, cached: (sha) => cachedShas.has(sha) })
   log(`plan: ${describePlan(plan)} into tree ${slot}`)
+  if (opts.swap && state.live) checkMassDeletion(records, state.live.id, latest, opts.maxDeletePercent ?? 20, opts.force ?? false)
 
+  const applied = await buildInSlot(layout, state, slot, latest, plan, opts.source, log)
+  state.staged = { slot, id: latest.id }
+  await saveState(layout.stateFile, state)
+  log(`snapshot ${latest.id} staged in tree ${slot}`)
+  if (opts.swap) await swapToStaged(layout, state, log, opts.hooks)
+  await pruneObjectCache(layout, state, records)
+  return {
+    action: opts.swap ? 'swapped' : 'staged',
+    id: latest.id,
+    previousId,
+    plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
+    applied,
+    seconds: seconds(),
+  }
+}
+
+/**
+ * Brings tree `slot` to snapshot `target` by the plan's steps. The tree is marked dirty (with the
+ * snapshot it starts from) before the first write and ready after the flush, so a crash anywhere
+ * leaves a tree the next pull replays or rebuilds, never one taken for complete.
+ */
+export async function buildInSlot(layout: ReplicaLayout, state: ReplicaState, slot: string, target: SnapshotRecord, plan: PullPlan, source: ObjectSource, log: (l: string) => void): Promise<ApplyStats> {
   if (state.staged?.slot === slot) state.staged = null
-  state.slots[slot] = { status: 'dirty', base: plan.baseId, target: latest.id }
+  state.slots[slot] = { status: 'dirty', base: plan.baseId, target: target.id }
   await saveState(layout.stateFile, state)
   if (plan.baseId === null) await emptyTree(layout, slot)
 
-  const applied: ApplyStats = { ...noWork }
+  const applied: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   for (const step of plan.steps) {
     const pair = pairOf(step)
-    const manifestFile = await ensureObject(layout, opts.source, pair.manifest)
-    const archiveFile = await ensureObject(layout, opts.source, pair.archive)
+    const manifestFile = await ensureObject(layout, source, pair.manifest)
+    const archiveFile = await ensureObject(layout, source, pair.archive)
     const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
     const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, maxManifest, `manifest of snapshot ${step.record.id}`))
     checkManifestHeader(cursor, step.record, step.use, pair.entries, pair.deleted)
@@ -141,24 +188,13 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
     for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
   }
   syncFilesystem(layout.tree(slot))
-  state.slots[slot] = { status: 'ready', id: latest.id, digest: latest.treeDigest }
-  state.staged = { slot, id: latest.id }
+  state.slots[slot] = { status: 'ready', id: target.id, digest: target.treeDigest }
   await saveState(layout.stateFile, state)
-  log(`snapshot ${latest.id} staged in tree ${slot}`)
-  if (opts.swap) await swapToStaged(layout, state, log)
-  await pruneObjectCache(layout, state, records)
-  return {
-    action: opts.swap ? 'swapped' : 'staged',
-    id: latest.id,
-    previousId,
-    plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
-    applied,
-    seconds: seconds(),
-  }
+  return applied
 }
 
 /** PATH must be absent or a symlink into our trees: never replace an operator's own directory. */
-async function checkTarget(layout: ReplicaLayout): Promise<void> {
+export async function checkTarget(layout: ReplicaLayout): Promise<void> {
   const st = await lstat(layout.target).catch(() => null)
   if (!st) return
   if (!st.isSymbolicLink()) {
@@ -176,25 +212,32 @@ export async function fetchPointer(source: ObjectSource, keys: readonly KeyObjec
   return parsePointerPayload(openEnvelope(bytes, keys))
 }
 
-/** The tree to build in: never the live one; the one whose snapshot is closest to the latest. */
-function chooseSlot(state: ReplicaState): string {
+/**
+ * The tree to build in: never the live one. The oldest kept tree is recycled, so the trees hold
+ * the last snapshots for instant rollback; an empty tree only when no other is left (it needs a
+ * whole archive replayed).
+ */
+export function chooseSlot(state: ReplicaState): string {
   const candidates = Object.keys(state.slots).filter((s) => s !== state.live?.slot)
-  const score = (s: string): number => {
+  const idOf = (s: string): number | null => {
     const st = state.slots[s]!
-    return st.status === 'ready' ? st.id : st.status === 'dirty' ? (st.base ?? -1) : -1
+    return st.status === 'ready' ? st.id : st.status === 'dirty' ? st.base : null
   }
-  return candidates.reduce((best, s) => (score(s) > score(best) ? s : best))
+  const used = candidates.filter((s) => idOf(s) !== null)
+  if (used.length === 0) return candidates[0]!
+  return used.reduce((best, s) => (idOf(s)! < idOf(best)! ? s : best))
 }
 
 /**
  * Records from the pointer, the local cache and snapshots/<id>.json, walking parents from the
  * latest back to `baseId` (or to a full archive). Each fetched record is verified like the pointer.
  */
-async function collectRecords(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], pointer: PointerPayload, baseId: number | null): Promise<Map<number, SnapshotRecord>> {
+export async function collectRecords(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], pointer: PointerPayload, baseId: number | null, start: SnapshotRecord = pointer.latest): Promise<Map<number, SnapshotRecord>> {
   const records = new Map<number, SnapshotRecord>()
   for (const r of pointer.chain) records.set(r.id, r)
+  records.set(start.id, start)
   await mkdir(layout.recordsDir, { recursive: true })
-  let r: SnapshotRecord | undefined = pointer.latest
+  let r: SnapshotRecord | undefined = start
   let sawFull = false
   for (let steps = 0; r && steps < MAX_RECORD_WALK; steps++) {
     sawFull ||= r.full !== undefined
@@ -211,7 +254,7 @@ async function collectRecords(source: ObjectSource, layout: ReplicaLayout, keys:
 }
 
 /** The local record cache holds records already verified (by signature or through the pointer). */
-async function loadCachedRecord(layout: ReplicaLayout, id: number): Promise<SnapshotRecord | undefined> {
+export async function loadCachedRecord(layout: ReplicaLayout, id: number): Promise<SnapshotRecord | undefined> {
   const text = await readFile(layout.record(id), 'utf8').catch(() => null)
   if (!text) return undefined
   try {
@@ -222,7 +265,7 @@ async function loadCachedRecord(layout: ReplicaLayout, id: number): Promise<Snap
   }
 }
 
-async function fetchRecord(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], id: number): Promise<SnapshotRecord | undefined> {
+export async function fetchRecord(source: ObjectSource, layout: ReplicaLayout, keys: readonly KeyObject[], id: number): Promise<SnapshotRecord | undefined> {
   const bytes = await source.getSmall(`snapshots/${id}.json`, POINTER_MAX_BYTES)
   if (!bytes) return undefined
   const record = parseRecordPayload(openEnvelope(bytes, keys), id)
@@ -252,24 +295,61 @@ async function emptyTree(layout: ReplicaLayout, slot: string): Promise<void> {
   await mkdir(dir, { recursive: true })
 }
 
-/** Makes the staged tree live by renaming a new symlink over PATH: readers see old or new, never a gap. */
-export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void): Promise<void> {
+/**
+ * Makes the staged tree live by renaming a new symlink over PATH: readers see old or new, never a
+ * gap. A pre-swap hook that fails vetoes the swap and leaves the snapshot staged.
+ */
+export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, hooks: SwapHooks = {}): Promise<void> {
   const staged = state.staged
   if (!staged) throw new SnapshotError('nothing is staged: run `snapshot pull` first')
   const slotState = state.slots[staged.slot]
   if (slotState?.status !== 'ready' || slotState.id !== staged.id) throw new SnapshotError(`the staged tree ${staged.slot} is not ready; run \`snapshot pull\` again`)
+  const env = { SNAPSHOT_ID: String(staged.id), SNAPSHOT_TREE: layout.tree(staged.slot), SNAPSHOT_TARGET: layout.target }
+  const timeoutMs = hooks.timeoutMs ?? 300_000
+  if (hooks.preSwap) {
+    const r = await runHook(hooks.preSwap, env, timeoutMs)
+    if (!r.ok) throw new HookVetoError(`the pre-swap hook vetoed snapshot ${staged.id} (exit ${r.code ?? 'none'}): it stays staged, nothing live changed${r.output ? `\n${r.output}` : ''}`)
+    log('pre-swap hook passed')
+  }
   await swapSymlink(layout.target, layout.linkValue(staged.slot))
   state.live = { slot: staged.slot, id: staged.id, since: new Date().toISOString() }
   state.staged = null
   await saveState(layout.stateFile, state)
   log(`swapped: ${layout.target} now serves snapshot ${staged.id}`)
+  if (hooks.postSwap) {
+    const r = await runHook(hooks.postSwap, env, timeoutMs)
+    if (!r.ok) throw new HookFailedError(`swapped to snapshot ${staged.id}, but the post-swap hook failed (exit ${r.code ?? 'none'})${r.output ? `\n${r.output}` : ''}`)
+    log('post-swap hook done')
+  }
+}
+
+/**
+ * A build run against an empty or half-mounted source would delete most of every replica: refuse
+ * to swap in a snapshot whose deltas since the live one delete more than `percent` of its entries.
+ */
+export function checkMassDeletion(records: ReadonlyMap<number, SnapshotRecord>, liveId: number, latest: SnapshotRecord, percent: number, force: boolean): void {
+  const live = records.get(liveId)
+  if (!live || latest.id <= liveId) return
+  const liveEntries = live.files + live.dirs + live.links
+  let deleted = 0
+  let r: SnapshotRecord | undefined = latest
+  while (r && r.id > liveId) {
+    deleted += r.delta?.deleted ?? 0
+    r = r.parent === null ? undefined : records.get(r.parent)
+  }
+  if (r?.id !== liveId) deleted = Math.max(0, liveEntries - (latest.files + latest.dirs + latest.links)) // chain unknown: compare sizes
+  if (liveEntries > 0 && deleted > (percent / 100) * liveEntries) {
+    const share = Math.round((100 * deleted) / liveEntries)
+    const message = `snapshot ${latest.id} deletes ${deleted} of the ${liveEntries} entries of the live snapshot ${liveId} (${share}%, over the ${percent}% guard)`
+    if (!force) throw new GuardTrippedError(`${message}: not swapped. If this is intended, pull again with --force (or raise --max-delete)`)
+  }
 }
 
 /**
  * Keeps only objects that a kept tree may still replay: those of snapshots newer than the oldest
  * tree, where an empty tree counts as needing the latest full archive and the deltas after it.
  */
-async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaState, records: ReadonlyMap<number, SnapshotRecord>): Promise<void> {
+export async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaState, records: ReadonlyMap<number, SnapshotRecord>): Promise<void> {
   const latestFull = Math.max(0, ...[...records.values()].filter((r) => r.full).map((r) => r.id))
   const needs = Object.values(state.slots).map((s) => (s.status === 'ready' ? s.id : s.status === 'dirty' && s.base !== null ? s.base : latestFull - 1))
   const oldest = Math.min(...needs)

@@ -18,6 +18,8 @@ export interface ReplicaState {
   slots: Record<string, SlotState>
   pinned: { id: number; since: string; reason: string } | null
   lastPull: { at: string; ok: boolean; id?: number; code?: string; error?: string } | null
+  /** The store the last pull used (for status and verify). */
+  source?: string
 }
 
 export function freshState(slotNames: readonly string[]): ReplicaState {

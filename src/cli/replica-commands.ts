@@ -1,0 +1,72 @@
+import { SnapshotError, VerifyError } from '../core/errors.js'
+import { openSource } from '../http/object-source.js'
+import { rollbackReplica, unpinReplica } from '../replica/replica-rollback.js'
+import { replicaStatus } from '../replica/replica-status.js'
+import { verifyLiveTree } from '../replica/verify-tree.js'
+import { readPublicKeyFiles } from './keys.js'
+import type { Output } from './output.js'
+
+/** The replica-side operator commands: rollback, unpin, status, verify --target. */
+export interface ReplicaCommandOptions {
+  target: string
+  state?: string
+  trees: number
+  from?: string
+  pubkey: string[]
+  token?: string
+  wait: number
+}
+
+function sourceOf(o: ReplicaCommandOptions) {
+  const token = o.token ?? process.env.SNAPSHOT_TOKEN
+  return o.from ? openSource(o.from, token ? { token } : {}) : undefined
+}
+function replicaBase(o: ReplicaCommandOptions) {
+  return { target: o.target, trees: o.trees, ...(o.state ? { stateDir: o.state } : {}) }
+}
+
+export async function replicaRollbackCommand(o: ReplicaCommandOptions & { to?: number }, out: Output): Promise<void> {
+  const source = sourceOf(o)
+  const r = await rollbackReplica({
+    ...replicaBase(o),
+    ...(o.to !== undefined ? { to: o.to } : {}),
+    ...(source ? { source } : {}),
+    trustedKeys: await readPublicKeyFiles(o.pubkey),
+    lockWaitMs: o.wait * 1000,
+    log: (l) => out.log(l),
+  })
+  out.result(r, [`rolled back: ${o.target} serves snapshot ${r.to} (was ${r.from}${r.instant ? ', instant' : ', rebuilt from the store'}); pinned: \`snapshot unpin --target ${o.target}\` resumes pulls`])
+}
+
+export async function unpinCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
+  const r = await unpinReplica({ ...replicaBase(o), lockWaitMs: o.wait * 1000 })
+  out.result(r, [r.wasPinned === null ? `${o.target} was not pinned` : `unpinned: the next pull moves ${o.target} on from snapshot ${r.wasPinned}`])
+}
+
+export async function statusCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
+  const source = sourceOf(o)
+  const s = await replicaStatus({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey) })
+  if (!s) throw new SnapshotError(`${o.target} is not a replica yet: run \`snapshot pull\` first`)
+  const human = [
+    s.live ? `live: snapshot ${s.live.id}${s.live.created ? `, built ${s.live.created} (${formatAge(s.live.ageSeconds)} ago)` : ''}, live since ${s.live.since}${s.linkOk ? '' : ' (WARNING: the symlink does not point at it)'}` : 'live: nothing yet',
+    `staged: ${s.staged ? `snapshot ${s.staged.id}` : 'nothing'}`,
+    `pinned: ${s.pinned ? `at snapshot ${s.pinned.id} since ${s.pinned.since} (${s.pinned.reason})` : 'no'}`,
+    `last pull: ${s.lastPull ? `${s.lastPull.at} ${s.lastPull.ok ? `ok (snapshot ${s.lastPull.id})` : `FAILED [${s.lastPull.code}] ${s.lastPull.error}`}` : 'never'}`,
+    ...(s.store ? ['latestId' in s.store ? `store: latest snapshot ${s.store.latestId} (${s.store.lag} ahead of this replica)` : `store: unreachable [${s.store.code}] ${s.store.error}`] : []),
+  ]
+  out.result(s, human)
+}
+
+export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
+  const source = sourceOf(o)
+  const r = await verifyLiveTree({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey), log: (l) => out.log(l) })
+  out.result(r, r.problems.length === 0 ? [`ok: the live tree of ${o.target} equals snapshot ${r.id} (${r.checked} entries)`] : [`${r.problems.length} paths differ from snapshot ${r.id}:`, ...r.problems.map((p) => `  ${JSON.stringify(p.path)}: ${p.problem}`)])
+  if (r.problems.length > 0) throw new VerifyError(`the live tree of ${o.target} differs from snapshot ${r.id} in ${r.problems.length} paths`)
+}
+
+function formatAge(s: number | null): string {
+  if (s === null) return '?'
+  if (s < 120) return `${s} s`
+  if (s < 7200) return `${Math.round(s / 60)} min`
+  return `${(s / 3600).toFixed(1)} h`
+}

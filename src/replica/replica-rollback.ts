@@ -1,0 +1,110 @@
+import type { KeyObject } from 'node:crypto'
+import { mkdir } from 'node:fs/promises'
+import { planPull } from '../core/chain-plan.js'
+import { NoSnapshotError, SnapshotError, UsageError } from '../core/errors.js'
+import { recordObjects } from '../core/snapshot-record.js'
+import { swapSymlink } from '../fs/durable.js'
+import { acquireLock } from '../fs/lock-file.js'
+import type { ObjectSource } from '../http/object-source.js'
+import { isCached } from './object-cache.js'
+import { buildInSlot, checkTarget, chooseSlot, collectRecords, fetchPointer, fetchRecord, loadCachedRecord, slotNames } from './pull.js'
+import { ReplicaLayout } from './replica-layout.js'
+import { loadState, saveState, type ReplicaState } from './replica-state.js'
+
+/**
+ * `snapshot rollback --target PATH [--to ID]`: makes an earlier snapshot live on this replica,
+ * atomically. Instant when a kept tree holds it; otherwise rebuilt from the store in a tree that
+ * is neither live nor the one being left. The replica is then pinned (pulls change nothing until
+ * unpinned), and the tree it left is kept as evidence.
+ */
+export interface ReplicaRollbackOptions {
+  readonly target: string
+  readonly stateDir?: string
+  readonly to?: number
+  readonly trees?: number
+  readonly source?: ObjectSource
+  readonly trustedKeys: readonly KeyObject[]
+  readonly lockWaitMs?: number
+  readonly log?: (line: string) => void
+}
+
+export interface ReplicaRollbackResult {
+  readonly from: number
+  readonly to: number
+  readonly instant: boolean
+  readonly pinned: true
+}
+
+export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<ReplicaRollbackResult> {
+  const log = opts.log ?? (() => undefined)
+  const layout = new ReplicaLayout(opts.target, opts.stateDir)
+  const slots = slotNames(opts.trees ?? 2)
+  await checkTarget(layout)
+  await mkdir(layout.stateDir, { recursive: true })
+  const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
+  try {
+    const state = await loadState(layout.stateFile, slots)
+    if (!state?.live) throw new SnapshotError(`${opts.target} serves no snapshot yet: nothing to roll back`)
+    const live = state.live
+    const toId = opts.to ?? previousKept(state)
+    if (toId === null) throw new NoSnapshotError(`no earlier snapshot is kept on this replica; give --to ID (and --from) to rebuild one from the store`)
+    if (toId === live.id) throw new UsageError(`snapshot ${toId} is already live`)
+
+    let slot = Object.keys(state.slots).find((s) => s !== live.slot && state.slots[s]!.status === 'ready' && (state.slots[s] as { id: number }).id === toId)
+    const instant = slot !== undefined
+    if (!slot) {
+      if (!opts.source) throw new UsageError(`snapshot ${toId} is not kept on this replica: give --from URL|DIR to rebuild it from the store`)
+      slot = rebuildSlot(state)
+      const pointer = await fetchPointer(opts.source, opts.trustedKeys)
+      const record = (await loadCachedRecord(layout, toId)) ?? pointer.chain.find((r) => r.id === toId) ?? (await fetchRecord(opts.source, layout, opts.trustedKeys, toId))
+      if (!record) throw new NoSnapshotError(`the store no longer has snapshot ${toId}`)
+      const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, null, record)
+      const cached = new Set<string>()
+      for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cached.add(ref.sha256)
+      const plan = planPull({ baseId: null, latestId: toId, records, cached: (sha) => cached.has(sha) })
+      log(`rebuilding snapshot ${toId} in tree ${slot} from ${opts.source.description}`)
+      await buildInSlot(layout, state, slot, record, plan, opts.source, log)
+    }
+    await swapSymlink(layout.target, layout.linkValue(slot))
+    state.live = { slot, id: toId, since: new Date().toISOString() }
+    if (state.staged?.slot === slot) state.staged = null
+    state.pinned = { id: toId, since: new Date().toISOString(), reason: `rolled back from snapshot ${live.id}` }
+    await saveState(layout.stateFile, state)
+    log(`rolled back: ${opts.target} serves snapshot ${toId} (was ${live.id}); pinned until \`snapshot unpin\``)
+    return { from: live.id, to: toId, instant, pinned: true }
+  } finally {
+    lock.release()
+  }
+}
+
+/** The newest kept snapshot older than the live one. */
+function previousKept(state: ReplicaState): number | null {
+  let best: number | null = null
+  for (const [slot, st] of Object.entries(state.slots)) {
+    if (slot === state.live?.slot || st.status !== 'ready' || st.id >= state.live!.id) continue
+    if (best === null || st.id > best) best = st.id
+  }
+  return best
+}
+
+/** A tree to rebuild in: not live, and not the one holding the snapshot being left if avoidable. */
+function rebuildSlot(state: ReplicaState): string {
+  const others = Object.keys(state.slots).filter((s) => s !== state.live?.slot)
+  return others.length > 0 ? chooseSlot(state) : others[0]!
+}
+
+/** `snapshot unpin` (and `pull --unpin`): later pulls move the replica again. */
+export async function unpinReplica(opts: { target: string; stateDir?: string; trees?: number; lockWaitMs?: number }): Promise<{ wasPinned: number | null }> {
+  const layout = new ReplicaLayout(opts.target, opts.stateDir)
+  const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
+  try {
+    const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
+    if (!state) throw new SnapshotError(`${opts.target} is not a replica yet`)
+    const was = state.pinned?.id ?? null
+    state.pinned = null
+    await saveState(layout.stateFile, state)
+    return { wasPinned: was }
+  } finally {
+    lock.release()
+  }
+}
