@@ -45,10 +45,12 @@ export interface ApplyInput {
   readonly tarBytes: number
   /** For a full archive: the digest the signed record names, checked against the manifest. */
   readonly expectDigest?: string
+  /** Called every few thousand entries with the entries and bytes applied so far. */
+  readonly onProgress?: (entries: number, bytes: number) => void
 }
 
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
-  const applier = new Applier(input.root, input.manifest)
+  const applier = new Applier(input.root, input.manifest, input.onProgress)
   applier.applyDeletions()
   const reader = new TarReader(applier)
   let seen = 0
@@ -61,6 +63,7 @@ export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
     if (seen !== input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${input.tarBytes}`)
     reader.close()
     applier.finish()
+    input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
   } finally {
     applier.abort()
   }
@@ -78,9 +81,12 @@ class Applier {
   private hash: Hash | null = null
   private written = 0
 
+  private entries = 0
+
   constructor(
     private readonly root: string,
     private readonly manifest: ManifestCursor,
+    private readonly onProgress?: (entries: number, bytes: number) => void,
   ) {}
 
   applyDeletions(): void {
@@ -137,6 +143,7 @@ class Applier {
   end(): void {
     const e = this.pending
     this.pending = null
+    if (this.onProgress && ++this.entries % 4096 === 0) this.onProgress(this.entries, this.stats.bytesWritten)
     if (!e || e.type !== 'f') return
     const fd = this.fd!
     this.fd = null

@@ -38,6 +38,7 @@ export interface PullOptions {
   /** Swap even when the mass-deletion guard trips. */
   readonly force?: boolean
   readonly hooks?: SwapHooks
+  readonly progress?: (phase: string, done: number, total: number, bytes: number) => void
   readonly log?: (line: string) => void
   readonly now?: () => Date
 }
@@ -55,6 +56,8 @@ export interface PullResult {
   readonly previousId: number | null
   readonly plan: { steps: { id: number; use: 'full' | 'delta' }[]; downloadBytes: number; baseId: number | null } | null
   readonly applied: ApplyStats
+  /** When the store's latest snapshot was built (its signed time); null when pinned. */
+  readonly latestCreated: string | null
   readonly seconds: number
 }
 
@@ -100,7 +103,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   if (state.pinned && !opts.unpin) {
     log(`pinned at snapshot ${state.pinned.id} since ${state.pinned.since} (${state.pinned.reason}): nothing changed; \`snapshot pull --unpin\` or \`snapshot unpin\` resumes pulls`)
     const id = state.live?.id ?? state.pinned.id
-    return { action: 'pinned', id, previousId: id, plan: null, applied: noWork, seconds: seconds() }
+    return { action: 'pinned', id, previousId: id, plan: null, applied: noWork, latestCreated: null, seconds: seconds() }
   }
   if (state.pinned) {
     log(`unpinned (was pinned at snapshot ${state.pinned.id})`)
@@ -120,13 +123,13 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   if (state.live?.id === latest.id) {
     log(`up to date at snapshot ${latest.id}`)
     await saveState(layout.stateFile, state)
-    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, seconds: seconds() }
+    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, seconds: seconds() }
   }
   if (state.staged?.id === latest.id && state.slots[state.staged.slot]?.status === 'ready') {
     log(`snapshot ${latest.id} is already staged`)
     await saveState(layout.stateFile, state)
     if (opts.swap) await swapToStaged(layout, state, log, opts.hooks)
-    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, seconds: seconds() }
+    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, seconds: seconds() }
   }
 
   for (const [name, st] of Object.entries(state.slots)) {
@@ -142,7 +145,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   log(`plan: ${describePlan(plan)} into tree ${slot}`)
   if (opts.swap && state.live) checkMassDeletion(records, state.live.id, latest, opts.maxDeletePercent ?? 20, opts.force ?? false)
 
-  const applied = await buildInSlot(layout, state, slot, latest, plan, opts.source, log)
+  const applied = await buildInSlot(layout, state, slot, latest, plan, opts.source, log, opts.progress)
   state.staged = { slot, id: latest.id }
   await saveState(layout.stateFile, state)
   log(`snapshot ${latest.id} staged in tree ${slot}`)
@@ -154,6 +157,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
     previousId,
     plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
     applied,
+    latestCreated: latest.created,
     seconds: seconds(),
   }
 }
@@ -163,7 +167,16 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
  * snapshot it starts from) before the first write and ready after the flush, so a crash anywhere
  * leaves a tree the next pull replays or rebuilds, never one taken for complete.
  */
-export async function buildInSlot(layout: ReplicaLayout, state: ReplicaState, slot: string, target: SnapshotRecord, plan: PullPlan, source: ObjectSource, log: (l: string) => void): Promise<ApplyStats> {
+export async function buildInSlot(
+  layout: ReplicaLayout,
+  state: ReplicaState,
+  slot: string,
+  target: SnapshotRecord,
+  plan: PullPlan,
+  source: ObjectSource,
+  log: (l: string) => void,
+  progress?: PullOptions['progress'],
+): Promise<ApplyStats> {
   if (state.staged?.slot === slot) state.staged = null
   state.slots[slot] = { status: 'dirty', base: plan.baseId, target: target.id }
   await saveState(layout.stateFile, state)
@@ -184,6 +197,7 @@ export async function buildInSlot(layout: ReplicaLayout, state: ReplicaState, sl
       tarChunks: decompressFile(archiveFile),
       tarBytes: pair.archive.tarBytes,
       ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
+      ...(progress ? { onProgress: (n: number, bytes: number) => progress(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes) } : {}),
     })
     for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
   }
