@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { Readable, Writable, type Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import zlib from 'node:zlib'
@@ -18,8 +19,19 @@ import {
 const ZSTD_CLI = '/usr/bin/zstd'
 const hasCli = existsSync(ZSTD_CLI)
 const hasNodeZstd = typeof (zlib as unknown as { createZstdCompress?: unknown }).createZstdCompress === 'function'
+/** zstd-napi is an optional dependency: an install without a compiler (or prebuild) lacks it. */
+const hasNapi = ((): boolean => {
+  try {
+    createRequire(import.meta.url)('zstd-napi')
+    return true
+  } catch {
+    return false
+  }
+})()
+const napiSkip = hasNapi ? false : 'zstd-napi (an optional dependency) is not installed or not built here'
 const backends: { backend: ZstdBackend; skip: string | false }[] = [
   { backend: 'zstd-codec', skip: false },
+  { backend: 'zstd-napi', skip: napiSkip },
   { backend: 'node:zlib', skip: hasNodeZstd ? false : `node:zlib has no zstd on Node ${process.version}` },
 ]
 
@@ -59,13 +71,22 @@ async function run(input: Buffer[], transform: Transform): Promise<Buffer> {
   return Buffer.concat(out)
 }
 
+/** Reads a transform to its end, for tests that write to it by hand. */
+async function collect(transform: Transform): Promise<Buffer> {
+  const out: Buffer[] = []
+  for await (const chunk of transform) out.push(chunk as Buffer)
+  return Buffer.concat(out)
+}
+
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-test('zstdBackend: auto picks node:zlib only where it exists; SNAPSHOT_ZSTD forces a backend', () => {
-  assert.equal(zstdBackend({}), hasNodeZstd ? 'node:zlib' : 'zstd-codec')
+test('zstdBackend: auto prefers node:zlib, then zstd-napi, then zstd-codec; SNAPSHOT_ZSTD forces a backend', () => {
+  assert.equal(zstdBackend({}), hasNodeZstd ? 'node:zlib' : hasNapi ? 'zstd-napi' : 'zstd-codec')
   assert.equal(zstdBackend({ SNAPSHOT_ZSTD: 'wasm' }), 'zstd-codec')
   if (hasNodeZstd) assert.equal(zstdBackend({ SNAPSHOT_ZSTD: 'node' }), 'node:zlib')
   else assert.throws(() => zstdBackend({ SNAPSHOT_ZSTD: 'node' }), UsageError)
+  if (hasNapi) assert.equal(zstdBackend({ SNAPSHOT_ZSTD: 'napi' }), 'zstd-napi')
+  else assert.throws(() => zstdBackend({ SNAPSHOT_ZSTD: 'napi' }), UsageError)
   assert.throws(() => zstdBackend({ SNAPSHOT_ZSTD: 'brotli' }), UsageError)
 })
 
@@ -109,7 +130,50 @@ for (const { backend, skip } of backends) {
       await assert.rejects(run([theirs], await createZstdDecompressor(backend)), CompressionError)
     }
   })
+
+  test(`${backend}: a reader that does not read holds the writer back, and all flows once it reads`, { skip }, async () => {
+    const data = corpus(8 << 20)
+    const z = await run([data], await createZstdCompressor(3, backend))
+    const cases = [
+      { transform: await createZstdCompressor(3, backend), input: chunks(data, 1 << 20) },
+      { transform: await createZstdDecompressor(backend), input: chunks(z, 64 << 10) },
+    ]
+    const outputs: Buffer[] = []
+    for (const { transform, input } of cases) {
+      let accepted = 0
+      while (accepted < input.length && transform.write(input[accepted])) accepted++
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.ok(accepted < 4, `${accepted} writes accepted with nobody reading`)
+      // What waits unread is the output of about one input chunk, not of everything written.
+      assert.ok(transform.readableLength < 2 << 20, `${transform.readableLength} bytes buffered unread`)
+      const out = collect(transform) // starts reading: the held writes must now go through
+      for (const chunk of input.slice(accepted + 1)) transform.write(chunk)
+      transform.end()
+      outputs.push(await out)
+    }
+    assert.equal(sha(await run([outputs[0]!], await createZstdDecompressor(backend))), sha(data))
+    assert.equal(sha(outputs[1]!), sha(data))
+  })
+
+  test(`${backend}: a reader destroying the stream mid-output does not break later streams`, { skip }, async () => {
+    const c = await createZstdCompressor(3, backend)
+    c.on('error', () => undefined)
+    c.on('data', () => c.destroy())
+    c.write(corpus(2 << 20))
+    await new Promise<void>((resolve) => c.once('close', resolve))
+    const data = corpus(1 << 20)
+    const z = await run([data], await createZstdCompressor(3, backend))
+    assert.equal(sha(await run([z], await createZstdDecompressor(backend))), sha(data))
+  })
 }
+
+test('zstd-napi: levels above what zstd-codec fits, up to 22', { skip: napiSkip }, async () => {
+  const data = corpus(1 << 20)
+  const z = await run([data], await createZstdCompressor(12, 'zstd-napi'))
+  assert.equal(sha(await run([z], await createZstdDecompressor('zstd-napi'))), sha(data))
+  await assert.rejects(createZstdCompressor(23, 'zstd-napi'), UsageError)
+  await assert.rejects(createZstdCompressor(0, 'zstd-napi'), UsageError)
+})
 
 test('zstd-codec: streams free their WASM memory, and many can run at once', async () => {
   const data = corpus(512 << 10)
@@ -135,16 +199,6 @@ test('zstd-codec: a level its 16 MiB heap cannot hold is a UsageError up front',
   assert.ok(z.length > 0)
 })
 
-test('zstd-codec: a reader destroying the stream mid-output does not break later streams', async () => {
-  const c = await createZstdCompressor(3, 'zstd-codec')
-  c.on('error', () => undefined)
-  c.on('data', () => c.destroy())
-  c.write(corpus(2 << 20))
-  await new Promise<void>((resolve) => c.once('close', resolve))
-  const data = corpus(1 << 20)
-  const z = await run([data], await createZstdCompressor(3, 'zstd-codec'))
-  assert.equal(sha(await run([z], await createZstdDecompressor('zstd-codec'))), sha(data))
-})
 
 test('FrameBoundaryTracker: frames back to back and skippable frames end on a boundary', () => {
   // A frame holding one raw block of "hi" (single segment, 1-byte content size), then a

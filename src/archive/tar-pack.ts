@@ -13,6 +13,7 @@ import { BLOCK, encodeUstarHeader, type UstarType } from './ustar-header.js'
  */
 const CHUNK = 4 << 20
 const DIRECT_BYTES = 256 << 10
+const fillBytes = Uint8Array.prototype.fill // Buffer#fill's argument checks cost 3x the fill itself
 
 export class TarPacker {
   private buf = Buffer.allocUnsafe(CHUNK) // every byte up to `used` is written before it is sent
@@ -28,16 +29,25 @@ export class TarPacker {
   }
 
   async addFile(path: string, mode: number, data: Buffer): Promise<void> {
-    await this.header(path, mode, data.length, '0', undefined)
     const size = data.length
     const pad = (BLOCK - (size % BLOCK)) % BLOCK
+    const start = this.used
+    if (size < DIRECT_BYTES && BLOCK + size + pad <= CHUNK - start && encodeUstarHeader(this.buf, start, { path, mode, size, mtimeSec: this.mtimeSec, type: '0' })) {
+      // The common case, a small file with a plain header: no await, one copy of its bytes.
+      this.buf.set(data, start + BLOCK)
+      fillBytes.call(this.buf, 0, start + BLOCK + size, start + BLOCK + size + pad)
+      this.used = start + BLOCK + size + pad
+      this.total += BLOCK + size + pad
+      return
+    }
+    await this.header(path, mode, size, '0', undefined)
     if (size >= DIRECT_BYTES) {
       await this.flush()
       this.total += size
       await this.sink(data)
     } else {
       if (size + pad > CHUNK - this.used) await this.flush()
-      data.copy(this.buf, this.used)
+      this.buf.set(data, this.used)
       this.used += size
       this.total += size
     }
@@ -68,6 +78,7 @@ export class TarPacker {
     }
     // Long or non-ASCII names travel in a pax header, written by node-tar as before; the plain
     // header after it keeps a truncated name that pax-aware readers ignore.
+    if (path.includes('\0') || linkpath?.includes('\0')) throw new RangeError(`${JSON.stringify(path)}: a NUL byte cannot be stored in a tar header`)
     const pax = new Pax({ path, linkpath, mtime: this.mtime }).encode()
     const block = Buffer.alloc(BLOCK)
     const typeName = type === '0' ? 'File' : type === '5' ? 'Directory' : 'SymbolicLink'
@@ -78,7 +89,7 @@ export class TarPacker {
 
   private async zeros(n: number): Promise<void> {
     if (n > CHUNK - this.used) await this.flush()
-    this.buf.fill(0, this.used, this.used + n)
+    fillBytes.call(this.buf, 0, this.used, this.used + n)
     this.used += n
     this.total += n
   }
@@ -90,7 +101,7 @@ export class TarPacker {
       await this.sink(data)
       return
     }
-    data.copy(this.buf, this.used)
+    this.buf.set(data, this.used)
     this.used += data.length
     this.total += data.length
   }

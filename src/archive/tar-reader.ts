@@ -138,9 +138,10 @@ export class TarReader {
     }
     const pax = this.pax
     this.pax = null
-    // Pre-POSIX archives marked directories as files with a trailing '/' (node-tar reads them so).
-    const type = h.type === '5' || (h.type !== '2' && h.path.endsWith('/')) ? 'd' : h.type === '2' ? 'l' : 'f'
     let path = pax?.path ?? h.path
+    // Pre-POSIX archives marked directories as files with a trailing '/' (node-tar reads them so).
+    // The pax path decides: the truncated ustar name under it may end in '/' by accident.
+    const type = h.type === '5' || (h.type !== '2' && path.endsWith('/')) ? 'd' : h.type === '2' ? 'l' : 'f'
     if (type === 'd' && path.endsWith('/')) path = path.slice(0, -1)
     const linkpath = pax?.linkpath ?? h.linkpath
     if (type !== 'f' && size !== 0) throw new UnsafeArchiveError(`${JSON.stringify(path)}: a ${type === 'd' ? 'directory' : 'symlink'} with data`)

@@ -1,9 +1,12 @@
 import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
 import { buildSnapshot } from '../master/build.js'
+import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
+import { describePrune } from './prune-command.js'
+import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface BuildCommandOptions {
+export interface BuildCommandOptions extends Partial<ScheduleFlags> {
   source: string
   store: string
   key?: string
@@ -11,9 +14,19 @@ export interface BuildCommandOptions {
   json?: boolean
   fullRatio?: number
   maxChain?: number
+  /** Prune to this many snapshots after each build (see `snapshot prune`); absent: keep all. */
+  keep?: number
+  grace?: number
 }
 
+/** With --cron, keeps running and builds on the schedule; otherwise builds once. */
 export async function buildCommand(opts: BuildCommandOptions, out: Output): Promise<void> {
+  const cron = opts.cron
+  if (cron !== undefined) return runOnSchedule(() => buildOnce(opts, out), { ...opts, cron }, out)
+  await buildOnce(opts, out)
+}
+
+async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> {
   const privateKey = opts.key ? await readPrivateKeyFile(opts.key) : null
   if (!privateKey) out.log('warning: no --key given: the snapshot is unsigned and replicas with --pubkey will refuse it')
   const r = await buildSnapshot({
@@ -23,6 +36,7 @@ export async function buildCommand(opts: BuildCommandOptions, out: Output): Prom
     forceFull: opts.full ?? false,
     policy: { deltaBytesRatio: opts.fullRatio ?? DEFAULT_FULL_POLICY.deltaBytesRatio, maxChain: opts.maxChain ?? DEFAULT_FULL_POLICY.maxChain },
     log: (l) => out.log(l),
+    ...(opts.keep !== undefined ? { keep: opts.keep, graceMs: (opts.grace ?? DEFAULT_GRACE_SECONDS) * 1000 } : {}),
   })
   const human = r.created
     ? [
@@ -32,5 +46,6 @@ export async function buildCommand(opts: BuildCommandOptions, out: Output): Prom
         ...(r.fullBytes !== null ? [`full: ${formatBytes(r.fullBytes)} (${r.fullReason})`] : []),
       ]
     : [`unchanged: the tree equals snapshot ${r.id}; no new snapshot (${r.seconds.toFixed(2)} s)`]
+  if (r.pruned) human.push(...describePrune(r.pruned).map((l) => `prune: ${l}`))
   out.result(r, human)
 }

@@ -1,11 +1,17 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
+import { withConfigFiles } from './config-file.js'
 import { keygenCommand } from './keygen-command.js'
+import { registerListCommand } from './list-command.js'
+import { registerPruneCommand } from './prune-command.js'
+import { registerRollbackCommand } from './rollback-command.js'
+import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput, parseWholeNumber } from './output.js'
 import { pullCommand } from './pull-command.js'
+import { checkCronExpression, checkTimezone } from './scheduler.js'
 import { serveCommand } from './serve-command.js'
-import { replicaRollbackCommand, statusCommand, unpinCommand, verifyTargetCommand } from './replica-commands.js'
+import { statusCommand, unpinCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
 
 /**
@@ -29,6 +35,16 @@ export function ratio(value: string): number {
 }
 export function collect(value: string, previous: string[]): string[] {
   return [...previous, value]
+}
+/** Makes a checker that throws a plain Error into an option parser that commander reports. */
+export function checked<T>(check: (value: string) => T) {
+  return (value: string): T => {
+    try {
+      return check(value)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+  }
 }
 
 export function makeProgram(): Command {
@@ -56,6 +72,11 @@ export function makeProgram(): Command {
     .option('--full', 'write a full archive whatever the policy says')
     .option('--full-ratio <r>', 'write a full once the deltas since the last full reach this share of its size', ratio, 1.0)
     .option('--max-chain <n>', 'write a full once this many deltas follow the last one', number('--max-chain', 1, 100000), 48)
+    .option('--keep <n>', 'after each build, prune to the N most recent snapshots (see `snapshot prune`); default: keep all', number('--keep', 1, 1_000_000))
+    .option('--grace <seconds>', 'with --keep: leave what a pull in progress may still fetch for this long', number('--grace', 0, 10 * 365 * 86400), 3600)
+    .option('--cron <expr>', 'keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run', checked(checkCronExpression))
+    .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
+    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', number('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object (id, kind, counts, sizes)')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
@@ -90,6 +111,9 @@ export function makeProgram(): Command {
     .option('--pre-swap <command>', 'health check run (sh -c) before the swap; a non-zero exit vetoes it (env: SNAPSHOT_ID, SNAPSHOT_TREE, SNAPSHOT_TARGET)')
     .option('--post-swap <command>', 'command run (sh -c) after a successful swap, e.g. a web server reload')
     .option('--hook-timeout <seconds>', 'kill a hook that runs longer', number('--hook-timeout', 1, 86400), 300)
+    .option('--cron <expr>', 'keep running and pull on this cron schedule (an optional 6th, leading field is seconds); pulls once at start and at once after a missed run', checked(checkCronExpression))
+    .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
+    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', number('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => pullCommand(o, makeOutput(o)))
@@ -106,8 +130,12 @@ export function makeProgram(): Command {
     .action(async (o) => swapCommand(o, makeOutput(o)))
 
   registerReplicaCommands(program)
+  registerListCommand(program)
+  registerVerifyCommand(program)
+  registerPruneCommand(program)
+  registerRollbackCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
-  return program
+  return withConfigFiles(program) // last: it gives --config to every command registered above
 }
 
 /** Options every replica-side command shares. */

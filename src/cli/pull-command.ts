@@ -2,8 +2,9 @@ import { openSource } from '../http/object-source.js'
 import { pull } from '../replica/pull.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
+import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface PullCommandOptions {
+export interface PullCommandOptions extends Partial<ScheduleFlags> {
   from: string
   target: string
   pubkey: string[]
@@ -23,7 +24,14 @@ export interface PullCommandOptions {
   hookTimeout: number
 }
 
+/** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
+  const cron = opts.cron
+  if (cron !== undefined) return runOnSchedule(() => pullOnce(opts, out), { ...opts, cron }, out)
+  await pullOnce(opts, out)
+}
+
+async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN

@@ -1,16 +1,18 @@
 import type { KeyObject } from 'node:crypto'
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { asSnapshotError, UsageError } from '../core/errors.js'
+import { asSnapshotError, UsageError, VerifyError } from '../core/errors.js'
 import { decideFull, type FullPolicy } from '../core/full-policy.js'
 import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
 import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeFileAtomic } from '../fs/durable.js'
+import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { byPathAscending, SourceChangedError, writeArchivePair } from './archive-writer.js'
 import { scanChanges } from './build-scan.js'
 import { entryFromIndex, readIndex, writeIndex, type MasterIndex } from './master-index.js'
+import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
 /**
@@ -27,6 +29,15 @@ export interface BuildOptions {
   readonly policy: FullPolicy
   readonly now?: () => Date
   readonly log?: (line: string) => void
+  /** After publishing, prune down to this many snapshots (prune.ts); absent: keep everything. */
+  readonly keep?: number
+  readonly graceMs?: number
+  /** How long to wait for another build, prune or rollback holding the store's lock. */
+  readonly lockWaitMs?: number
+  /** Fleet rollback: the snapshot whose tree this one republishes, recorded in the record. */
+  readonly rollbackOf?: number
+  /** Refuse to publish a tree whose digest is not this one (fleet rollback checks its rebuild). */
+  readonly expectTreeDigest?: string
 }
 
 export interface BuildResult {
@@ -46,15 +57,39 @@ export interface BuildResult {
   readonly fullBytes: number | null
   readonly warnings: readonly string[]
   readonly seconds: number
+  readonly rollbackOf?: number
+  /** With `keep`: what the automatic prune removed. */
+  readonly pruned?: PruneResult
 }
 
+/** Builds under the store's lock, so two builds (or a build and a prune) never run at once. */
 export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
+  const layout = new StoreLayout(opts.store)
+  await requireSourceDir(opts.source)
+  await mkdir(layout.stateDir, { recursive: true })
+  const lock = await acquireLock(layout.lock, `store ${opts.store}`, { waitMs: opts.lockWaitMs ?? 0 })
+  try {
+    const result = await buildLocked(opts)
+    if (opts.keep === undefined) return result
+    const pruned = await pruneLocked(layout, { keep: opts.keep, graceMs: opts.graceMs ?? DEFAULT_GRACE_SECONDS * 1000, ...(opts.now ? { now: opts.now } : {}), ...(opts.log ? { log: opts.log } : {}) })
+    return { ...result, pruned }
+  } finally {
+    lock.release()
+  }
+}
+
+async function requireSourceDir(source: string): Promise<void> {
+  const sourceStat = await stat(source).catch(() => null)
+  if (!sourceStat?.isDirectory()) throw new UsageError(`--source ${source} is not a directory`)
+}
+
+/** One build; the caller holds the store's lock (fleet rollback holds it across its rebuild). */
+export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const started = process.hrtime.bigint()
   const log = opts.log ?? (() => undefined)
   const now = (opts.now ?? (() => new Date()))()
   const layout = new StoreLayout(opts.store)
-  const sourceStat = await stat(opts.source).catch(() => null)
-  if (!sourceStat?.isDirectory()) throw new UsageError(`--source ${opts.source} is not a directory`)
+  await requireSourceDir(opts.source)
   await mkdir(layout.stateDir, { recursive: true })
   await mkdir(layout.snapshotsDir, { recursive: true })
   await mkdir(layout.objectsDir, { recursive: true })
@@ -96,6 +131,9 @@ export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
   } else {
     for (const [path, value] of scan.index) digest.add(entryFromIndex(path, value))
   }
+  if (opts.expectTreeDigest !== undefined && digest.toHex() !== opts.expectTreeDigest) {
+    throw new VerifyError(`the tree to publish has digest ${digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
+  }
 
   let delta: ArchivePair | undefined
   if (hasBase && latest) {
@@ -135,6 +173,7 @@ export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
     ...counts,
     ...(delta ? { delta } : {}),
     ...(full ? { full } : {}),
+    ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
   }
   await publish(layout, opts.privateKey, record, pointer?.chain ?? [], scan.index)
   log(`published snapshot ${id} (${record.kind})`)
@@ -152,6 +191,7 @@ export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
     fullBytes: full ? full.archive.length + full.manifest.length : null,
     warnings: scan.warnings,
     seconds: elapsed(),
+    ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
   }
 }
 

@@ -1,0 +1,167 @@
+import { createPublicKey, randomUUID, type KeyObject } from 'node:crypto'
+import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
+import { pairOf, planPull, type PlanStep } from '../core/chain-plan.js'
+import { ChecksumMismatchError, LengthMismatchError, NoSnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
+import { keyIdOf } from '../core/pointer.js'
+import type { SnapshotRecord } from '../core/snapshot-record.js'
+import { MAX_PATH_BYTES } from '../core/tree-path.js'
+import { acquireLock } from '../fs/lock-file.js'
+import { applyArchive } from '../replica/apply-archive.js'
+import { ManifestCursor } from '../replica/manifest-cursor.js'
+import { StoreLayout } from '../store/store-layout.js'
+import { buildLocked, type BuildResult } from './build.js'
+import { ROLLBACK_WORK_PREFIX } from './prune.js'
+import { readLocalPointer, readLocalRecord } from './store-reader.js'
+import { sha256OfFile } from './verify-store.js'
+
+/**
+ * `snapshot rollback --store DIR --to ID`: publishes a new snapshot, with the next id, whose tree
+ * is snapshot ID's. It rebuilds ID's tree from the store's own objects (its full archive and the
+ * deltas after it, applied and checked exactly as a replica does) in a work directory under
+ * .state, and runs the normal build on it: the new snapshot is an ordinary delta against the
+ * latest, so replicas converge through their normal pull and need not be told anything. The
+ * store's lock is held throughout, so no build publishes in between.
+ */
+export interface FleetRollbackOptions {
+  readonly store: string
+  readonly to: number
+  readonly privateKey: KeyObject | null
+  readonly lockWaitMs?: number
+  readonly now?: () => Date
+  readonly log?: (line: string) => void
+}
+
+export type FleetRollbackResult = BuildResult & { readonly rollbackOf: number; readonly previousLatest: number }
+
+export async function fleetRollback(opts: FleetRollbackOptions): Promise<FleetRollbackResult> {
+  const log = opts.log ?? (() => undefined)
+  const layout = new StoreLayout(opts.store)
+  if (!(await lstat(layout.stateDir).catch(() => null))?.isDirectory()) {
+    throw new NoSnapshotError(`${opts.store} is not a store (no .state directory): nothing to roll back`)
+  }
+  const lock = await acquireLock(layout.lock, `store ${opts.store}`, { waitMs: opts.lockWaitMs ?? 0 })
+  const work = join(layout.stateDir, `${ROLLBACK_WORK_PREFIX}${opts.to}-${randomUUID()}`)
+  try {
+    const pointer = await readLocalPointer(layout)
+    if (!pointer) throw new NoSnapshotError(`${opts.store} has no snapshot yet (no latest.json)`)
+    const latest = pointer.latest
+    await checkSigningKey(layout, opts.privateKey, log)
+    if (opts.to > latest.id) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: the latest is ${latest.id} (see \`snapshot list\`)`)
+
+    const records = new Map<number, SnapshotRecord>(pointer.chain.map((r) => [r.id, r]))
+    const target = records.get(opts.to) ?? (await readLocalRecord(layout, opts.to))
+    if (!target) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: it was pruned, or never published (see \`snapshot list\`)`)
+    await checkPublished(layout, records, latest, opts.to)
+    // The target and the records before it, back to its nearest full archive.
+    for (let r: SnapshotRecord | null = target; r; ) {
+      records.set(r.id, r)
+      if (r.full || r.parent === null) break
+      r = records.get(r.parent) ?? (await readLocalRecord(layout, r.parent))
+    }
+    let steps: readonly PlanStep[]
+    try {
+      steps = planPull({ baseId: null, latestId: opts.to, records, cached: () => true }).steps
+    } catch (err) {
+      throw new NoSnapshotError(`cannot rebuild snapshot ${opts.to}: the full archive before it, or a record between, was pruned`, { cause: err })
+    }
+    await checkObjectsPresent(layout, steps, opts.to)
+
+    log(`rebuilding the tree of snapshot ${opts.to} from ${steps.map((s) => `${s.use} ${s.record.id}`).join(', ')}`)
+    const tree = join(work, 'tree')
+    await mkdir(tree, { recursive: true })
+    for (const step of steps) await applyStep(layout, tree, step)
+
+    log(`publishing the tree of snapshot ${opts.to} as a new snapshot`)
+    const result = await buildLocked({
+      source: tree,
+      store: opts.store,
+      privateKey: opts.privateKey,
+      forceFull: false,
+      policy: DEFAULT_FULL_POLICY,
+      rollbackOf: opts.to,
+      expectTreeDigest: target.treeDigest,
+      ...(opts.now ? { now: opts.now } : {}),
+      log,
+    })
+    return { ...result, rollbackOf: opts.to, previousLatest: latest.id }
+  } finally {
+    await rm(work, { recursive: true, force: true }).catch((err: unknown) => log(`warning: could not remove ${work}: ${(err as Error).message}`))
+    lock.release()
+  }
+}
+
+/**
+ * A store whose pointer is signed must stay signed: an unsigned pointer would make every replica
+ * that holds --pubkey refuse the rollback and keep serving the bad tree.
+ */
+async function checkSigningKey(layout: StoreLayout, key: KeyObject | null, log: (line: string) => void): Promise<void> {
+  const envelope = JSON.parse(await readFile(layout.latest, 'utf8')) as { signatures?: { keyid?: string }[] }
+  const keyids = (envelope.signatures ?? []).map((s) => s.keyid)
+  if (!key) {
+    if (keyids.length > 0) throw new UsageError('the store is signed: pass --key with the signing key, or replicas with --pubkey would refuse the rollback')
+    log('warning: no --key given: the snapshot is unsigned and replicas with --pubkey will refuse it')
+    return
+  }
+  const mine = keyIdOf(createPublicKey(key))
+  if (keyids.length > 0 && !keyids.includes(mine)) log(`warning: --key (key id ${mine}) did not sign the latest snapshot (${keyids.join(', ')}): replicas must trust it`)
+}
+
+/** Only a snapshot the pointer once named: not the record of a build that died before publishing. */
+async function checkPublished(layout: StoreLayout, records: Map<number, SnapshotRecord>, latest: SnapshotRecord, id: number): Promise<void> {
+  let r: SnapshotRecord | null = latest
+  while (r && r.id > id && r.parent !== null) {
+    const parentId: number = r.parent
+    r = records.get(parentId) ?? (await readLocalRecord(layout, parentId))
+    if (r) records.set(r.id, r)
+  }
+  if (r && r.id < id) throw new NoSnapshotError(`snapshot ${id} was never published (a build that died before the pointer moved): nothing to roll back to`)
+}
+
+async function checkObjectsPresent(layout: StoreLayout, steps: readonly PlanStep[], id: number): Promise<void> {
+  const missing: string[] = []
+  for (const step of steps) {
+    const pair = pairOf(step)
+    for (const ref of [pair.manifest, pair.archive]) {
+      const st = await stat(layout.object(ref.path)).catch(() => null)
+      if (!st?.isFile()) missing.push(ref.path)
+    }
+  }
+  if (missing.length > 0) {
+    throw new NoSnapshotError(`cannot rebuild snapshot ${id}: ${missing.length} of its objects are gone (pruned or lost): ${missing.join(', ')}`)
+  }
+}
+
+/** One archive onto the work tree, every object and entry checked as a replica checks them. */
+async function applyStep(layout: StoreLayout, tree: string, step: PlanStep): Promise<void> {
+  const pair = pairOf(step)
+  for (const ref of [pair.manifest, pair.archive]) {
+    const file = layout.object(ref.path)
+    const size = (await stat(file)).size
+    if (size !== ref.length) throw new LengthMismatchError(ref.path, ref.length, size)
+    const actual = await sha256OfFile(file)
+    if (actual !== ref.sha256) throw new ChecksumMismatchError(ref.path, ref.sha256, actual)
+  }
+  const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
+  const what = `${step.use} manifest of snapshot ${step.record.id}`
+  const cursor = new ManifestCursor(await decompressFileToBuffer(layout.object(pair.manifest.path), maxManifest, what))
+  const h = cursor.header
+  const base = step.use === 'full' ? null : step.record.parent
+  if (h.id !== step.record.id || h.kind !== step.use || h.base !== base || h.entries !== pair.entries || h.deleted !== pair.deleted) {
+    throw new UnsafeArchiveError(`the ${what} does not match its record`)
+  }
+  await applyArchive({
+    root: tree,
+    manifest: cursor,
+    tarChunks: decompressFile(layout.object(pair.archive.path)),
+    tarBytes: pair.archive.tarBytes,
+    ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
+  })
+}
+
+export function describeRollback(r: FleetRollbackResult): string {
+  if (!r.created) return `nothing to publish: the latest snapshot ${r.id} already has the tree of snapshot ${r.rollbackOf}`
+  return `snapshot ${r.id} republishes the tree of snapshot ${r.rollbackOf} (was ${r.previousLatest}): ${r.changed} changed, ${r.deleted} deleted`
+}

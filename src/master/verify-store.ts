@@ -1,0 +1,180 @@
+import { createHash, type KeyObject } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { lstat, readdir, readFile, stat } from 'node:fs/promises'
+import { NoSnapshotError, SignatureError, UsageError, VerifyError } from '../core/errors.js'
+import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
+import { recordObjects, type ObjectRef, type SnapshotRecord } from '../core/snapshot-record.js'
+import { LATEST, recordRelPath, StoreLayout } from '../store/store-layout.js'
+
+/**
+ * `snapshot verify --store`: checks a store as a replica would, and names every problem rather
+ * than stopping at the first. The pointer and every record on disk: structure, and signatures when
+ * keys are given; the pointer's chain against the records; every object any record names: present,
+ * exact length, sha256 (streamed, so memory stays flat whatever the size).
+ */
+export interface StoreProblem {
+  /** The file at fault, relative to the store root. */
+  readonly path: string
+  readonly message: string
+}
+
+export interface VerifyStoreResult {
+  readonly ok: boolean
+  /** false: no --pubkey was given, so only the structure was checked. */
+  readonly signaturesChecked: boolean
+  readonly latest: number | null
+  readonly records: number
+  /** Records with an id above the latest: a build in progress or one that died (not a problem). */
+  readonly unpublished: readonly number[]
+  readonly objects: number
+  readonly bytes: number
+  readonly problems: readonly StoreProblem[]
+}
+
+export class StoreVerifyError extends VerifyError {
+  override readonly code = 'ERR_STORE_VERIFY'
+  constructor(store: string, problems: readonly StoreProblem[]) {
+    const shown = problems.slice(0, 5).map((p) => `${p.path}: ${p.message}`)
+    const more = problems.length > shown.length ? `; and ${problems.length - shown.length} more` : ''
+    super(`store ${store}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: ${shown.join('; ')}${more}`)
+  }
+}
+
+const SMALL_MAX_BYTES = 4 << 20
+
+export async function verifyStore(opts: { store: string; trustedKeys: readonly KeyObject[]; log?: (line: string) => void }): Promise<VerifyStoreResult> {
+  const log = opts.log ?? (() => undefined)
+  const layout = new StoreLayout(opts.store)
+  if (!(await stat(opts.store).catch(() => null))?.isDirectory()) throw new UsageError(`--store ${opts.store} is not a directory`)
+  const problems: StoreProblem[] = []
+  const problem = (path: string, message: string): void => {
+    problems.push({ path, message })
+  }
+  const keys = opts.trustedKeys
+
+  const pointer = await checkPointer(layout, keys, problem)
+  const records = new Map<number, SnapshotRecord>()
+  const names = (await readdir(layout.snapshotsDir).catch(() => [] as string[])).filter((n) => /^\d+\.json$/.test(n))
+  for (const name of names) {
+    const id = Number(name.slice(0, -'.json'.length))
+    const record = await checkEnvelope(layout.record(id), recordRelPath(id), keys, problem, (v) => parseRecordPayload(v, id))
+    if (record) records.set(id, record)
+  }
+  if (!pointer && records.size === 0 && !(await lstat(layout.latest).catch(() => null))) {
+    throw new NoSnapshotError(`${opts.store} holds no snapshot (no latest.json, no records)`)
+  }
+  if (pointer) checkChain(pointer, records, names, problem)
+
+  // Every object any record names, once; the pointer's chain counts even if its records are gone.
+  const objects = new Map<string, { ref: ObjectRef; by: Set<number> }>()
+  for (const r of [...records.values(), ...(pointer?.chain ?? [])]) {
+    for (const ref of recordObjects(r)) {
+      const seen = objects.get(ref.path)
+      if (!seen) objects.set(ref.path, { ref, by: new Set([r.id]) })
+      else {
+        seen.by.add(r.id)
+        if (seen.ref.length !== ref.length) problem(ref.path, `snapshot ${r.id} says ${ref.length} bytes, another record says ${seen.ref.length}`)
+      }
+    }
+  }
+  let checked = 0
+  let bytes = 0
+  const paths = [...objects.keys()].sort()
+  for (const path of paths) {
+    const { ref, by } = objects.get(path)!
+    const named = `named by snapshot ${[...by].sort((a, b) => a - b).join(', ')}`
+    const st = await stat(layout.object(path)).catch(() => null)
+    if (!st?.isFile()) {
+      // A prune that ran meanwhile removes records before their objects: then nothing is wrong.
+      const stillNamed = await anyExists([...by].map((id) => layout.record(id)))
+      if (stillNamed || pointer?.chain.some((r) => by.has(r.id))) problem(path, `missing (${named})`)
+      continue
+    }
+    if (st.size !== ref.length) {
+      problem(path, `${st.size} bytes, the record says ${ref.length} (${named})`)
+      continue
+    }
+    const actual = await sha256OfFile(layout.object(path))
+    if (actual !== ref.sha256) problem(path, `sha256 is ${actual}, the record says ${ref.sha256} (${named})`)
+    bytes += st.size
+    if (++checked % 500 === 0) log(`checked ${checked} of ${paths.length} objects`)
+  }
+  const latestId = pointer?.latest.id ?? null
+  const unpublished = latestId === null ? [] : [...records.keys()].filter((id) => id > latestId).sort((a, b) => a - b)
+  return {
+    ok: problems.length === 0,
+    signaturesChecked: keys.length > 0,
+    latest: latestId,
+    records: records.size,
+    unpublished,
+    objects: objects.size,
+    bytes,
+    problems,
+  }
+}
+
+async function checkPointer(layout: StoreLayout, keys: readonly KeyObject[], problem: (path: string, message: string) => void): Promise<PointerPayload | null> {
+  if (!(await lstat(layout.latest).catch(() => null))) {
+    const anyRecord = (await readdir(layout.snapshotsDir).catch(() => [] as string[])).some((n) => /^\d+\.json$/.test(n))
+    if (anyRecord) problem(LATEST, 'missing, but the store holds snapshot records')
+    return null
+  }
+  return checkEnvelope(layout.latest, LATEST, keys, problem, parsePointerPayload)
+}
+
+/** The signature (when keys are given) and the structure, each reported on its own. */
+async function checkEnvelope<T>(file: string, path: string, keys: readonly KeyObject[], problem: (path: string, message: string) => void, parse: (payload: unknown) => T): Promise<T | null> {
+  let bytes: Buffer
+  try {
+    const st = await stat(file)
+    if (st.size > SMALL_MAX_BYTES) {
+      problem(path, `${st.size} bytes: larger than any sound envelope (${SMALL_MAX_BYTES})`)
+      return null
+    }
+    bytes = await readFile(file)
+  } catch (err) {
+    problem(path, `unreadable: ${(err as Error).message}`)
+    return null
+  }
+  if (keys.length > 0) {
+    try {
+      openEnvelope(bytes, keys)
+    } catch (err) {
+      if (err instanceof SignatureError) problem(path, `signature: ${err.message.replace(/^refusing the pointer: /, '')}`)
+      // anything else is a structure problem, reported just below
+    }
+  }
+  try {
+    return parse(openEnvelope(bytes, []))
+  } catch (err) {
+    problem(path, (err as Error).message)
+    return null
+  }
+}
+
+/** The pointer's chain must start at a full, link parent to child, and equal the records on disk. */
+function checkChain(pointer: PointerPayload, records: ReadonlyMap<number, SnapshotRecord>, names: readonly string[], problem: (path: string, message: string) => void): void {
+  const chain = pointer.chain
+  if (!chain[0]!.full) problem(LATEST, `the chain starts at snapshot ${chain[0]!.id}, which has no full archive`)
+  for (let i = 1; i < chain.length; i++) {
+    if (chain[i]!.parent !== chain[i - 1]!.id) problem(LATEST, `in the chain, snapshot ${chain[i]!.id} has parent ${chain[i]!.parent}, not ${chain[i - 1]!.id}`)
+  }
+  for (const r of chain) {
+    const onDisk = records.get(r.id)
+    if (onDisk) {
+      if (JSON.stringify(onDisk) !== JSON.stringify(r)) problem(recordRelPath(r.id), `differs from snapshot ${r.id} in the pointer's chain`)
+    } else if (!names.includes(`${r.id}.json`)) problem(recordRelPath(r.id), `missing, but the pointer's chain names snapshot ${r.id}`)
+  }
+}
+
+async function anyExists(files: readonly string[]): Promise<boolean> {
+  for (const f of files) if (await lstat(f).catch(() => null)) return true
+  return false
+}
+
+/** Streams the file through sha256: memory stays flat whatever its size. */
+export async function sha256OfFile(file: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) hash.update(chunk)
+  return hash.digest('hex')
+}
