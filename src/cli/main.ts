@@ -111,6 +111,7 @@ export function makeProgram(): Command {
     .option('--pre-swap <command>', 'health check run (sh -c) before the swap; a non-zero exit vetoes it (env: SNAPSHOT_ID, SNAPSHOT_TREE, SNAPSHOT_TARGET)')
     .option('--post-swap <command>', 'command run (sh -c) after a successful swap, e.g. a web server reload')
     .option('--hook-timeout <seconds>', 'kill a hook that runs longer', number('--hook-timeout', 1, 86400), 300)
+    .option('--max-age <seconds>', 'exit 13 when the store\'s newest snapshot is older than this (a frozen mirror or a stopped master); 0: never', number('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
     .option('--cron <expr>', 'keep running and pull on this cron schedule (an optional 6th, leading field is seconds); pulls once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', number('--jitter', 0, 86400), 0)

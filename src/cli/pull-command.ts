@@ -1,5 +1,7 @@
 import { openSource } from '../http/object-source.js'
+import { StaleError } from '../core/errors.js'
 import { pull } from '../replica/pull.js'
+import { makeProgress } from './progress.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
@@ -22,6 +24,8 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
   preSwap?: string
   postSwap?: string
   hookTimeout: number
+  maxAge: number
+  quiet?: boolean
 }
 
 /** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
@@ -52,6 +56,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     maxDeletePercent: opts.maxDelete,
     force: opts.force ?? false,
     hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
+    progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
   })
   const human =
@@ -64,4 +69,17 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
           ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),
         ]
   out.result(r, human)
+  checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+}
+
+/**
+ * A mirror that keeps serving the same old snapshot looks like "up to date" forever. The pointer
+ * carries its signed build time: past the bound, say so with an exit code of its own.
+ */
+export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number): void {
+  if (created === null || maxAgeSeconds === 0) return
+  const age = Math.round((nowMs - Date.parse(created)) / 1000)
+  if (age > maxAgeSeconds) {
+    throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
+  }
 }

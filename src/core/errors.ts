@@ -132,3 +132,9 @@ export class HookVetoError extends SnapshotError {
 export class HookFailedError extends SnapshotError {
   override readonly code = 'ERR_HOOK_FAILED'
 }
+
+/** The store's newest snapshot is older than the freshness bound: a frozen mirror, or a stopped master. */
+export class StaleError extends SnapshotError {
+  override readonly code = 'ERR_STALE'
+  override readonly exitCode = ExitCode.Stale
+}
