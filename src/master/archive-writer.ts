@@ -1,66 +1,89 @@
-import { createHash } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
+import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { TarPacker } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
-import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, type ManifestHeader } from '../core/manifest.js'
+import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, type ManifestHeader } from '../core/manifest.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
 import type { TreeEntry } from '../core/tree-entry.js'
-import { readFileStable } from '../fs/stable-read.js'
 import { writeCompressedObject } from '../store/object-writer.js'
 
 /**
- * Writes one archive and its manifest into the store's objects/. Entries go in ascending path
- * order (parents before children, the order replicas check), deletions in descending order.
- * File bytes come from `contents` when the scan kept them, or are read again; either way they
- * must hash to the entry's sha256, so the manifest and the archive always agree.
+ * Writes one archive and its manifest into the store's objects/, in one pass over the entries:
+ * each entry goes into the tar stream as it comes, and its manifest line into a spool file, so
+ * memory stays flat however many entries there are. The manifest (header, deletions, then the
+ * spooled entries) is written after the archive, when its counts are known.
  */
 export class SourceChangedError extends SnapshotError {
   override readonly code = 'ERR_SOURCE_CHANGED'
 }
 
-export async function writeArchivePair(input: {
-  objectsDir: string
-  source: string
-  header: Omit<ManifestHeader, 'entries' | 'deleted' | 'manifest'>
-  entries: readonly TreeEntry[] // sorted ascending
-  deleted: readonly string[] // sorted descending
-  contents: ReadonlyMap<string, Buffer>
-  mtime: Date
-}): Promise<ArchivePair> {
-  const { ref: archive, result: tarBytes } = await writeCompressedObject(input.objectsDir, 'tar.zst', async (write) => {
-    const packer = new TarPacker(write, input.mtime)
-    for (const e of input.entries) {
-      if (e.type === 'd') await packer.addDir(e.path, e.mode)
-      else if (e.type === 'l') await packer.addLink(e.path, e.target)
-      else {
-        const data = input.contents.get(e.path) ?? readFileStable(join(input.source, e.path)).data
-        if (data.length !== e.size || createHash('sha256').update(data).digest('hex') !== e.sha256) {
-          throw new SourceChangedError(`${e.path} changed while the snapshot was being written`)
-        }
-        await packer.addFile(e.path, e.mode, data)
-      }
-    }
-    return packer.finish()
-  })
-  const { ref: manifest } = await writeCompressedObject(input.objectsDir, 'manifest.zst', async (write) => {
-    const lines: string[] = [encodeHeaderLine({ manifest: 'playlist-snapshot-manifest/1', ...input.header, entries: input.entries.length, deleted: input.deleted.length })]
+export interface ArchiveSink {
+  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked). */
+  add(entry: TreeEntry, data?: Buffer): Promise<void>
+  /** A path this archive deletes (a delta's), in any order: sorted when the manifest is written. */
+  deleted(path: string): void
+}
+
+const SPOOL_FLUSH = 1 << 20
+
+export async function writeArchivePair(
+  objectsDir: string,
+  header: Omit<ManifestHeader, 'entries' | 'deleted' | 'manifest'>,
+  mtime: Date,
+  fill: (sink: ArchiveSink) => Promise<void>,
+): Promise<ArchivePair> {
+  const spoolPath = join(objectsDir, `.manifest-spool.${randomUUID()}.tmp`)
+  const spool = openSync(spoolPath, 'wx', 0o600)
+  let spoolOpen = true
+  try {
+    const deleted: string[] = []
+    let entries = 0
+    let lines: string[] = []
     let pending = 0
-    const flushLines = async (): Promise<void> => {
-      await write(Buffer.from(lines.join('')))
-      lines.length = 0
+    let lastPath: string | null = null
+    const flushSpool = (): void => {
+      if (lines.length) writeSync(spool, lines.join(''))
+      lines = []
       pending = 0
     }
-    for (const p of input.deleted) {
-      lines.push(encodeDeletionLine(p))
-      if (++pending >= 8192) await flushLines()
-    }
-    for (const e of input.entries) {
-      lines.push(encodeEntryLine(e))
-      if (++pending >= 8192) await flushLines()
-    }
-    await flushLines()
-  })
-  return { archive: { ...archive, tarBytes }, manifest, entries: input.entries.length, deleted: input.deleted.length }
+    const { ref: archive, result: tarBytes } = await writeCompressedObject(objectsDir, 'tar.zst', async (write) => {
+      const packer = new TarPacker(write, mtime)
+      await fill({
+        async add(entry, data) {
+          if (lastPath !== null && !(entry.path > lastPath)) throw new SnapshotError(`internal: archive entries out of order at ${entry.path}`)
+          lastPath = entry.path
+          if (entry.type === 'd') await packer.addDir(entry.path, entry.mode)
+          else if (entry.type === 'l') await packer.addLink(entry.path, entry.target)
+          else await packer.addFile(entry.path, entry.mode, data!)
+          const line = encodeEntryLine(entry)
+          lines.push(line)
+          pending += line.length
+          entries++
+          if (pending >= SPOOL_FLUSH) flushSpool()
+        },
+        deleted(path) {
+          deleted.push(path)
+        },
+      })
+      return packer.finish()
+    })
+    flushSpool()
+    closeSync(spool)
+    spoolOpen = false
+    deleted.sort().reverse() // descending: children before their parents
+    const { ref: manifest } = await writeCompressedObject(objectsDir, 'manifest.zst', async (write) => {
+      await write(Buffer.from(encodeHeaderLine({ manifest: MANIFEST_FORMAT, ...header, entries, deleted: deleted.length })))
+      for (let i = 0; i < deleted.length; i += 8192) {
+        await write(Buffer.from(deleted.slice(i, i + 8192).map(encodeDeletionLine).join('')))
+      }
+      for await (const chunk of createReadStream(spoolPath, { highWaterMark: 1 << 20 })) await write(chunk as Buffer)
+    })
+    return { archive: { ...archive, tarBytes }, manifest, entries, deleted: deleted.length }
+  } finally {
+    if (spoolOpen) closeSync(spool)
+    rmSync(spoolPath, { force: true })
+  }
 }
 
 export function byPathAscending(a: { path: string }, b: { path: string }): number {

@@ -1,35 +1,33 @@
 import { createHash } from 'node:crypto'
-import { join } from 'node:path'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { FileChangingError, readFileStable } from '../fs/stable-read.js'
 import { scanTree, statSigOf, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, indexValue, racyValue, sigOf, type MasterIndex } from './master-index.js'
+import type { ArchiveSink } from './archive-writer.js'
+import type { SourceReader } from './source-reader.js'
 
 /**
- * Compares the source tree with the previous index and reads only what changed. The result is
- * the new index, the entries that differ from the previous snapshot, and the paths that are gone.
- * Cost: one metadata scan of the tree, plus a read and hash of each file whose stat signature
- * changed.
+ * Compares the source tree's metadata with the previous index, without reading any file. What
+ * comes out: the new index (unchanged entries keep their values), the files whose stat signature
+ * moved (to be read), the directories and symlinks that differ, and the paths that are gone.
  */
-export interface TreeChanges {
+export interface MetadataScan {
   readonly index: MasterIndex
-  /** Entries new or different since the previous snapshot, by path. */
+  /** Files to read: new, or with a stat signature that moved. */
+  readonly toRead: ScanRecord[]
+  /** Directories and symlinks new or different since the previous snapshot. */
   readonly changed: Map<string, TreeEntry>
   /** Previous entries of changed or deleted paths, for the digest. */
   readonly previous: Map<string, TreeEntry>
   readonly deleted: string[]
-  readonly filesRead: number
-  /** Bytes of files read, kept so packing needs no second read (dropped past a budget). */
-  readonly contents: Map<string, Buffer>
   readonly warnings: string[]
+  readonly scanStartNs: bigint
 }
 
 /** Files modified this close to the scan may change again within the clock's granularity. */
 const RACY_WINDOW_NS = 2_000_000_000n
-const CONTENT_BUDGET = 64 << 20
 
-export async function scanChanges(source: string, previousIndex: MasterIndex): Promise<TreeChanges> {
+export async function scanMetadata(source: string, previousIndex: MasterIndex): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const old = previousIndex
   const index: MasterIndex = new Map()
@@ -47,11 +45,8 @@ export async function scanChanges(source: string, previousIndex: MasterIndex): P
     const oldValue = old.get(rec.path)
     if (oldValue !== undefined) old.delete(rec.path)
     if (rec.type === 'f') {
-      if (oldValue !== undefined && sigOf(oldValue) === rec.statSig) index.set(rec.path, oldValue)
-      else {
-        toRead.push(rec)
-        if (oldValue !== undefined) index.set(rec.path, oldValue) // until read: keeps its place
-      }
+      if (oldValue !== undefined) index.set(rec.path, oldValue) // replaced once read, if it moved
+      if (oldValue === undefined || sigOf(oldValue) !== rec.statSig) toRead.push(rec)
       return
     }
     const value = indexValue(rec.statSig, rec.type === 'l' ? rec.target : '')
@@ -64,57 +59,40 @@ export async function scanChanges(source: string, previousIndex: MasterIndex): P
     }
   })
 
-  // Whatever the scan did not meet is gone. Dropped entries of skipped paths count as deleted too.
+  // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   const deleted: string[] = []
   for (const [path, value] of old) {
     deleted.push(path)
     previous.set(path, entryFromIndex(path, value))
   }
+  toRead.sort(byPath)
+  return { index, toRead, changed, previous, deleted, warnings, scanStartNs }
+}
 
-  const contents = new Map<string, Buffer>()
-  let kept = 0
-  let filesRead = 0
-  for (const rec of toRead) {
-    let read
-    try {
-      read = readFileStable(join(source, rec.path))
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || err instanceof FileChangingError) {
-        // Replaced or removed after the scan: this snapshot does not carry it; the next one will.
-        warnings.push(`skipped ${JSON.stringify(rec.path)}: it changed during the build (${code ?? (err as Error).message})`)
-        const oldValue = index.get(rec.path)
-        index.delete(rec.path)
-        if (oldValue !== undefined) {
-          deleted.push(rec.path)
-          previous.set(rec.path, entryFromIndex(rec.path, oldValue))
-        }
-        continue
-      }
-      throw err
+/**
+ * Reads one file the scan flagged, hashes it and records it in the index. Returns the entry and
+ * its bytes, or null when the file vanished or turned into something else meanwhile (the
+ * snapshot then does not carry it; the next one will).
+ */
+export function readIntoIndex(reader: SourceReader, rec: ScanRecord, scan: MetadataScan): { entry: Extract<TreeEntry, { type: 'f' }>; data: Buffer } | null {
+  const r = reader.read(rec)
+  if ('gone' in r) {
+    scan.warnings.push(`skipped ${JSON.stringify(rec.path)}: it changed during the build (${r.gone})`)
+    const oldValue = scan.index.get(rec.path)
+    scan.index.delete(rec.path)
+    if (oldValue !== undefined) {
+      scan.deleted.push(rec.path)
+      scan.previous.set(rec.path, entryFromIndex(rec.path, oldValue))
     }
-    filesRead++
-    const st = read.stat
-    const mode = Number(st.mode & 0o7777n)
-    const sha256 = createHash('sha256').update(read.data).digest('hex')
-    const sig = statSigOf('f', mode, read.data.length, st.mtimeNs, st.ctimeNs, st.ino.toString())
-    const racy = st.mtimeNs >= scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scanStartNs - RACY_WINDOW_NS
-    const value = indexValue(sig, sha256)
-    const oldValue = index.get(rec.path)
-    index.set(rec.path, racy ? racyValue(value) : value)
-    const entry: TreeEntry = { type: 'f', path: rec.path, mode, size: read.data.length, sha256 }
-    const before = oldValue === undefined ? previous.get(rec.path) : entryFromIndex(rec.path, oldValue)
-    if (!before || !sameEntry(before, entry)) {
-      changed.set(rec.path, entry)
-      if (before) previous.set(rec.path, before)
-      if (kept + read.data.length <= CONTENT_BUDGET) {
-        contents.set(rec.path, read.data)
-        kept += read.data.length
-      }
-    }
+    return null
   }
-  // A path that was a directory before and is a file now (or back) is "changed", not deleted.
-  return { index, changed, previous, deleted: deleted.filter((p) => !index.has(p)), filesRead, contents, warnings }
+  const st = r.stat
+  const mode = Number(st.mode & 0o7777n)
+  const sha256 = createHash('sha256').update(r.data).digest('hex')
+  const value = indexValue(statSigOf('f', mode, r.data.length, st.mtimeNs, st.ctimeNs, st.ino.toString()), sha256)
+  const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
+  scan.index.set(rec.path, racy ? racyValue(value) : value)
+  return { entry: { type: 'f', path: rec.path, mode, size: r.data.length, sha256 }, data: r.data }
 }
 
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
@@ -128,3 +106,9 @@ export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
       return b.type === 'l' && a.target === b.target
   }
 }
+
+export function byPath(a: { path: string }, b: { path: string }): number {
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0
+}
+
+export type { ArchiveSink }

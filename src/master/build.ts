@@ -9,9 +9,12 @@ import type { TreeEntry } from '../core/tree-entry.js'
 import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
-import { byPathAscending, SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { scanChanges } from './build-scan.js'
-import { entryFromIndex, readIndex, writeIndex, type MasterIndex } from './master-index.js'
+import { SourceChangedError, writeArchivePair } from './archive-writer.js'
+import { byPath, readIntoIndex, sameEntry, scanMetadata, type MetadataScan } from './build-scan.js'
+import { SourceReader } from './source-reader.js'
+import type { ScanRecord } from '../fs/tree-scan.js'
+import { createHash } from 'node:crypto'
+import { entryFromIndex, readIndex, sigOf, writeIndex, type MasterIndex } from './master-index.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
@@ -112,41 +115,50 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   }
 
   log(`scanning ${opts.source}`)
-  const scan = await scanChanges(opts.source, base)
-  for (const w of scan.warnings) log(`warning: ${w}`)
+  const scan = await scanMetadata(opts.source, base)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
-
-  const counts = countTree(scan.index)
-  if (latest && scan.changed.size === 0 && scan.deleted.length === 0 && hasBase) {
-    // Only stat signatures moved (touch, copy with same bytes): remember them, publish nothing.
-    await writeIndex(layout.index(latest.id), latest.id, scan.index)
-    return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...counts, changed: 0, deleted: 0, filesRead: scan.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
-  }
-
   const id = await nextSnapshotId(layout, latest?.id ?? 0)
-  const digest = hasBase && latest ? TreeDigest.fromHex(latest.treeDigest) : new TreeDigest()
-  if (hasBase) {
-    for (const e of scan.previous.values()) digest.remove(e)
-    for (const e of scan.changed.values()) digest.add(e)
-  } else {
-    for (const [path, value] of scan.index) digest.add(entryFromIndex(path, value))
-  }
-  if (opts.expectTreeDigest !== undefined && digest.toHex() !== opts.expectTreeDigest) {
-    throw new VerifyError(`the tree to publish has digest ${digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
-  }
+  const reader = new SourceReader(opts.source)
+  const changed = scan.changed // directories and symlinks so far; files join as they are read
+  const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
+  let kept = 0
 
   let delta: ArchivePair | undefined
+  if (hasBase && latest && scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0) {
+    for (const w of scan.warnings) log(`warning: ${w}`)
+    return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...countTree(scan.index), changed: 0, deleted: 0, filesRead: 0, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
+  }
   if (hasBase && latest) {
-    log(`packing delta: ${scan.changed.size} changed, ${scan.deleted.length} deleted`)
-    delta = await writeArchivePair({
-      objectsDir: layout.objectsDir,
-      source: opts.source,
-      header: { id, kind: 'delta', base: latest.id },
-      entries: [...scan.changed.values()].sort(byPathAscending),
-      deleted: [...scan.deleted].sort().reverse(),
-      contents: scan.contents,
-      mtime: now,
+    log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
+    const dirsAndLinks = [...scan.changed.values()].sort(byPath)
+    delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
+      let d = 0
+      for (const rec of scan.toRead) {
+        while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < rec.path) await sink.add(dirsAndLinks[d++]!)
+        const oldValue = scan.index.get(rec.path)
+        const read = readIntoIndex(reader, rec, scan)
+        if (!read) continue
+        const before = oldValue === undefined ? undefined : entryFromIndex(rec.path, oldValue)
+        if (before && sameEntry(before, read.entry)) continue // touched, not changed
+        changed.set(rec.path, read.entry)
+        if (before) scan.previous.set(rec.path, before)
+        if (kept + read.data.length <= CONTENT_BUDGET) {
+          contents.set(rec.path, Buffer.from(read.data))
+          kept += read.data.length
+        }
+        await sink.add(read.entry, read.data)
+      }
+      while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
+      for (const p of scan.deleted) sink.deleted(p)
     })
+    for (const w of scan.warnings) log(`warning: ${w}`)
+    if (changed.size === 0 && scan.deleted.length === 0) {
+      // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
+      await removeObjects(layout, [delta.archive.path, delta.manifest.path])
+      await writeIndex(layout.index(latest.id), latest.id, scan.index)
+      const counts = countTree(scan.index)
+      return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...counts, changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
+    }
   }
   const decision = hasBase && pointer
     ? decideFull({ policy: opts.policy, forced: opts.forceFull, chain: pointer.chain, thisDeltaBytes: delta ? delta.archive.length + delta.manifest.length : 0 })
@@ -155,14 +167,26 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   let full: ArchivePair | undefined
   if (decision.full) {
     log(`packing full archive (${decision.reason})`)
-    const entries = [...scan.index].map(([path, value]) => entryFromIndex(path, value)).sort(byPathAscending)
     try {
-      full = await writeArchivePair({ objectsDir: layout.objectsDir, source: opts.source, header: { id, kind: 'full', base: null }, entries, deleted: [], contents: scan.contents, mtime: now })
+      full = await writeFullArchive(layout, id, now, scan, reader, contents, !hasBase)
     } catch (err) {
       if (!(err instanceof SourceChangedError) || !delta) throw err
       log(`warning: ${err.message}; the full archive waits for the next build`)
     }
+    if (!hasBase) for (const w of scan.warnings) log(`warning: ${w}`)
   }
+
+  const digest = hasBase && latest ? TreeDigest.fromHex(latest.treeDigest) : new TreeDigest()
+  if (hasBase) {
+    for (const e of scan.previous.values()) digest.remove(e)
+    for (const e of changed.values()) digest.add(e)
+  } else {
+    for (const [path, value] of scan.index) digest.add(entryFromIndex(path, value))
+  }
+  if (opts.expectTreeDigest !== undefined && digest.toHex() !== opts.expectTreeDigest) {
+    throw new VerifyError(`the tree to publish has digest ${digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
+  }
+  const counts = countTree(scan.index)
 
   const record: SnapshotRecord = {
     id,
@@ -184,15 +208,76 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     parent: record.parent,
     fullReason: full ? decision.reason : null,
     ...counts,
-    changed: scan.changed.size,
+    changed: hasBase ? changed.size : scan.index.size,
     deleted: scan.deleted.length,
-    filesRead: scan.filesRead,
+    filesRead: reader.filesRead,
     deltaBytes: delta ? delta.archive.length + delta.manifest.length : null,
     fullBytes: full ? full.archive.length + full.manifest.length : null,
     warnings: scan.warnings,
     seconds: elapsed(),
     ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
   }
+}
+
+const CONTENT_BUDGET = 64 << 20
+
+/**
+ * The whole tree in one archive, in path order. On a first build the files are read (and hashed
+ * into the index) here; after a delta, each file is read again, or taken from what the delta pass
+ * kept, and must still hash to its index entry, or the tree moved under us (SourceChangedError).
+ */
+async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan: MetadataScan, reader: SourceReader, contents: ReadonlyMap<string, Buffer>, firstRead: boolean): Promise<ArchivePair> {
+  const known = [...scan.index.keys()].sort()
+  const toRead = firstRead ? scan.toRead : []
+  return writeArchivePair(layout.objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
+    let r = 0
+    const addRead = async (rec: ScanRecord): Promise<void> => {
+      const read = readIntoIndex(reader, rec, scan)
+      if (read) await sink.add(read.entry, read.data)
+    }
+    for (const path of known) {
+      while (r < toRead.length && toRead[r]!.path < path) await addRead(toRead[r++]!)
+      if (r < toRead.length && toRead[r]!.path === path) {
+        await addRead(toRead[r++]!)
+        continue
+      }
+      const value = scan.index.get(path)
+      if (value === undefined) continue
+      const entry = entryFromIndex(path, value)
+      if (entry.type !== 'f') {
+        await sink.add(entry)
+        continue
+      }
+      const data = contents.get(path) ?? readExpected(reader, path, value)
+      if (data.length !== entry.size || createHash('sha256').update(data).digest('hex') !== entry.sha256) {
+        throw new SourceChangedError(`${path} changed while the snapshot was being written`)
+      }
+      await sink.add(entry, data)
+    }
+    while (r < toRead.length) await addRead(toRead[r++]!)
+  })
+}
+
+/** Reads a file the index already describes, using its stat signature as the scan's. */
+function readExpected(reader: SourceReader, path: string, value: string): Buffer {
+  const [typeMode, size, mtime, ctime] = sigOf(value).split(' ')
+  const rec: ScanRecord = {
+    type: 'f',
+    path,
+    mode: parseInt(typeMode!.slice(1), 8),
+    size: Number(size),
+    statSig: sigOf(value),
+    mtimeNs: /^\d+$/.test(mtime ?? '') ? BigInt(mtime!) : -1n, // racy entries carry no times: the slow, stable read
+    ctimeNs: /^\d+$/.test(ctime ?? '') ? BigInt(ctime!) : -1n,
+    target: '',
+  }
+  const read = reader.read(rec)
+  if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
+  return read.data
+}
+
+async function removeObjects(layout: StoreLayout, relPaths: readonly string[]): Promise<void> {
+  for (const p of relPaths) await rm(layout.object(p), { force: true })
 }
 
 /** Record, index, pointer: in this order (see the module comment), each written atomically. */
