@@ -1,0 +1,203 @@
+/**
+ * `npm run bench -- --files N [--replicas R] [--work DIR] [--no-baselines]`: our build and pull
+ * side by side with what a user would pick instead (GNU tar + zstd, rsync), on one corpus, in one
+ * run, with the issue's target ratios checked at the end.
+ *
+ * Steps, on a corpus of N playlists (scripts/corpus.ts):
+ *   ours    full build; a fresh replica's full pull over loopback HTTP;
+ *           two hours of change to reach the steady state (every replica's second tree filled);
+ *   both    the old trees the baselines start from (bench-baselines.ts, before the change);
+ *   change  one hour: 10% modified, 0.5% deleted, 0.5% added;
+ *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
+ *           (reported from the start of the build to the last swap); a 1k-change hour on top;
+ *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
+ * Every replica is checked against the master at the end. Figures are in the table; ratios
+ * against the targets of BENCHMARKS.md follow it.
+ */
+import { spawn } from 'node:child_process'
+import { mkdir, readdir, stat } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { zstdBackend } from '../src/archive/zstd-codec.js'
+import { prepareBaselines, measureDeltaBaselines, cleanupBaselines, type BaselineStep } from './bench-baselines.js'
+import { formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, type BenchRow, type Measurement } from './bench-lib.js'
+import { generateCorpus, mutateCorpus } from './corpus.js'
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+const bin = join(repo, 'bin/snapshot')
+
+interface Ours {
+  label: string
+  m: Measurement
+  json: Record<string, unknown>
+}
+
+async function snapshot(args: string[], label: string): Promise<Ours> {
+  const m = await measureCommand([process.execPath, bin, ...args, '--json', '--quiet'])
+  if (m.exitCode !== 0) throw new Error(`${label}: snapshot ${args.join(' ')} exited ${m.exitCode}\n${m.stderr}`)
+  return { label, m, json: JSON.parse(m.stdout) as Record<string, unknown> }
+}
+
+async function dirSize(dir: string): Promise<number> {
+  let total = 0
+  for (const name of await readdir(dir).catch(() => [] as string[])) total += (await stat(join(dir, name))).size
+  return total
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      files: { type: 'string', default: '100000' },
+      replicas: { type: 'string', default: '10' },
+      work: { type: 'string', default: join(repo, '.bench') },
+      'no-baselines': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+    },
+  })
+  const files = Number(values.files)
+  const replicas = Number(values.replicas)
+  const run = join(resolve(values.work), `run-${Date.now()}`)
+  const source = join(run, 'master')
+  const store = join(run, 'store')
+  const keys = join(run, 'keys')
+  const target = (i: number): string => join(run, `replica-${String(i).padStart(2, '0')}`)
+  await mkdir(store, { recursive: true })
+  const started = new Date()
+  logLine(`bench: ${files} files, ${replicas} replicas, in ${run}; zstd backend ${zstdBackend()}, Node ${process.version}`)
+
+  const corpus = await generateCorpus({ files, out: source, seed: 'bench' })
+  logLine(`bench: corpus of ${corpus.files} files in ${corpus.dirs} dirs, ${corpus.bytes} bytes, in ${corpus.seconds.toFixed(1)} s`)
+  await sleep(2100) // past the racy window: files this fresh would be read again by the next build
+  await snapshot(['keygen', '--out', keys], 'keygen')
+  const key = join(keys, 'snapshot.key')
+  const pub = join(keys, 'snapshot.pub')
+  const server = await startServe(store)
+  const rows: BenchRow[] = []
+  const ours = (o: Ours, extra: Omit<BenchRow, 'label' | 'seconds' | 'peakRssMiB'> = {}): void => {
+    rows.push({ label: o.label, seconds: o.m.seconds, peakRssMiB: o.m.peakRssBytes / 1048576, ...extra })
+  }
+  const build = (label: string) => snapshot(['build', '--source', source, '--store', store, '--key', key], label)
+  const pull = (i: number, label: string) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100'], label)
+
+  try {
+    await warmTree(source, 'data')
+    const full = await build('ours: full build')
+    ours(full, { storeBytes: await dirSize(join(store, 'objects')), transferredBytes: full.json.fullBytes as number })
+    const fresh = await pull(0, 'ours: full pull into an empty replica')
+    ours(fresh, { transferredBytes: (fresh.json.plan as { downloadBytes: number }).downloadBytes })
+
+    logLine('bench: two hours of change to reach the steady state on every replica (untimed)')
+    for (let i = 1; i <= replicas; i++) await pull(i, 'prepare')
+    for (const hour of [1, 2]) {
+      await mutateCorpus({ out: source, seed: `bench-hour-${hour}` })
+      await sleep(2100)
+      await build('prepare')
+      for (let i = 0; i <= replicas; i++) await pull(i, 'prepare')
+    }
+
+    const prepared = values['no-baselines'] ? null : await prepareBaselines({ corpusDir: source, workDir: join(run, 'baselines'), replicas })
+    const hour = await mutateCorpus({ out: source, seed: 'bench-hour-3' })
+    logLine(`bench: the measured hour: ${hour.modified} modified, ${hour.deleted} deleted, ${hour.added} added`)
+    await sleep(2100)
+
+    await warmTree(source, 'metadata')
+    const delta = await build('ours: delta build (one hour)')
+    ours(delta, { storeBytes: delta.json.deltaBytes as number, transferredBytes: delta.json.deltaBytes as number, notes: `${delta.json.filesRead} files read` })
+    const one = await pull(0, 'ours: delta pull --swap, 1 replica')
+    const applied = one.json.applied as { filesWritten: number }
+    ours(one, { transferredBytes: (one.json.plan as { downloadBytes: number }).downloadBytes, notes: `${applied.filesWritten} files written` })
+
+    const manyStart = process.hrtime.bigint()
+    const many = await Promise.all(Array.from({ length: replicas }, (_, k) => pull(k + 1, 'many')))
+    const manySeconds = Number(process.hrtime.bigint() - manyStart) / 1e9
+    rows.push({
+      label: `ours: build + ${replicas} replicas pulling at once (build start to last swap)`,
+      seconds: delta.m.seconds + manySeconds,
+      peakRssMiB: Math.max(delta.m.peakRssBytes, ...many.map((p) => p.m.peakRssBytes)) / 1048576,
+      transferredBytes: delta.json.deltaBytes as number,
+      notes: `pulls alone ${manySeconds.toFixed(2)} s; peak RSS of one process`,
+    })
+
+    let baselineSteps: BaselineStep[] = []
+    if (prepared) {
+      const results = await measureDeltaBaselines(prepared)
+      baselineSteps = results.steps
+      rows.push(...results.rows)
+    }
+
+    logLine('bench: a 1k-change hour on top, for the flatness row')
+    await mutateCorpus({ out: source, seed: 'bench-small', modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files })
+    await sleep(2100)
+    await build('prepare')
+    const small = await pull(0, 'ours: 1k-change delta pull --swap, 1 replica')
+    ours(small, { notes: `${(small.json.applied as { filesWritten: number }).filesWritten} files written` })
+
+    logLine('bench: checking every replica against the master')
+    for (let i = 0; i <= replicas; i++) {
+      if (i > 0) await pull(i, 'catch up') // the 1k hour
+      const diff = await treeDifference(source, target(i) + '/', files <= 200_000 ? 'content' : 'listing') // '/': through the symlink
+      if (diff) throw new Error(`replica ${i} differs from the master: ${diff}`)
+    }
+
+    const machine = `${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, zstd ${zstdBackend()}`
+    process.stdout.write(`\n${files} files, ${replicas} replicas; ${machine}; ${started.toISOString()}\n\n`)
+    process.stdout.write(formatTextTable(rows))
+    process.stdout.write('\n' + ratios(rows, baselineSteps, replicas) + '\n')
+    process.stdout.write('\nMarkdown:\n\n' + formatMarkdownTable(rows))
+    if (prepared && !values.keep) await cleanupBaselines(prepared)
+  } finally {
+    await server.stop()
+    if (!values.keep) await removeTree(run)
+  }
+}
+
+/** The issue's target ratios, from this run's own figures. */
+function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], replicas: number): string {
+  const ours = (prefix: string): BenchRow | undefined => rows.find((r) => r.label.startsWith(prefix))
+  const theirs = (key: string): BaselineStep | undefined => steps.find((s) => s.key === key)
+  const lines: string[] = ['target                                              ours / theirs      must   aim']
+  const add = (what: string, a: number | undefined, b: number | undefined, must: string, aim: string): void => {
+    const v = a !== undefined && b !== undefined && b > 0 ? (a / b).toFixed(2) : 'n/a'
+    lines.push(`${what.padEnd(52)}${v.padStart(13)}   ${must.padStart(6)} ${aim.padStart(5)}`)
+  }
+  add('delta build / tar level 1 + zstd', ours('ours: delta build')?.seconds, theirs('level1Create')?.measurement.seconds, '<= 2', '<= 1')
+  add('delta pull / tar incremental apply', ours('ours: delta pull')?.seconds, theirs('level1Apply')?.measurement.seconds, '<= 1.5', '<= 1')
+  add(`${replicas} replicas / rsync to ${replicas}`, ours('ours: build +')?.seconds, theirs('rsyncMany')?.measurement.seconds, '<= 0.5', '<=.25')
+  add('full build / tar | zstd', ours('ours: full build')?.seconds, theirs('fullCreate')?.measurement.seconds, '<= 3', '<= 2')
+  add('full pull / zstd -dc | tar x', ours('ours: full pull')?.seconds, theirs('fullExtract')?.measurement.seconds, '<= 3', '<= 2')
+  add('delta archive bytes / tar level 1 bytes', ours('ours: delta build')?.transferredBytes, theirs('level1Create')?.archiveBytes, '<= 1.2', '<= 1')
+  const peak = Math.max(...rows.filter((r) => r.label.startsWith('ours:')).map((r) => r.peakRssMiB ?? 0))
+  lines.push(`${'peak RSS of any build or pull (MiB)'.padEnd(52)}${peak.toFixed(0).padStart(13)}   ${'<= 512'.padStart(6)} ${'<=256'.padStart(5)}`)
+  const manyRow = ours('ours: build +')
+  lines.push(`${`${replicas} replicas, build start to last swap (s)`.padEnd(52)}${(manyRow?.seconds ?? NaN).toFixed(1).padStart(13)}   ${'< 120'.padStart(6)} ${'< 60'.padStart(5)}`)
+  return lines.join('\n')
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+async function startServe(store: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [bin, 'serve', '--store', store, '--host', '127.0.0.1', '--port', '0', '--json', '--quiet'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const url = await new Promise<string>((ok, fail) => {
+    createInterface({ input: child.stdout! }).once('line', (l) => ok((JSON.parse(l) as { url: string }).url))
+    child.once('exit', (code) => fail(new Error(`snapshot serve exited ${code}`)))
+  })
+  return {
+    url,
+    stop: () =>
+      new Promise<void>((done) => {
+        if (child.exitCode !== null) return done()
+        child.once('exit', () => done())
+        child.kill('SIGTERM')
+      }),
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`)
+  process.exitCode = 1
+})
