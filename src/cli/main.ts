@@ -157,9 +157,9 @@ function replicaCommand(program: Command, name: string, description: string) {
 
 function registerReplicaCommands(program: Command): void {
   replicaCommand(program, 'unpin', 'Let pulls move a replica that a rollback pinned.').action(async (o) => unpinCommand(o, makeOutput(o)))
-  replicaCommand(program, 'status', 'What a replica serves and since when, staged and pinned snapshots, the last pull, and (with --from) its lag behind the store.').action(async (o) =>
-    statusCommand(o, makeOutput(o)),
-  )
+  replicaCommand(program, 'status', 'What a replica serves and since when, staged and pinned snapshots, the last pull, and (with --from) its lag behind the store. Exit 13 when the newest snapshot seen is older than --max-age.')
+    .option('--max-age <seconds>', 'exit 13 when the newest snapshot seen is older than this; 0: never', number('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
+    .action(async (o) => statusCommand(o, makeOutput(o)))
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -5,6 +5,7 @@ import { replicaStatus } from '../replica/replica-status.js'
 import { verifyLiveTree } from '../replica/verify-tree.js'
 import { readPublicKeyFiles } from './keys.js'
 import type { Output } from './output.js'
+import { checkFreshness } from './pull-command.js'
 
 /** The replica-side operator commands: rollback, unpin, status, verify --target. */
 export interface ReplicaCommandOptions {
@@ -43,7 +44,7 @@ export async function unpinCommand(o: ReplicaCommandOptions, out: Output): Promi
   out.result(r, [r.wasPinned === null ? `${o.target} was not pinned` : `unpinned: the next pull moves ${o.target} on from snapshot ${r.wasPinned}`])
 }
 
-export async function statusCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
+export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number }, out: Output): Promise<void> {
   const source = sourceOf(o)
   const s = await replicaStatus({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey) })
   if (!s) throw new SnapshotError(`${o.target} is not a replica yet: run \`snapshot pull\` first`)
@@ -55,6 +56,9 @@ export async function statusCommand(o: ReplicaCommandOptions, out: Output): Prom
     ...(s.store ? ['latestId' in s.store ? `store: latest snapshot ${s.store.latestId} (${s.store.lag} ahead of this replica)` : `store: unreachable [${s.store.code}] ${s.store.error}`] : []),
   ]
   out.result(s, human)
+  // The newest snapshot seen: the store's when it answered, else the live one's.
+  const newest = s.store && 'latestId' in s.store ? s.store.created : (s.live?.created ?? null)
+  checkFreshness(newest, o.maxAge, Date.now())
 }
 
 export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
