@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 rm -f "$image"
 truncate -s "$size" "$image"
-mkfs.ext4 -q -F -b 1024 -I 128 -N "$inodes" -E lazy_itable_init=1 "$image"
+mkfs.ext4 -q -F -b 1024 -I 128 -N "$inodes" -E lazy_itable_init=0,lazy_journal_init=0 "$image"
 mkdir -p "$mnt"
 mount -o loop,noatime "$image" "$mnt"
 echo "bench-on-loopfs: $(df -h "$mnt" | tail -1)" >&2
