@@ -9,13 +9,19 @@
  *   measureDeltaBaselines  after: tar level 1 and its application, rsync to 1 and to N replicas.
  * runBaselines does both with a mutation in between.
  *
- * Copies of the old tree. Hard-linked clones (`cp -al`) would be cheap, but the corpus mutation
- * rewrites most changed files in place, which would change the clones' files too (the same inode)
- * and leave rsync nothing to send; GNU tar's incremental extraction also sets metadata through the
- * same inodes. So every old tree is a real copy: the full extraction's output serves as the old tree
- * for the tar level-1 application, the initial rsync's output as the one-replica rsync target (both
- * exact copies made before the mutation, which saves two copies), and N `cp -a` copies serve the
- * N-replica run. That is N + 2 copies of the tree: the space check refuses to start without room.
+ * Copies of the old tree. A hard-linked clone of the corpus (`cp -al`) would be cheap, but the
+ * corpus mutation rewrites most changed files in place, which would change the clone's files too
+ * (the same inode) and leave rsync nothing to send; GNU tar's incremental extraction also sets
+ * metadata through existing inodes. So no old tree shares an inode with the corpus: the full
+ * extraction's output serves as the old tree for the tar level-1 application, the initial rsync's
+ * output as the one-replica rsync target (both exact copies made before the mutation, which saves
+ * two copies), and `cp -a` copies serve the N-replica run. With copies 'real' (the default) those
+ * are N copies, N + 2 in all: the space check refuses to start without room. With copies 'linked'
+ * replicas 2..N are `cp -al` clones of replica 1: safe for `rsync -aW`, which never writes into an
+ * existing file (it writes a new one and renames it, and only unlinks to delete), and ~N times
+ * cheaper in space, set-up and removal (1M real files take minutes to remove); but the replicas then
+ * share inodes in the cache, so the N-replica step reads destination metadata once rather than N
+ * times, which flatters rsync a little. Rows made that way say so.
  *
  * Page cache (see NOTES.md: this machine evicts what nobody touched for about a minute). With
  * cache 'warm' (the default) every timed step is preceded by an untimed pass over what it reads:
@@ -44,6 +50,7 @@ import {
   measureCommand,
   mustSucceed,
   removeTree,
+  removeTrees,
   requireSpace,
   rowFromMeasurement,
   run,
@@ -58,6 +65,7 @@ import {
 
 export type CacheMode = 'warm' | 'cold' | 'as-is'
 export type VerifyMode = 'content' | 'listing' | 'none'
+export type CopyMode = 'real' | 'linked'
 
 export interface BaselineOptions {
   corpusDir: string
@@ -68,6 +76,8 @@ export interface BaselineOptions {
   cache?: CacheMode
   /** How each result tree is checked against the corpus; default content up to 200k files. */
   verify?: VerifyMode
+  /** How the N replicas are made: N real copies, or one copy and N - 1 hard-linked clones of it. */
+  copies?: CopyMode
   log?: (line: string) => void
 }
 
@@ -96,11 +106,12 @@ export interface BaselineResults {
   corpusAfter: TreeStats
   replicas: number
   cache: CacheMode
+  copies: CopyMode
   steps: BaselineStep[]
   rows: BenchRow[]
 }
 
-interface BaselinePaths {
+export interface BaselinePaths {
   fullArchive: string
   level0Archive: string
   level1Archive: string
@@ -123,6 +134,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   const replicas = opts.replicas ?? 10
   if (!Number.isSafeInteger(replicas) || replicas < 1) throw new UsageError(`replicas must be a positive integer, got ${replicas}`)
   const cache = opts.cache ?? 'warm'
+  const copyMode = opts.copies ?? 'real'
 
   await ensureTool('tar', 'tar', log)
   await ensureTool('zstd', 'zstd', log)
@@ -136,18 +148,21 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   if (corpusBefore.files === 0) throw new UsageError(`${corpusDir} holds no files`)
   const verify = opts.verify ?? (corpusBefore.files <= 200_000 ? 'content' : 'listing')
 
-  // N + 2 copies of the tree, three archives (each well under the tree's apparent size), margin.
+  // Real copies of the tree, the directories of linked clones, three archives (each well under
+  // the tree's apparent size), a margin.
   await mkdir(opts.workDir, { recursive: true })
   const blocks = corpusBefore.diskBytes
-  const copies = replicas + 2
+  const copies = copyMode === 'real' ? replicas + 2 : 3
+  const clones = copyMode === 'real' ? 0 : replicas - 1
   requireSpace(
     opts.workDir,
     {
-      bytes: Math.ceil(copies * blocks * 1.1 + 3 * corpusBefore.bytes + 1024 ** 3),
-      inodes: Math.ceil(copies * (corpusBefore.files + corpusBefore.dirs) * 1.05 + 10_000),
+      bytes: Math.ceil((copies * blocks + clones * corpusBefore.dirs * 4096) * 1.1 + 3 * corpusBefore.bytes + 1024 ** 3),
+      inodes: Math.ceil((copies * (corpusBefore.files + corpusBefore.dirs) + clones * corpusBefore.dirs) * 1.05 + 10_000),
     },
-    `the baselines (${copies} copies of a tree of ${corpusBefore.files} files, ${formatBytes(blocks)} on disk)`,
-    'use fewer replicas or a work directory on a larger filesystem',
+    `the baselines (${copies} copies${clones ? ` and ${clones} hard-linked clones` : ''} of a tree of ` +
+      `${corpusBefore.files} files, ${formatBytes(blocks)} on disk)`,
+    copyMode === 'real' ? 'use fewer replicas, copies linked, or a work directory on a larger filesystem' : 'use a work directory on a larger filesystem',
   )
 
   const runDir = await mkdtemp(join(resolve(opts.workDir), 'baselines-'))
@@ -168,7 +183,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   await mkdir(join(runDir, 'rsync-many'))
 
   const prepared: PreparedBaselines = {
-    options: { corpusDir, workDir: resolve(opts.workDir), replicas, cache, verify, log },
+    options: { corpusDir, workDir: resolve(opts.workDir), replicas, cache, verify, copies: copyMode, log },
     runDir,
     paths,
     corpusBefore,
@@ -194,11 +209,21 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
     initial.transferredBytes = await rsyncWireBytes(join(paths.statsDir, 'initial.txt'))
     await check(prepared, corpusDir, paths.rsyncOne, 'the initial rsync')
 
-    // Two copies at a time keep both cores and the disk busy without thrashing.
-    for (let i = 0; i < paths.rsyncMany.length; i += 2) {
-      const batch = paths.rsyncMany.slice(i, i + 2)
-      log(`baselines: cp -a copies of the old tree ${i + 1}-${i + batch.length} of ${replicas} (untimed)`)
-      await Promise.all(batch.map((dst) => run(['cp', '-a', corpusDir, dst], `cp -a ${corpusDir} ${dst}`)))
+    if (copyMode === 'linked') {
+      const [first, ...rest] = paths.rsyncMany
+      log(`baselines: cp -a copy of the old tree for replica 1 of ${replicas} (untimed)`)
+      await run(['cp', '-a', corpusDir, first!], `cp -a ${corpusDir} ${first}`)
+      for (const [i, dst] of rest.entries()) {
+        log(`baselines: cp -al clone of replica 1 for replica ${i + 2} of ${replicas} (untimed)`)
+        await run(['cp', '-al', first!, dst], `cp -al ${first} ${dst}`)
+      }
+    } else {
+      // Two copies at a time keep both cores and the disk busy without thrashing.
+      for (let i = 0; i < paths.rsyncMany.length; i += 2) {
+        const batch = paths.rsyncMany.slice(i, i + 2)
+        log(`baselines: cp -a copies of the old tree ${i + 1}-${i + batch.length} of ${replicas} (untimed)`)
+        await Promise.all(batch.map((dst) => run(['cp', '-a', corpusDir, dst], `cp -a ${corpusDir} ${dst}`)))
+      }
     }
   } catch (err) {
     await cleanupBaselines(prepared).catch(() => undefined) // the error at hand matters more
@@ -252,8 +277,9 @@ export async function measureDeltaBaselines(prepared: PreparedBaselines): Promis
     corpusAfter,
     replicas: n,
     cache: options.cache,
+    copies: options.copies,
     steps: prepared.steps,
-    rows: baselineRows(prepared.steps, prepared.corpusBefore, n),
+    rows: baselineRows(prepared.steps, prepared.corpusBefore, n, options.copies),
   }
 }
 
@@ -271,21 +297,23 @@ export async function runBaselines(
   }
 }
 
-/** Removes everything the run made (the corpus is the caller's). */
-export async function cleanupBaselines(prepared: PreparedBaselines): Promise<void> {
+/** Removes everything the run made (the corpus is the caller's), and `alsoRemove` alongside. */
+export async function cleanupBaselines(prepared: PreparedBaselines, alsoRemove: readonly string[] = []): Promise<void> {
   prepared.options.log(`baselines: removing ${prepared.runDir}`)
+  const { tarTree, rsyncOne, rsyncMany } = prepared.paths
+  await removeTrees([...alsoRemove, tarTree, rsyncOne, ...rsyncMany])
   await removeTree(prepared.runDir)
 }
 
 /** The table rows; ratio = bytes sent to one replica / apparent bytes of the tree before. */
-export function baselineRows(steps: readonly BaselineStep[], corpus: TreeStats, replicas: number): BenchRow[] {
+export function baselineRows(steps: readonly BaselineStep[], corpus: TreeStats, replicas: number, copies: CopyMode = 'real'): BenchRow[] {
   return steps.map((s) => {
     const rss = s.measurement
     const pssNote =
       rss.sampledTreePssBytes > 0 && rss.sampledTreePssBytes < 0.8 * rss.peakRssBytes
         ? `, PSS ${(rss.sampledTreePssBytes / 1048576).toFixed(1)} MiB`
         : ''
-    const many = s.key === 'rsyncMany' ? `, sent x${replicas}` : ''
+    const many = s.key === 'rsyncMany' ? `, sent x${replicas}${copies === 'linked' ? ', replicas hard-linked to each other' : ''}` : ''
     return rowFromMeasurement(s.label, s.measurement, {
       storeBytes: s.archiveBytes,
       transferredBytes: s.transferredBytes,
@@ -359,6 +387,7 @@ async function main(argv: string[]): Promise<void> {
       seed: { type: 'string', default: '1' },
       cache: { type: 'string', default: 'warm' },
       verify: { type: 'string' },
+      copies: { type: 'string', default: 'real' },
       keep: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -368,7 +397,8 @@ async function main(argv: string[]): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'usage: bench-baselines --files N [--replicas 10] [--work-dir ./.bench] [--seed 1]\n' +
-        '                       [--cache warm|cold|as-is] [--verify content|listing|none] [--keep] [--json]\n',
+        '                       [--cache warm|cold|as-is] [--verify content|listing|none]\n' +
+        '                       [--copies real|linked] [--keep] [--json]\n',
     )
     return
   }
@@ -383,32 +413,32 @@ async function main(argv: string[]): Promise<void> {
     throw new UsageError(`--verify must be content, listing or none, got ${values.verify}`)
   }
 
+  const copies = values.copies as CopyMode
+  if (!['real', 'linked'].includes(copies)) throw new UsageError(`--copies must be real or linked, got ${values.copies}`)
+
   const workDir = resolve(values['work-dir'])
   await mkdir(workDir, { recursive: true })
   const top = await mkdtemp(join(workDir, 'run-'))
   const corpusDir = join(top, 'corpus')
   let mutation: CorpusSummary | undefined
+  let prepared: PreparedBaselines | undefined
   try {
     logLine(`corpus: generating ${files} files in ${corpusDir}`)
     const generated = await generateCorpus({ files, out: corpusDir, seed: values.seed })
     logLine(`corpus: ${JSON.stringify(generated)}`)
-    const results = await runBaselines({
-      corpusDir,
-      workDir: top,
-      replicas,
-      cache,
-      verify,
-      keep: values.keep,
-      mutate: async () => {
-        mutation = await mutateCorpus({ out: corpusDir, seed: values.seed })
-        logLine(`corpus: mutated ${JSON.stringify(mutation)}`)
-      },
-    })
+    // The phases one by one rather than runBaselines, so the table comes out before the (slow)
+    // removal of the trees, which the removal of `top` below covers.
+    prepared = await prepareBaselines({ corpusDir, workDir: top, replicas, cache, verify, copies })
+    logLine('corpus: mutating')
+    mutation = await mutateCorpus({ out: corpusDir, seed: values.seed })
+    logLine(`corpus: mutated ${JSON.stringify(mutation)}`)
+    const results = await measureDeltaBaselines(prepared)
     const caption =
       `Baselines on ${results.corpusBefore.files.toLocaleString('en-US')} files ` +
       `(${formatBytes(results.corpusBefore.bytes)} apparent, ${results.corpusBefore.dirs} dirs); ` +
       `one hour of change: ${mutation?.modified} modified, ${mutation?.deleted} deleted, ${mutation?.added} added; ` +
-      `cache ${cache}; ${cpus().length} CPUs; ratio = sent per replica / tree bytes.`
+      `cache ${cache}; replicas: ${copies === 'real' ? 'real copies' : 'hard-linked clones'}; ${cpus().length} CPUs; ` +
+      'ratio = sent per replica / tree bytes.'
     if (values.json) {
       process.stdout.write(JSON.stringify({ generated, mutation, ...results }) + '\n')
     } else {
@@ -418,6 +448,7 @@ async function main(argv: string[]): Promise<void> {
     if (values.keep) logLine(`kept ${top}`)
     else {
       logLine(`removing ${top}`)
+      if (prepared) await cleanupBaselines(prepared, [corpusDir])
       await removeTree(top)
     }
   }

@@ -25,7 +25,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { accessSync, closeSync, constants, openSync, readdirSync, readSync, statfsSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { constants as osConstants, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { NoSpaceError, SnapshotError } from '../src/core/errors.js'
 
@@ -54,6 +54,8 @@ export interface MeasureOptions {
   maxOutputBytes?: number
   /** Also sample Pss from smaps_rollup (a page-table walk per process: costs more than VmRSS). */
   samplePss?: boolean
+  /** false: time only, no sampling and no GNU time (for untimed chores such as rm and cp). */
+  measureMemory?: boolean
 }
 
 export interface Measurement {
@@ -227,7 +229,8 @@ export async function measureCommand(cmd: CommandSpec, opts: MeasureOptions = {}
   if (argv.length === 0) throw new BenchError('measureCommand: empty command')
   const pollMs = opts.pollMs ?? 50
   const maxOutput = opts.maxOutputBytes ?? 1 << 20
-  const timed = hasGnuTime()
+  const memory = opts.measureMemory ?? true
+  const timed = memory && hasGnuTime()
   const scratch = timed ? await mkdtemp(join(tmpdir(), 'bench-time-')) : null
   const timeFile = scratch ? join(scratch, 'maxrss') : null
   const full = timeFile ? [GNU_TIME, '-f', '%M', '-o', timeFile, '--', ...argv] : argv
@@ -250,7 +253,8 @@ export async function measureCommand(cmd: CommandSpec, opts: MeasureOptions = {}
       if (errBytes < maxOutput) err.push(b.subarray(0, maxOutput - errBytes))
       errBytes += b.length
     })
-    const sampler = child.pid ? new TreeSampler(child.pid, !timed, opts.samplePss ?? true) : null
+    // Without /proc (not Linux) only GNU time's figure, if any, is left.
+    const sampler = memory && child.pid && procStat('self') ? new TreeSampler(child.pid, !timed, opts.samplePss ?? true) : null
     const timer = sampler ? setInterval(() => sampler.sample(), pollMs) : null
     sampler?.sample()
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolvePromise, reject) => {
@@ -286,13 +290,12 @@ export async function measureCommand(cmd: CommandSpec, opts: MeasureOptions = {}
 }
 
 function signalNumber(signal: NodeJS.Signals | null): number {
-  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 }
-  return (signal && numbers[signal]) || 0
+  return (signal && osConstants.signals[signal]) || 0
 }
 
-/** Runs a command (untimed) and throws a BenchError with the end of its stderr if it fails. */
+/** Runs a command (a chore: no memory sampling) and throws a BenchError with the end of its stderr if it fails. */
 export async function run(cmd: CommandSpec, what: string, opts: MeasureOptions = {}): Promise<Measurement> {
-  const m = await measureCommand(cmd, opts)
+  const m = await measureCommand(cmd, { measureMemory: false, ...opts })
   return mustSucceed(m, what)
 }
 
@@ -393,7 +396,7 @@ export async function treeDifference(a: string, b: string, depth: 'listing' | 'c
     if (la[i] !== lb[i]) return `first difference: '${la[i]}' in ${a}, '${lb[i]}' in ${b}`
   }
   if (depth === 'content') {
-    const m = await measureCommand(['diff', '-rq', '--no-dereference', a, b], { maxOutputBytes: 4096 })
+    const m = await measureCommand(['diff', '-rq', '--no-dereference', a, b], { maxOutputBytes: 4096, measureMemory: false })
     if (m.exitCode === 1) return `contents differ: ${m.stdout.trim().split('\n').slice(0, 3).join('; ')}`
     mustSucceed(m, `diff -r ${a} ${b}`)
   }
@@ -405,6 +408,18 @@ export async function removeTree(dir: string): Promise<void> {
   await run(['rm', '-rf', '--', dir], `rm -rf ${dir}`)
 }
 
+/**
+ * Removes several trees, `concurrency` rm processes at a time: unlinking is mostly kernel CPU,
+ * so two processes use both cores. Removing a million real files takes minutes.
+ */
+export async function removeTrees(dirs: readonly string[], concurrency = 2): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < dirs.length) await removeTree(dirs[next++]!)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, dirs.length) }, worker))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Page cache
 
@@ -413,7 +428,7 @@ export async function removeTree(dir: string): Promise<void> {
  * outside a container; elsewhere a no-op that says so.
  */
 export async function dropCaches(): Promise<boolean> {
-  await measureCommand(['sync'])
+  await measureCommand(['sync'], { measureMemory: false })
   try {
     writeFileSync('/proc/sys/vm/drop_caches', '3')
     return true
@@ -456,12 +471,12 @@ export function ensureTool(name: string, debianPackage: string, log: (line: stri
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
     if (!aptUpdated) {
       log(`${name} is missing: apt-get update`)
-      const m = await measureCommand(['apt-get', 'update'], { env })
+      const m = await measureCommand(['apt-get', 'update'], { env, measureMemory: false })
       if (m.exitCode !== 0) throw new ToolMissingError(`${name} is missing and 'apt-get update' failed (${lastLine(m.stderr)}): ${advice}`)
       aptUpdated = true
     }
     log(`apt-get install -y ${debianPackage}`)
-    const m = await measureCommand(['apt-get', 'install', '-y', '--no-install-recommends', debianPackage], { env })
+    const m = await measureCommand(['apt-get', 'install', '-y', '--no-install-recommends', debianPackage], { env, measureMemory: false })
     if (m.exitCode !== 0) throw new ToolMissingError(`${name} is missing and 'apt-get install ${debianPackage}' failed (${lastLine(m.stderr)})`)
     const installed = findOnPath(name)
     if (!installed) throw new ToolMissingError(`installed ${debianPackage} but ${name} is still not on PATH`)

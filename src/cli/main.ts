@@ -88,6 +88,8 @@ export function makeProgram(): Command {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port)', number('--port', 0, 65535), 8080)
     .addOption(new Option('--token <token>', 'require "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
+    .option('--header-timeout <seconds>', 'drop a client that has not sent its whole request head within this time', number('--header-timeout', 1, 3600), 10)
+    .option('--idle-timeout <seconds>', 'drop a connection with no traffic either way for this long (a stalled download)', number('--idle-timeout', 1, 86400), 30)
     .option('--json', 'print the URL as JSON')
     .option('--quiet', 'no request log on stderr')
     .action(async (o) => serveCommand(o, makeOutput(o)))

@@ -1,14 +1,30 @@
-import { startStaticServer } from '../http/static-server.js'
+import { startStaticServer, STATIC_SERVER_DEFAULTS } from '../http/static-server.js'
 import type { Output } from './output.js'
 
+export interface ServeCommandOptions {
+  store: string
+  host: string
+  port: number
+  token?: string
+  /** Seconds a client has to send its request head (slow-loris bound). */
+  headerTimeout?: number
+  /** Seconds a connection may stay silent both ways before it is dropped. */
+  idleTimeout?: number
+  quiet?: boolean
+}
+
 /** Serves the store until SIGINT or SIGTERM, then closes cleanly. */
-export async function serveCommand(opts: { store: string; host: string; port: number; token?: string; quiet?: boolean }, out: Output): Promise<void> {
+export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
   const server = await startStaticServer({
     root: opts.store,
     host: opts.host,
     port: opts.port,
     ...(token ? { token } : {}),
+    // The whole request may take no less than its head: a long --header-timeout raises both.
+    ...(headersTimeoutMs !== undefined ? { headersTimeoutMs, requestTimeoutMs: Math.max(STATIC_SERVER_DEFAULTS.requestTimeoutMs, headersTimeoutMs) } : {}),
+    ...(opts.idleTimeout !== undefined ? { idleTimeoutMs: opts.idleTimeout * 1000 } : {}),
     ...(opts.quiet ? {} : { log: (line: string) => out.log(line) }),
   })
   out.result({ url: server.url, port: server.port }, [`serving ${opts.store} at ${server.url}`])

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { open, rename, rm, symlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
+import { crashPoint } from './crash-points.js'
 
 /**
  * The one module that owns durability: atomic writes, fsync of files and directories, and the
@@ -29,11 +30,13 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   const tmp = tempPathFor(path)
   try {
     await writeFile(tmp, data, { flag: 'wx', mode, flush: true })
+    crashPoint('file:written')
     await rename(tmp, path)
   } catch (err) {
     await rm(tmp, { force: true })
     throw err
   }
+  crashPoint('file:renamed')
   fsyncDir(dirname(path))
 }
 
@@ -54,7 +57,9 @@ export async function writeStreamAtomic<T>(
     await handle.sync()
     await handle.close()
     handle = undefined
+    crashPoint('stream:written')
     await rename(tmp, finalPath)
+    crashPoint('stream:renamed')
     fsyncDir(dirname(finalPath))
     return { result, finalPath }
   } catch (err) {
@@ -73,11 +78,13 @@ export async function swapSymlink(linkPath: string, target: string): Promise<voi
   const tmp = tempPathFor(linkPath)
   try {
     await symlink(target, tmp)
+    crashPoint('symlink:made')
     await rename(tmp, linkPath)
   } catch (err) {
     await rm(tmp, { force: true })
     throw err
   }
+  crashPoint('symlink:renamed')
   fsyncDir(dirname(linkPath))
 }
 

@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { SnapshotError } from '../core/errors.js'
+import { crashPoint } from './crash-points.js'
 
 /**
  * Metadata of every entry below a root, without reading any file. GNU find does this ~7x faster
@@ -62,6 +63,7 @@ function scanWithFind(root: string, onRecord: (r: ScanRecord) => void): Promise<
     let pending: Buffer = Buffer.alloc(0)
     const fields: Buffer[] = []
     let failure: unknown
+    let records = 0
     child.stderr.on('data', (d: Buffer) => {
       if (stderr.length < 4096) stderr += d.toString()
     })
@@ -77,6 +79,7 @@ function scanWithFind(root: string, onRecord: (r: ScanRecord) => void): Promise<
         if (fields.length === FIELDS) {
           try {
             onRecord(recordFromFind(fields))
+            if (++records % 1000 === 0) crashPoint('scan:records')
           } catch (err) {
             failure = err
             child.kill()

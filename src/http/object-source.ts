@@ -25,6 +25,7 @@ import {
   VerifyError,
   asSnapshotError,
 } from '../core/errors.js'
+import { crashPoint } from '../fs/crash-points.js'
 import { fsyncDir } from '../fs/durable.js'
 
 export interface ObjectSource {
@@ -173,6 +174,7 @@ class PartFile {
     }
     this.hash.update(chunk)
     this.size += chunk.length
+    crashPoint('download:chunk')
   }
 
   /** Once every byte is in: why the part is not the declared object, if it is not. */

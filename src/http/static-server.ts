@@ -10,7 +10,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { constants as fsConstants, type BigIntStats, type Dirent } from 'node:fs'
 import { lstat, open, readdir, realpath, stat, type FileHandle } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { ExitCode, SnapshotError, UsageError, asSnapshotError } from '../core/errors.js'
 
@@ -343,8 +343,19 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   // With no 'timeout' listener anywhere, Node destroys the socket: a stalled client is dropped.
   server.setTimeout(options.idleTimeoutMs)
 
+  // Node starts a request's header clock at its first byte, so a client that connects and sends
+  // nothing would hold its socket until the idle timeout: it gets the header timeout too.
+  const awaitingFirstRequest = new WeakMap<Socket, NodeJS.Timeout>()
+  server.on('connection', (socket: Socket) => {
+    const timer = setTimeout(() => socket.destroy(), options.headersTimeoutMs)
+    timer.unref()
+    awaitingFirstRequest.set(socket, timer)
+    socket.once('close', () => clearTimeout(timer))
+  })
+
   const handler = new RequestHandler(realRoot, token, log)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    clearTimeout(awaitingFirstRequest.get(req.socket))
     handler.handle(req, res).catch((err: unknown) => handler.fail(res, err))
   })
 

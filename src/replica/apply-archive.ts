@@ -18,7 +18,7 @@ import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
 import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { TreeEntry } from '../core/tree-entry.js'
-import { parentOf } from '../core/tree-path.js'
+import { linkTargetProblem, parentOf, pathProblem } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 
 /**
@@ -107,8 +107,12 @@ class Applier {
 
   entry(h: TarEntryHeader): void {
     const expected = this.nextExpected()
-    if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
-    if (expected.path !== h.path) {
+    if (!expected || expected.path !== h.path) {
+      // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
+      // either way. Say why an unsafe one is unsafe, rather than only that it was unexpected.
+      const problem = pathProblem(h.path)
+      if (problem) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is unsafe (${problem})`)
+      if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
       throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
     }
     if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
@@ -119,7 +123,10 @@ class Applier {
         this.makeDir(h.path, abs, expected.mode)
         break
       case 'l':
-        if (h.linkpath !== expected.target) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's`)
+        if (h.linkpath !== expected.target) {
+          const problem = linkTargetProblem(h.path, h.linkpath)
+          throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
+        }
         this.makeLink(h.path, abs, expected.target)
         break
       case 'f':
@@ -277,8 +284,23 @@ class Applier {
 function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: string | undefined): void {
   manifest.rewind()
   const digest = expectDigest ? new TreeDigest() : null
+  // lstat follows links in the middle of a path: a path is in the tree only below real directories.
+  const realDirs = new Set<string>([''])
+  const underRealDirs = (path: string): boolean => {
+    const parent = parentOf(path)
+    if (realDirs.has(parent)) return true
+    if (!underRealDirs(parent) || !lstatSync(join(root, parent), { throwIfNoEntry: false })?.isDirectory()) return false
+    realDirs.add(parent)
+    return true
+  }
   for (let line = manifest.next(); line !== null; line = manifest.next()) {
     const path = line.kind === 'deleted' ? line.path : line.entry.path
+    if (!underRealDirs(path)) {
+      // A deleted path below what is now a symlink or a file is gone from the tree (a directory
+      // replaced by a link to one with the same names is not a failed deletion).
+      if (line.kind === 'deleted') continue
+      throw new VerifyError(`after applying: ${JSON.stringify(path)} is not below real directories`)
+    }
     let st
     try {
       st = lstatSync(join(root, path))

@@ -4,7 +4,8 @@ import { parseBodyLine, parseHeaderLine, type ManifestHeader, type ManifestLine 
 /**
  * Walks a decompressed manifest line by line, synchronously, so the tar visitor can ask for "the
  * next entry" inside its callbacks. It also enforces the order rules: deletions strictly
- * descending, entries strictly ascending (no duplicates), deletions before entries.
+ * descending, entries strictly ascending (no duplicates), deletions before entries; and the
+ * header's counts: exactly that many deletions and entries, refused at the first one too many.
  */
 export class ManifestCursor {
   readonly header: ManifestHeader
@@ -14,6 +15,8 @@ export class ManifestCursor {
   private lastDeleted: string | null = null
   private lastEntry: string | null = null
   private inEntries = false
+  private deletions = 0
+  private entries = 0
 
   constructor(private readonly buf: Buffer) {
     const nl = buf.indexOf(10)
@@ -29,11 +32,21 @@ export class ManifestCursor {
     this.lastDeleted = null
     this.lastEntry = null
     this.inEntries = false
+    this.deletions = 0
+    this.entries = 0
   }
 
   /** Next body line, or null at the end. */
   next(): ManifestLine | null {
-    if (this.pos >= this.buf.length) return null
+    if (this.pos >= this.buf.length) {
+      // The signed record's counts (which the header must repeat) drive the mass-deletion guard
+      // and the manifest's size bound: a body that holds other counts is refused.
+      const h = this.header
+      if (this.deletions !== h.deleted || this.entries !== h.entries) {
+        throw new UnsafeArchiveError(`the manifest holds ${this.entries} entries and ${this.deletions} deletions, its header declares ${h.entries} and ${h.deleted}`)
+      }
+      return null
+    }
     let nl = this.buf.indexOf(10, this.pos)
     if (nl < 0) nl = this.buf.length
     const text = this.buf.toString('utf8', this.pos, nl)
@@ -46,8 +59,14 @@ export class ManifestCursor {
         throw new UnsafeArchiveError(`manifest line ${this.lineNo}: deletion ${JSON.stringify(line.path)} is repeated or out of order`)
       }
       this.lastDeleted = line.path
+      if (++this.deletions > this.header.deleted) {
+        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: the manifest holds more than the ${this.header.deleted} deletions its header declares`)
+      }
     } else {
       this.inEntries = true
+      if (++this.entries > this.header.entries) {
+        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: the manifest holds more than the ${this.header.entries} entries its header declares`)
+      }
       if (this.lastEntry !== null && !(line.entry.path > this.lastEntry)) {
         throw new UnsafeArchiveError(`manifest line ${this.lineNo}: entry ${JSON.stringify(line.entry.path)} is repeated or out of order`)
       }

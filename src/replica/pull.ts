@@ -3,10 +3,11 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm } from 'node:fs/p
 import { randomUUID } from 'node:crypto'
 import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { pairOf, planPull, type PullPlan } from '../core/chain-plan.js'
-import { asSnapshotError, GuardTrippedError, HookFailedError, HookVetoError, NoSnapshotError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { asSnapshotError, GuardTrippedError, HookFailedError, HookVetoError, NoSnapshotError, NoSpaceError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
 import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
 import { parseSnapshotRecord, recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
+import { crashPoint } from '../fs/crash-points.js'
 import { swapSymlink, syncFilesystem, writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import type { ObjectSource } from '../http/object-source.js'
@@ -145,7 +146,13 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   log(`plan: ${describePlan(plan)} into tree ${slot}`)
   if (opts.swap && state.live) checkMassDeletion(records, state.live.id, latest, opts.maxDeletePercent ?? 20, opts.force ?? false)
 
-  const applied = await buildInSlot(layout, state, slot, latest, plan, opts.source, log, opts.progress)
+  let applied: ApplyStats
+  try {
+    applied = await buildInSlot(layout, state, slot, latest, plan, opts.source, log, opts.progress)
+  } catch (err) {
+    if (asSnapshotError(err, '') instanceof NoSpaceError) throw await discardFullTree(layout, state, slot, latest.id, err, log)
+    throw err
+  }
   state.staged = { slot, id: latest.id }
   await saveState(layout.stateFile, state)
   log(`snapshot ${latest.id} staged in tree ${slot}`)
@@ -185,26 +192,51 @@ export async function buildInSlot(
   const applied: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   for (const step of plan.steps) {
     const pair = pairOf(step)
+    crashPoint('pull:download:before')
     const manifestFile = await ensureObject(layout, source, pair.manifest)
     const archiveFile = await ensureObject(layout, source, pair.archive)
+    crashPoint('pull:download:after')
     const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
     const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, maxManifest, `manifest of snapshot ${step.record.id}`))
     checkManifestHeader(cursor, step.record, step.use, pair.entries, pair.deleted)
     log(`applying ${step.use} of snapshot ${step.record.id}: ${pair.entries} entries, ${pair.deleted} deletions`)
+    crashPoint('pull:apply:before')
     const stats = await applyArchive({
       root: layout.tree(slot),
       manifest: cursor,
-      tarChunks: decompressFile(archiveFile),
+      tarChunks: decompressFile(archiveFile, pair.archive.tarBytes, `the archive of snapshot ${step.record.id}`),
       tarBytes: pair.archive.tarBytes,
       ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
-      ...(progress ? { onProgress: (n: number, bytes: number) => progress(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes) } : {}),
+      onProgress: (n: number, bytes: number) => {
+        crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
+        progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
+      },
     })
+    crashPoint('pull:apply:after')
     for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
   }
+  crashPoint('pull:flush')
   syncFilesystem(layout.tree(slot))
   state.slots[slot] = { status: 'ready', id: target.id, digest: target.treeDigest }
   await saveState(layout.stateFile, state)
   return applied
+}
+
+/**
+ * The disk filled up while tree `slot` was being built. A half-built tree only holds space that
+ * the next pull needs, so it goes (the next pull rebuilds that tree from a full archive); the
+ * live tree and the downloaded objects stay. Returns the error to throw, saying what happened.
+ */
+async function discardFullTree(layout: ReplicaLayout, state: ReplicaState, slot: string, id: number, err: unknown, log: (l: string) => void): Promise<NoSpaceError> {
+  await rm(layout.tree(slot), { recursive: true, force: true }).catch(() => undefined)
+  state.slots[slot] = { status: 'empty' }
+  await saveState(layout.stateFile, state).catch(() => undefined) // if this fails too, the next pull sees the tree gone
+  log(`the disk is full: removed the half-built tree ${slot}`)
+  const detail = err instanceof Error ? err.message : String(err)
+  return new NoSpaceError(
+    `the disk is full while building snapshot ${id} in tree ${slot} (${detail}): the half-built tree was removed and nothing live changed; make room in ${layout.stateDir} and pull again`,
+    { cause: err },
+  )
 }
 
 /** PATH must be absent or a symlink into our trees: never replace an operator's own directory. */
@@ -314,6 +346,7 @@ async function emptyTree(layout: ReplicaLayout, slot: string): Promise<void> {
  * gap. A pre-swap hook that fails vetoes the swap and leaves the snapshot staged.
  */
 export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, hooks: SwapHooks = {}): Promise<void> {
+  crashPoint('pull:swap')
   const staged = state.staged
   if (!staged) throw new SnapshotError('nothing is staged: run `snapshot pull` first')
   const slotState = state.slots[staged.slot]

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { Transform } from 'node:stream'
 import { createZstdCompressor } from '../archive/zstd-codec.js'
 import type { ObjectRef } from '../core/snapshot-record.js'
+import { crashPoint } from '../fs/crash-points.js'
 import { writeStreamAtomic } from '../fs/durable.js'
 
 /**
@@ -28,6 +29,7 @@ export async function writeCompressedObject<T>(
         hash.update(chunk)
         length += chunk.length
         await handle.write(chunk)
+        crashPoint('object:chunk')
       }
     })()
     pump.catch((err: unknown) => compressor.destroy(err as Error)) // unblocks a writer waiting for 'drain'

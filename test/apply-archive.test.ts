@@ -1,0 +1,209 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { SnapshotError } from '../src/core/errors.js'
+import { applyArchive } from '../src/replica/apply-archive.js'
+import { ManifestCursor } from '../src/replica/manifest-cursor.js'
+import {
+  delLine,
+  deltaManifest,
+  dLine,
+  fingerprint,
+  fingerprintDiff,
+  fLine,
+  HOSTILE_ARCHIVES,
+  lLine,
+  tarDir,
+  tarFile,
+  tarLink,
+  tarOf,
+  type HostileArchive,
+  type Places,
+} from './helpers/hostile-store.js'
+import { writeTree } from './helpers/tree.js'
+
+/**
+ * Every hostile archive of the shared table, applied directly to a staging root that holds the
+ * base tree (test/hostile.test.ts runs a share of them end to end through the CLI), whole and cut
+ * into 7-byte pieces; then what only a tree left dirty by a crash can hold: links to the outside
+ * already in the staging tree. Nothing outside the root may change.
+ */
+
+const BASE = { 'dir/a.m3u': 'a\n', 'dir/sub/b.m3u': 'b\n', 'links/to-dir': { link: '../dir' }, 'top.m3u': 'top\n', 'zz.m3u': 'zz\n' } as const
+
+interface Work extends Places {
+  readonly work: string
+  readonly root: string
+  /** Everything outside the root, before the apply. */
+  readonly before: Map<string, string>
+}
+
+function newWork(extra: (w: { root: string; outside: string }) => void = () => undefined): Work {
+  const work = mkdtempSync(join(tmpdir(), 'snapshot-apply-'))
+  const root = join(work, 'root')
+  const outside = join(work, 'outside')
+  writeTree(root, BASE)
+  writeTree(work, { 'outside/victim.txt': 'must stay\n', 'outside/sub/keep.txt': 'keep\n', 'sentinel.txt': 'beside the root\n' })
+  extra({ root, outside })
+  return { work, root, outside, tmpTarget: join(tmpdir(), `snapshot-apply-outside-${randomUUID()}`), before: fingerprint(work, [root]) }
+}
+
+function assertOutsideUntouched(w: Work): void {
+  assert.deepEqual(fingerprintDiff(w.before, fingerprint(w.work, [w.root])), [], 'something outside the staging root changed')
+  assert.equal(existsSync(w.tmpTarget), false, `${w.tmpTarget} appeared`)
+}
+
+async function apply(root: string, manifest: Buffer, tar: Buffer, tarBytes = tar.length, piece = tar.length || 1): Promise<void> {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for (let o = 0; o < tar.length; o += piece) yield tar.subarray(o, o + piece)
+  }
+  await applyArchive({ root, manifest: new ManifestCursor(manifest), tarChunks: chunks(), tarBytes })
+}
+
+async function expectRefused(h: Pick<HostileArchive, 'code' | 'message'>, w: Work, manifest: Buffer, tar: Buffer, tarBytes?: number, piece?: number): Promise<void> {
+  await assert.rejects(
+    apply(w.root, manifest, tar, tarBytes, piece),
+    (err: unknown) => {
+      assert.ok(err instanceof SnapshotError, `not a SnapshotError: ${String(err)}`)
+      assert.equal(err.exitCode, h.code, `${err.code}: ${err.message}`)
+      assert.match(err.message, h.message)
+      return true
+    },
+  )
+  assertOutsideUntouched(w)
+}
+
+describe('applyArchive refuses every hostile archive of the table', () => {
+  for (const h of HOSTILE_ARCHIVES) {
+    test(h.name, async () => {
+      for (const piece of [undefined, 7]) {
+        const w = newWork()
+        try {
+          const { tar, manifest, tarBytes } = h.make(w)
+          await expectRefused(h, w, manifest, tar, tarBytes, piece)
+        } finally {
+          rmSync(w.work, { recursive: true, force: true })
+        }
+      }
+    })
+  }
+})
+
+/** Cases of a staging tree left dirty (by a crash, or by an earlier refused archive) with links to the outside. */
+describe('applyArchive never writes through what a dirty staging tree holds', () => {
+  const withWork = (extra: (w: { root: string; outside: string }) => void, body: (w: Work) => Promise<void>) => async () => {
+    const w = newWork(extra)
+    try {
+      await body(w)
+    } finally {
+      rmSync(w.work, { recursive: true, force: true })
+    }
+  }
+
+  test(
+    'refuses a file below a leftover symlink to an absolute outside directory',
+    withWork(
+      ({ root, outside }) => symlinkSync(outside, join(root, 'l')),
+      (w) => expectRefused({ code: 6, message: /"l" is not a real directory: refusing to write through it/ }, w, deltaManifest([fLine('l/victim.txt', 'pwned\n')]), tarOf(tarFile('l/victim.txt', 'pwned\n'))),
+    ),
+  )
+  test(
+    "refuses a file below a leftover symlink '../outside'",
+    withWork(
+      ({ root }) => symlinkSync('../outside', join(root, 'l')),
+      (w) => expectRefused({ code: 6, message: /"l" is not a real directory/ }, w, deltaManifest([fLine('l/sub/new', 'x')]), tarOf(tarFile('l/sub/new', 'x'))),
+    ),
+  )
+  test(
+    'refuses a file below a leftover regular file',
+    withWork(
+      () => undefined,
+      (w) => expectRefused({ code: 6, message: /"top\.m3u" is not a real directory/ }, w, deltaManifest([fLine('top.m3u/x', 'x')]), tarOf(tarFile('top.m3u/x', 'x'))),
+    ),
+  )
+
+  test(
+    'replaces a leftover symlink to an outside file with the file, without writing through it',
+    withWork(
+      ({ root, outside }) => symlinkSync(join(outside, 'victim.txt'), join(root, 'victim')),
+      async (w) => {
+        await apply(w.root, deltaManifest([fLine('victim', 'mine\n')]), tarOf(tarFile('victim', 'mine\n')))
+        assert.ok(lstatSync(join(w.root, 'victim')).isFile())
+        assert.equal(readFileSync(join(w.root, 'victim'), 'utf8'), 'mine\n')
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+  test(
+    'replaces a leftover symlink to an outside directory with a real directory, without chmod through it',
+    withWork(
+      ({ root, outside }) => symlinkSync(outside, join(root, 'd')),
+      async (w) => {
+        await apply(w.root, deltaManifest([dLine('d', 0o700), fLine('d/f', 'f')]), tarOf(tarDir('d', 0o700), tarFile('d/f', 'f')))
+        assert.ok(lstatSync(join(w.root, 'd')).isDirectory())
+        assert.equal(statSync(w.outside).mode & 0o777, 0o755)
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+  test(
+    'replaces a leftover symlink to an outside directory with a safe symlink',
+    withWork(
+      ({ root, outside }) => symlinkSync(outside, join(root, 'l')),
+      async (w) => {
+        await apply(w.root, deltaManifest([lLine('l', 'dir')]), tarOf(tarLink('l', 'dir')))
+        assert.equal(readlinkSync(join(w.root, 'l')), 'dir')
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+  test(
+    'a deletion below a leftover symlink to the outside deletes nothing through it',
+    withWork(
+      ({ root, outside }) => symlinkSync(outside, join(root, 'p')),
+      async (w) => {
+        await apply(w.root, deltaManifest([delLine('p/victim.txt'), delLine('p/sub')]), tarOf())
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+  test(
+    'a deletion of a leftover symlink to an outside directory removes the link only',
+    withWork(
+      ({ root, outside }) => symlinkSync(outside, join(root, 'p')),
+      async (w) => {
+        await apply(w.root, deltaManifest([delLine('p')]), tarOf())
+        assert.equal(existsSync(join(w.root, 'p')), false)
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+})
+
+test('a directory replaced by a symlink to a directory with the same names applies and verifies', async () => {
+  // The master deletes 'dir/a.m3u' and publishes 'dir' as a link to 'other', which also holds an
+  // 'a.m3u': after applying, 'dir/a.m3u' resolves through the link, yet it is gone from the tree.
+  const w = newWork(({ root }) => writeTree(root, { 'other/a.m3u': 'other a\n', 'other/sub/b.m3u': 'other b\n' }))
+  try {
+    await apply(w.root, deltaManifest([delLine('dir/sub/b.m3u'), delLine('dir/sub'), delLine('dir/a.m3u'), lLine('dir', 'other')]), tarOf(tarLink('dir', 'other')))
+    assert.equal(readlinkSync(join(w.root, 'dir')), 'other')
+    assert.equal(readFileSync(join(w.root, 'dir/a.m3u'), 'utf8'), 'other a\n')
+    assertOutsideUntouched(w)
+  } finally {
+    rmSync(w.work, { recursive: true, force: true })
+  }
+})
+
+test('NFC and NFD spellings are two names, both applied', async () => {
+  const w = newWork()
+  try {
+    await apply(w.root, deltaManifest([fLine('cafe\u0301.m3u', 'nfd\n'), fLine('caf\u00e9.m3u', 'nfc\n')]), tarOf(tarFile('cafe\u0301.m3u', 'nfd\n'), tarFile('caf\u00e9.m3u', 'nfc\n')), undefined, 7)
+    assert.equal(readFileSync(join(w.root, 'caf\u00e9.m3u'), 'utf8'), 'nfc\n')
+    assert.equal(readFileSync(join(w.root, 'cafe\u0301.m3u'), 'utf8'), 'nfd\n')
+  } finally {
+    rmSync(w.work, { recursive: true, force: true })
+  }
+})
