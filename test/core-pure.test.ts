@@ -118,4 +118,7 @@ test('a manifest round-trips and its order is enforced', () => {
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1, h: sha('1') }), 2), /'\.\.' segment/)
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'l', p: 'x', l: '/etc' }), 2), /absolute/)
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'c', p: 'x' }), 2), /unknown entry type/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'suid', m: 0o4755, s: 1, h: sha('1') }), 2), /mode/, 'setuid is never carried')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'd', p: 'sgid', m: 0o2775 }), 2), /mode/, 'nor setgid')
+  assert.equal(parseBodyLine(JSON.stringify({ t: 'd', p: 'tmp', m: 0o1777 }), 2).kind, 'entry', 'sticky is')
 })

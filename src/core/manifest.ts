@@ -1,5 +1,5 @@
 import { UnsafeArchiveError } from './errors.js'
-import type { TreeEntry } from './tree-entry.js'
+import { CARRIED_MODE_BITS, type TreeEntry } from './tree-entry.js'
 import { linkTargetProblem, pathProblem } from './tree-path.js'
 
 /**
@@ -73,7 +73,7 @@ export function parseBodyLine(line: string, lineNo: number): ManifestLine {
   const problem = pathProblem(path)
   if (problem) refuse(lineNo, `${JSON.stringify(path)}: ${problem}`)
   const mode = o.m
-  const validMode = typeof mode === 'number' && Number.isInteger(mode) && mode >= 0 && mode <= 0o7777
+  const validMode = typeof mode === 'number' && Number.isInteger(mode) && mode >= 0 && (mode & ~CARRIED_MODE_BITS) === 0 // no setuid/setgid
   switch (o.t) {
     case '-':
       return { kind: 'deleted', path }

@@ -4,10 +4,17 @@
  */
 export type EntryType = 'f' | 'd' | 'l'
 
+/**
+ * The mode bits a snapshot carries: permissions and sticky. Setuid and setgid are dropped on the
+ * master and refused on replicas: a pull often runs as root, and an archive must not be able to
+ * plant a setuid-root program.
+ */
+export const CARRIED_MODE_BITS = 0o1777
+
 export interface FileEntry {
   readonly type: 'f'
   readonly path: string
-  readonly mode: number // permission bits only (0o7777)
+  readonly mode: number // permission bits and sticky (CARRIED_MODE_BITS): never setuid or setgid
   readonly size: number
   readonly sha256: string // hex
 }

@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { SnapshotError } from '../core/errors.js'
+import { CARRIED_MODE_BITS } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
 
 /**
@@ -105,7 +106,7 @@ function scanWithFind(root: string, onRecord: (r: ScanRecord) => void): Promise<
 function recordFromFind(f: Buffer[]): ScanRecord {
   const y = f[0]!.toString('latin1')
   const type = y === 'f' || y === 'd' || y === 'l' ? y : 's'
-  const mode = parseInt(f[1]!.toString('latin1'), 8)
+  const mode = parseInt(f[1]!.toString('latin1'), 8) & CARRIED_MODE_BITS
   const size = Number(f[2]!.toString('latin1'))
   const mtimeNs = findTimeToNs(f[3]!.toString('latin1'))
   const ctimeNs = findTimeToNs(f[4]!.toString('latin1'))
@@ -120,7 +121,7 @@ function scanWithNode(root: string, rel: string, onRecord: (r: ScanRecord) => vo
     const path = rel ? `${rel}/${name}` : name
     const st = lstatSync(join(root, path), { bigint: true })
     const type = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : 's'
-    const mode = Number(st.mode & 0o7777n)
+    const mode = Number(st.mode) & CARRIED_MODE_BITS
     const size = Number(st.size)
     const target = type === 'l' ? readlinkSync(join(root, path)) : ''
     onRecord({ type, path, mode, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, statSig: statSigOf(type, mode, size, st.mtimeNs, st.ctimeNs, st.ino.toString()), target })

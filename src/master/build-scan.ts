@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { TreeEntry } from '../core/tree-entry.js'
+import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import { scanTree, statSigOf, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, indexValue, racyValue, sigOf, type MasterIndex } from './master-index.js'
@@ -87,7 +87,7 @@ export function readIntoIndex(reader: SourceReader, rec: ScanRecord, scan: Metad
     return null
   }
   const st = r.stat
-  const mode = Number(st.mode & 0o7777n)
+  const mode = Number(st.mode & 0o7777n) & CARRIED_MODE_BITS
   const sha256 = createHash('sha256').update(r.data).digest('hex')
   const value = indexValue(statSigOf('f', mode, r.data.length, st.mtimeNs, st.ctimeNs, st.ino.toString()), sha256)
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
