@@ -10,8 +10,29 @@ export const MAX_NAME_BYTES = 255
 /** Linux PATH_MAX less room for the replica's own prefix. */
 export const MAX_PATH_BYTES = 3800
 
-/** Why a relative tree path is unacceptable, or null when it is fine. */
+/**
+ * Why a relative tree path is unacceptable, or null when it is fine. Runs for every entry of every
+ * scan (a million per build), so the common case is one pass over the characters; the rare
+ * problems are then told apart by the slow, plain checks.
+ */
 export function pathProblem(path: string): string | null {
+  const n = path.length
+  let suspect = n === 0 || n * 3 > MAX_PATH_BYTES // only long names and paths need byte counts
+  let depth = 1
+  let segStart = 0
+  for (let i = 0; i <= n && !suspect; i++) {
+    const c = i < n ? path.charCodeAt(i) : 47
+    if (c === 47) {
+      const len = i - segStart
+      if (len === 0 || len * 3 > MAX_NAME_BYTES || (len <= 2 && path.charCodeAt(segStart) === 46 && (len === 1 || path.charCodeAt(segStart + 1) === 46))) suspect = true
+      segStart = i + 1
+      depth++
+    } else if (c === 0 || c === 92 || c === 0xfffd) suspect = true
+  }
+  return suspect || depth > MAX_DEPTH ? slowPathProblem(path) : null
+}
+
+function slowPathProblem(path: string): string | null {
   if (path.length === 0) return 'empty path'
   if (path.includes('\0')) return 'NUL byte in path'
   if (path.startsWith('/')) return 'absolute path'

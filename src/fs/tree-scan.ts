@@ -19,8 +19,9 @@ export interface ScanRecord {
   readonly size: number
   /** Everything that changes when the file does: mode, size, mtime, ctime, inode (ns times). */
   readonly statSig: string
-  readonly mtimeNs: bigint
-  readonly ctimeNs: bigint
+  /** Decimal nanoseconds since the epoch: strings, so a million records need no BigInt parsing. */
+  readonly mtimeNs: string
+  readonly ctimeNs: string
   readonly target: string // symlink target, '' otherwise
 }
 
@@ -36,7 +37,7 @@ export function hasGnuFind(): boolean {
   return gnuFind
 }
 
-export function statSigOf(type: string, mode: number, size: number, mtimeNs: bigint, ctimeNs: bigint, ino: string): string {
+export function statSigOf(type: string, mode: number, size: number, mtimeNs: bigint | string, ctimeNs: bigint | string, ino: string): string {
   return `${type}${mode.toString(8)} ${size} ${mtimeNs} ${ctimeNs} ${ino}`
 }
 
@@ -46,12 +47,14 @@ export async function scanTree(root: string, onRecord: (r: ScanRecord) => void):
   scanWithNode(root, '', onRecord)
 }
 
-/** GNU find prints "1795257700.6313518810": seconds and ten fractional digits. */
-function findTimeToNs(s: string): bigint {
+/** GNU find prints "1795257700.6313518810": seconds and ten fractional digits; we keep ns. */
+function findTimeToNs(s: string): string {
   const dot = s.indexOf('.')
-  if (dot < 0) return BigInt(s) * 1_000_000_000n
-  const frac = (s.slice(dot + 1) + '000000000').slice(0, 9)
-  return BigInt(s.slice(0, dot)) * 1_000_000_000n + BigInt(frac)
+  if (dot < 0) return s === '0' ? '0' : s + '000000000'
+  const ns = s.slice(0, dot) + (s.slice(dot + 1) + '000000000').slice(0, 9)
+  let i = 0
+  while (i < ns.length - 1 && ns.charCodeAt(i) === 48) i++ // no leading zeros: the same digits as BigInt's
+  return i ? ns.slice(i) : ns
 }
 
 function scanWithFind(root: string, onRecord: (r: ScanRecord) => void): Promise<void> {
@@ -124,7 +127,7 @@ function scanWithNode(root: string, rel: string, onRecord: (r: ScanRecord) => vo
     const mode = Number(st.mode) & CARRIED_MODE_BITS
     const size = Number(st.size)
     const target = type === 'l' ? readlinkSync(join(root, path)) : ''
-    onRecord({ type, path, mode, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, statSig: statSigOf(type, mode, size, st.mtimeNs, st.ctimeNs, st.ino.toString()), target })
+    onRecord({ type, path, mode, size, mtimeNs: st.mtimeNs.toString(), ctimeNs: st.ctimeNs.toString(), statSig: statSigOf(type, mode, size, st.mtimeNs, st.ctimeNs, st.ino.toString()), target })
     if (type === 'd') scanWithNode(root, path, onRecord)
   }
 }

@@ -46,7 +46,7 @@ export class SourceReader {
       // One byte more than expected: a file that grew shows up as a longer read.
       const n = readSync(fd, this.scratch, 0, rec.size + 1, 0)
       const stat = fstatSync(fd, { bigint: true })
-      if (n !== rec.size || stat.size !== BigInt(rec.size) || stat.mtimeNs !== rec.mtimeNs || stat.ctimeNs !== rec.ctimeNs || !stat.isFile()) return null
+      if (n !== rec.size || stat.size !== BigInt(rec.size) || stat.mtimeNs.toString() !== rec.mtimeNs || stat.ctimeNs.toString() !== rec.ctimeNs || !stat.isFile()) return null
       return { data: this.scratch.subarray(0, n), stat }
     } finally {
       closeSync(fd)
