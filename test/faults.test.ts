@@ -45,10 +45,10 @@ describe('faults', () => {
   })
 
   /** A new snapshot whose archive carries a fresh 600 KB of incompressible bytes. */
-  async function nextSnapshot(blobBytes = 600_000): Promise<number> {
+  async function nextSnapshot(blobBytes = 600_000, ...buildFlags: string[]): Promise<number> {
     writeFileSync(join(source, 'blob.bin'), randomBytes(blobBytes))
     writeFileSync(join(source, 'd0/p0.m3u'), `#EXTM3U\nround ${latest + 1}\n`)
-    const b = await runJson<{ id: number }>(['build', '--source', source, '--store', store, '--key', join(keys, 'snapshot.key')])
+    const b = await runJson<{ id: number }>(['build', '--source', source, '--store', store, '--key', join(keys, 'snapshot.key'), ...buildFlags])
     const copy = join(dir, `master-at-${b.id}`)
     assert.equal(spawnSync('cp', ['-a', source, copy]).status, 0)
     copies.set(b.id, copy)
@@ -69,9 +69,9 @@ describe('faults', () => {
     }
   }
 
-  /** A replica that serves snapshot `latest`, through the fault server with no fault armed. */
-  async function liveReplica(name: string): Promise<string> {
-    const target = join(dir, name)
+  /** The replica the network cases share, brought to snapshot `latest` with no fault armed. */
+  async function liveReplica(): Promise<string> {
+    const target = join(dir, 'replica')
     server.reset()
     const r = await pull(target)
     assert.equal(r.code, 0, r.stderr)
@@ -80,7 +80,7 @@ describe('faults', () => {
   }
 
   test('server down: connection refused ends in exit 4 after the retries, live tree intact', async (t) => {
-    const target = await liveReplica('r-down')
+    const target = await liveReplica()
     const port = await freePort()
     const started = Date.now()
     const r = await runCli(pullArgs(`http://127.0.0.1:${port}`, target, '--retries', '2', '--timeout', '1'))
@@ -92,7 +92,7 @@ describe('faults', () => {
   })
 
   test('HTTP 503 and 500 for a while, then recovery: the pull succeeds after retries', async (t) => {
-    const target = await liveReplica('r-5xx')
+    const target = await liveReplica()
     const id = await nextSnapshot()
     server.reset()
     server.inject({ fault: { kind: 'status', code: 503, retryAfter: 0 }, times: 2 }) // latest.json, twice
@@ -118,7 +118,7 @@ describe('faults', () => {
   })
 
   test('a stall mid-body trips --timeout and the retry resumes; a stall that never ends is exit 4', async (t) => {
-    const target = await liveReplica('r-stall')
+    const target = await liveReplica()
     let id = await nextSnapshot()
     const isArchive = archivesOf(id).match
     server.reset()
@@ -152,7 +152,7 @@ describe('faults', () => {
   })
 
   test('a connection reset halfway: the next request carries Range and the download resumes', async (t) => {
-    const target = await liveReplica('r-reset')
+    const target = await liveReplica()
     const id = await nextSnapshot()
     const archives = archivesOf(id)
     const half = 300_000 // each archive carries the 600 KB blob
@@ -168,14 +168,14 @@ describe('faults', () => {
     const from = Number(/^bytes=(\d+)-$/.exec(tries[1]!.range ?? '')?.[1] ?? 0)
     assert.ok(from > 0 && from <= half, `resumed at byte ${from} of ${length}`)
     const sent = server.bytesSent(archives.match)
+    // Not exactly `length`: bytes still in the client's socket buffer when the RST came are lost.
     assert.ok(sent < 2 * length, `${sent} bytes sent for a ${length}-byte object: a restart, not a resume`)
-    assert.equal(sent, length, 'every byte crossed the wire once')
     t.diagnostic(`reset after ${half} of ${length} bytes: resumed with Range bytes=${from}-; ${sent} bytes sent in all (${(sent / length).toFixed(2)}x the object)`)
     assertServes(target, id)
   })
 
   test('a slow drip keeps the download alive past --timeout (it bounds stalls, not transfers)', async () => {
-    const target = await liveReplica('r-drip')
+    const target = await liveReplica()
     const id = await nextSnapshot()
     const isArchive = archivesOf(id).match
     server.reset()
@@ -194,6 +194,7 @@ describe('faults', () => {
     if (!fs) return
     const target = join(dir, 'r-full')
     const state = join(fs, 'state')
+    await nextSnapshot(600_000, '--full') // so the first pull is one full archive: about 2 of the 3 MB
     server.reset()
     const first = await pull(target, '--state', state)
     assert.equal(first.code, 0, first.stderr)

@@ -117,7 +117,7 @@ describe('snapshot serve under load and attack', () => {
     const r = JSON.parse(stdout) as { peakInFlight: number; connections: number; requests: number; errors: number; errorSamples: string[]; bytes: number; seconds: number; requestsPerSecond: number; megabytesPerSecond: number }
     assert.equal(r.errors, 0, r.errorSamples.join('\n'))
     assert.equal(r.peakInFlight, 200)
-    assert.equal(r.connections, 200, 'each download on its own connection')
+    assert.ok(r.connections >= 200, 'each download on its own connection')
     assert.ok(r.requests >= 200)
     t.diagnostic(`serve load: 200 concurrent, ${r.requests} requests in ${r.seconds.toFixed(2)} s: ${r.requestsPerSecond.toFixed(0)} req/s, ${r.megabytesPerSecond.toFixed(1)} MB/s, ${r.errors} errors`)
   })

@@ -28,7 +28,8 @@ export async function writeCompressedObject<T>(
       for await (const chunk of compressor as AsyncIterable<Buffer>) {
         hash.update(chunk)
         length += chunk.length
-        await handle.write(chunk)
+        // A write can stop short (the disk filling up): loop, so the next call reports ENOSPC.
+        for (let done = 0; done < chunk.length; ) done += (await handle.write(chunk, done, chunk.length - done)).bytesWritten
         crashPoint('object:chunk')
       }
     })()
