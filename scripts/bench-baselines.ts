@@ -33,7 +33,7 @@
  * while after a large `rm -rf`: do not start a run right after removing a big tree.
  */
 import { copyFile, mkdir, mkdtemp, readFile, stat } from 'node:fs/promises'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -87,6 +87,8 @@ export interface BaselineStep {
   label: string
   measurement: Measurement
   cache: string
+  /** The machine's 1-minute load average when the step ended: context for noisy figures. */
+  loadAverage: number
   /** Archive size, where there is an archive. */
   archiveBytes?: number
   /** Bytes sent to one replica: the archive, or rsync's "bytes sent + received". */
@@ -318,7 +320,7 @@ export function baselineRows(steps: readonly BaselineStep[], corpus: TreeStats, 
       storeBytes: s.archiveBytes,
       transferredBytes: s.transferredBytes,
       ratio: s.transferredBytes === undefined ? undefined : s.transferredBytes / corpus.bytes,
-      notes: `${s.cache}${pssNote}${many}`,
+      notes: `${s.cache}, load ${s.loadAverage.toFixed(1)}${pssNote}${many}`,
     })
   })
 }
@@ -338,7 +340,7 @@ async function timedStep(prepared: PreparedBaselines, key: string, label: string
   log(`baselines: ${label} (${state})`)
   const m = mustSucceed(await measureCommand({ shell: script }), label)
   log(`baselines:   ${m.seconds.toFixed(2)} s, peak RSS ${(m.peakRssBytes / 1048576).toFixed(1)} MiB`)
-  const step: BaselineStep = { key, label, measurement: m, cache: state }
+  const step: BaselineStep = { key, label, measurement: m, cache: state, loadAverage: loadavg()[0] ?? 0 }
   prepared.steps.push(step)
   return step
 }

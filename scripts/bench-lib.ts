@@ -13,14 +13,16 @@
  *      pages shared between processes once per process (libc, and the file list that rsync's
  *      receiver shares copy-on-write with its forked generator), so the sum of Pss from
  *      /proc/<pid>/smaps_rollup (shared pages split among their users) is sampled too, as often
- *      as keeps its cost near 2% of the wall time, and returned as `sampledTreePssBytes` for
- *      readers who want the smaller, fairer figure;
+ *      as keeps its cost near 2% of the wall time but at least once a second, and returned as
+ *      `sampledTreePssBytes` for readers who want the smaller, fairer figure (sampled less often,
+ *      it may miss a short peak);
  *   2. when /usr/bin/time exists the command runs under `time -f %M`, which catches the exact
  *      peak of the largest process even if it lived or peaked between two samples.
  * Sampling can miss a spike shorter than the period, so the result is a lower bound of the true
  * tree peak, and a close one for the steady streaming pipelines measured here. The poll itself
- * costs CPU that the measured processes share: ~1.4 ms per sample with a dozen processes in the
- * tree, i.e. ~3% of one core at 50 ms, plus at most ~2% for the Pss reads.
+ * costs CPU that the measured processes share: about 1 ms per sample with a dozen processes in the
+ * tree (a scan of /proc plus ~25 us per member), i.e. ~2% of one core at 50 ms, plus at most ~2%
+ * for the Pss reads.
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { accessSync, closeSync, constants, openSync, readdirSync, readSync, statfsSync, writeFileSync } from 'node:fs'
@@ -152,15 +154,17 @@ function pageSize(): number {
 }
 
 /**
- * Samples the process tree under `root`: one scan of /proc and one read of /proc/<pid>/stat per
- * process started since the root (older ones cannot be descendants and are never read again).
- * A process once seen in the tree stays counted while it lives, even if reparented.
+ * Samples the process tree under `root`: one scan of /proc, and a read of /proc/<pid>/stat for
+ * each member of the tree and each process not seen before. A process seen outside the tree
+ * (started before the root, or with a parent outside) can never join it, so it is never read
+ * again: on a machine where others start processes all the time that keeps a sample cheap. A
+ * process once seen in the tree stays counted while it lives, even if reparented.
  */
 class TreeSampler {
   peakRss = 0
   peakPss = 0
   samples = 0
-  private readonly older = new Set<number>()
+  private readonly foreign = new Set<number>()
   private readonly members = new Map<number, number>() // pid -> start time
   private readonly rootStart: number
   private readonly page = pageSize()
@@ -180,10 +184,10 @@ class TreeSampler {
       const c = name.charCodeAt(0)
       if (c < 48 || c > 57) continue
       const pid = Number(name)
-      if (this.older.has(pid)) continue
+      if (this.foreign.has(pid)) continue
       const st = procStat(pid)
       if (!st) continue
-      if (st.start < this.rootStart) this.older.add(pid)
+      if (st.start < this.rootStart) this.foreign.add(pid)
       else seen.set(pid, st)
     }
     const inTree = new Set<number>()
@@ -198,6 +202,7 @@ class TreeSampler {
         }
       }
     }
+    for (const pid of seen.keys()) if (!inTree.has(pid)) this.foreign.add(pid)
     if (!this.includeRoot) inTree.delete(this.root)
     let rss = 0
     for (const pid of inTree) rss += seen.get(pid)!.rssPages * this.page
@@ -205,13 +210,16 @@ class TreeSampler {
     if (rss > this.peakRss) this.peakRss = rss
 
     // Pss needs a page-table walk per process (~1 ms for a large one): sampled no more often than
-    // keeps its cost near 2% of the wall time, so it does not slow what it measures.
+    // keeps its CPU cost near 2% of the wall time (CPU, not wall: on a loaded machine a preempted
+    // read would look costly), and at least once a second.
     const now = performance.now()
     if (this.samplePss && now >= this.nextPssAt) {
+      const cpu = process.cpuUsage()
       let pss = 0
       for (const pid of inTree) pss += kibField(readProc(`/proc/${pid}/smaps_rollup`) ?? '', '\nPss:')
-      const cost = performance.now() - now
-      this.nextPssAt = now + cost * 50
+      const used = process.cpuUsage(cpu)
+      const costMs = (used.user + used.system) / 1000
+      this.nextPssAt = now + Math.min(1000, costMs * 50)
       if (pss > this.peakPss) this.peakPss = pss
     }
   }
