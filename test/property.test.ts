@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { lstatSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
@@ -19,13 +19,14 @@ import { describeTree, treeDiff } from './helpers/tree.js'
  *
  * Deterministic by default (fixed seed). PROPERTY_SEED, PROPERTY_RUNS, PROPERTY_TIME_LIMIT
  * (seconds) and PROPERTY_PATH (with the seed: replay a counterexample fast-check reported)
- * override it.
+ * override it; PROPERTY_KEEP=1 keeps the directory of a failing run for inspection.
  */
 
 const SEED = process.env.PROPERTY_SEED ? Number(process.env.PROPERTY_SEED) : 20_251_121
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 20)
 const TIME_LIMIT_MS = Number(process.env.PROPERTY_TIME_LIMIT ?? 60) * 1000
 const REPLAY_PATH = process.env.PROPERTY_PATH
+const KEEP_FAILED = process.env.PROPERTY_KEEP === '1'
 const COMMAND_TIMEOUT_MS = 30_000
 
 type PullMode = 'force' | 'max-delete' | 'guarded' | 'stage'
@@ -76,7 +77,7 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
   tree: treeArb,
   replicas: fc.constantFrom(2, 3),
   http: weighted(false, true, 4),
-  ops: fc.array(opArb, { minLength: 1, maxLength: 14 }),
+  ops: fc.array(opArb, { minLength: 3, maxLength: 12, size: 'max' }),
 })
 
 /** Counts over all runs, printed at the end: what a typical run of the property exercised. */
@@ -129,7 +130,8 @@ class Run {
   }
 
   fail(message: string): never {
-    throw new Error(`${message}\n--- the run so far:\n  ${this.trace.join('\n  ')}`)
+    const kept = KEEP_FAILED ? `\n--- kept for inspection: ${this.dir}` : ''
+    throw new Error(`${message}\n--- the run so far:\n  ${this.trace.join('\n  ')}${kept}`)
   }
 
   async cli(args: string[]): Promise<CliResult> {
@@ -156,8 +158,17 @@ class Run {
       if (lstatSync(rep.target, { throwIfNoEntry: false })) this.fail(`${what}: ${rep.name} should serve nothing yet, but ${rep.target} exists`)
       return
     }
+    if (!lstatSync(rep.target).isSymbolicLink()) this.fail(`${what}: ${rep.target} is not a symlink`)
     const diff = treeDiff(this.copies.get(id)!, rep.target)
     if (diff.length > 0) this.fail(`${what}: ${rep.name} differs from snapshot ${id}:\n  ${diff.slice(0, 20).join('\n  ')}`)
+    // No more trees than --trees, whatever the history.
+    const slots = Array.from({ length: rep.trees }, (_, i) => String.fromCharCode(97 + i))
+    const extra = readdirSync(join(this.stateDir(rep), 'trees')).filter((t) => !slots.includes(t))
+    if (extra.length > 0) this.fail(`${what}: ${rep.name} keeps ${JSON.stringify(extra)} beside its ${rep.trees} trees`)
+  }
+
+  stateDir(rep: Replica): string {
+    return join(this.dir, `.${rep.name}.snapshot`)
   }
 
   replicaArgs(rep: Replica): string[] {
@@ -249,6 +260,9 @@ class Run {
       }
     }
     this.expectTree(rep, this.latest, what)
+    // A pull empties the trash of recycled trees before it exits. (A rollback that rebuilds
+    // leaves its trash to the next pull: not checked.)
+    if (lstatSync(join(this.stateDir(rep), 'trash'), { throwIfNoEntry: false })) this.fail(`${what}: ${rep.name} left its trash directory behind`)
     rep.live = this.latest
     rep.seen.add(this.latest)
     this.trace.push(`${what} -> ${upToDate ? 'up to date' : mode === 'stage' ? 'staged, swap' : 'swapped'} at ${this.latest}, equal`)
@@ -261,29 +275,26 @@ class Run {
   }
 
   async rollback(rep: Replica, toPick: number | null): Promise<void> {
+    const live = rep.live
+    if (live === null) return this.fail(`rollback ${rep.name}: it serves nothing, the scenario should not ask`)
     let to: number | undefined
-    if (toPick !== null && rep.live !== null) {
-      const older = [...this.copies.keys()].filter((id) => id < rep.live!)
-      if (older.length === 0) return void this.trace.push(`rollback ${rep.name} --to: nothing older than ${rep.live}, skipped`)
+    if (toPick !== null) {
+      const older = [...this.copies.keys()].filter((id) => id < live)
+      if (older.length === 0) return void this.trace.push(`rollback ${rep.name} --to: nothing older than ${live}, skipped`)
       to = older[toPick % older.length]!
     }
     const what = `rollback ${rep.name}${to !== undefined ? ` --to ${to} --from store` : ''}`
     const r = await this.cli(['rollback', ...this.replicaArgs(rep), ...(to !== undefined ? ['--to', String(to), '--from', this.from] : [])])
-    if (rep.live === null) {
-      this.expectCode(r, [1], `${what} of a replica that serves nothing`)
-      this.expectTree(rep, null, what)
-      return void this.trace.push(`${what} -> exit 1 (serves nothing yet)`)
-    }
     if (r.code === 10) {
       // No older tree kept (default), or the store pruned it and no tree keeps it (--to).
       if (to !== undefined && !this.pruned.has(to)) this.fail(`${what}: exit 10 although the store still has snapshot ${to}\n${r.stderr}`)
-      this.expectTree(rep, rep.live, `${what}, refused`)
-      return void this.trace.push(`${what} -> exit 10 (${to === undefined ? 'no older tree kept' : 'pruned'}), still at ${rep.live}`)
+      this.expectTree(rep, live, `${what}, refused`)
+      return void this.trace.push(`${what} -> exit 10 (${to === undefined ? 'no older tree kept' : 'pruned'}), still at ${live}`)
     }
     this.expectCode(r, [0], what)
     const rb = this.json<{ from: number; to: number; instant: boolean }>(r, what)
-    if (rb.from !== rep.live) this.fail(`${what}: rolled back from ${rb.from}, the replica served ${rep.live}`)
-    if (to !== undefined ? rb.to !== to : !(rb.to < rep.live && rep.seen.has(rb.to))) this.fail(`${what}: went to ${rb.to} (live was ${rep.live}, served before: ${[...rep.seen].join(',')})`)
+    if (rb.from !== live) this.fail(`${what}: rolled back from ${rb.from}, the replica served ${live}`)
+    if (to !== undefined ? rb.to !== to : !(rb.to < live && rep.seen.has(rb.to))) this.fail(`${what}: went to ${rb.to} (live was ${live}, served before: ${[...rep.seen].join(',')})`)
     this.expectTree(rep, rb.to, what)
     rep.live = rb.to
     rep.pinned = true
@@ -292,10 +303,6 @@ class Run {
 
   async unpin(rep: Replica): Promise<void> {
     const r = await this.cli(['unpin', ...this.replicaArgs(rep)])
-    if (rep.live === null) {
-      this.expectCode(r, [1], `unpin ${rep.name} (not a replica yet)`)
-      return void this.trace.push(`unpin ${rep.name} -> exit 1 (not a replica yet)`)
-    }
     this.expectCode(r, [0], `unpin ${rep.name}`)
     const u = this.json<{ wasPinned: number | null }>(r, 'unpin')
     const expected = rep.pinned ? rep.live : null
@@ -350,6 +357,7 @@ async function runScenario(s: Scenario): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'snapshot-prop-'))
   const run = new Run(dir, s.replicas)
   let server: Awaited<ReturnType<typeof startServe>> | null = null
+  let passed = false
   try {
     materialize(run.master, s.tree)
     run.trace.push(`initial tree: ${describeTree(run.master).size} entries; ${s.replicas} replicas; ${s.http ? 'over snapshot serve' : 'from the store directory'}`)
@@ -360,7 +368,13 @@ async function runScenario(s: Scenario): Promise<void> {
     await run.build(false)
     for (const op of s.ops) {
       count(op.op)
-      const rep = 'replica' in op ? run.replicas[op.replica % run.replicas.length]! : null
+      // Rollback and unpin go to a replica that serves something: the others have nothing to undo.
+      const candidates = op.op === 'rollback' || op.op === 'unpin' ? run.replicas.filter((r) => r.live !== null) : run.replicas
+      const rep = 'replica' in op && candidates.length > 0 ? candidates[op.replica % candidates.length]! : null
+      if ('replica' in op && !rep) {
+        run.trace.push(`${op.op}: no replica serves anything yet, skipped`)
+        continue
+      }
       switch (op.op) {
         case 'mutate':
         case 'mutate-build':
@@ -400,9 +414,10 @@ async function runScenario(s: Scenario): Promise<void> {
     const behind = run.replicas.filter((r) => r.pinned || r.live !== run.latest)
     const settled = await Promise.allSettled(behind.map((r) => run.pull(r, 'force', true, `catch-up pull ${r.name} (--force --unpin)`)))
     for (const s of settled) if (s.status === 'rejected') throw s.reason
+    passed = true
   } finally {
     await server?.stop()
-    rmSync(dir, { recursive: true, force: true })
+    if (passed || !KEEP_FAILED) rmSync(dir, { recursive: true, force: true })
     stats.seconds += (Date.now() - started) / 1000
   }
 }

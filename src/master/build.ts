@@ -154,7 +154,8 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     for (const w of scan.warnings) log(`warning: ${w}`)
     if (changed.size === 0 && scan.deleted.length === 0) {
       // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
-      await removeObjects(layout, [delta.archive.path, delta.manifest.path])
+      // The objects just written are left for prune: named by content, they may be byte for byte
+      // ones a published snapshot already names (an empty delta archive is always the same).
       await writeIndex(layout.index(latest.id), latest.id, scan.index)
       const counts = countTree(scan.index)
       return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...counts, changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
@@ -274,10 +275,6 @@ function readExpected(reader: SourceReader, path: string, value: string): Buffer
   const read = reader.read(rec)
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
   return read.data
-}
-
-async function removeObjects(layout: StoreLayout, relPaths: readonly string[]): Promise<void> {
-  for (const p of relPaths) await rm(layout.object(p), { force: true })
 }
 
 /** Record, index, pointer: in this order (see the module comment), each written atomically. */

@@ -144,7 +144,12 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
   const plan = planPull({ baseId, latestId: latest.id, records, cached: (sha) => cachedShas.has(sha) })
   log(`plan: ${describePlan(plan)} into tree ${slot}`)
-  if (opts.swap && state.live) checkMassDeletion(records, state.live.id, latest, opts.maxDeletePercent ?? 20, opts.force ?? false)
+  if (opts.swap && state.live) {
+    // The live snapshot may predate the pointer's chain (a full came since): its record is cached.
+    const liveRecord = records.get(state.live.id) ?? (await loadCachedRecord(layout, state.live.id))
+    if (liveRecord) records.set(liveRecord.id, liveRecord)
+    checkMassDeletion(records, state.live.id, latest, opts.maxDeletePercent ?? 20, opts.force ?? false)
+  }
 
   let applied: ApplyStats
   try {

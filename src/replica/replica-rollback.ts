@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { planPull } from '../core/chain-plan.js'
 import { NoSnapshotError, SnapshotError, UsageError } from '../core/errors.js'
 import { recordObjects } from '../core/snapshot-record.js'
@@ -74,6 +74,7 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
     return { from: live.id, to: toId, instant, pinned: true }
   } finally {
     lock.release()
+    await rm(layout.trashDir, { recursive: true, force: true }).catch(() => undefined) // a rebuilt tree's predecessor
   }
 }
 
