@@ -33,7 +33,11 @@ export async function writeCompressedObject<T>(
         crashPoint('object:chunk')
       }
     })()
-    pump.catch((err: unknown) => compressor.destroy(err as Error)) // unblocks a writer waiting for 'drain'
+    let pumpError: unknown
+    pump.catch((err: unknown) => {
+      pumpError = err
+      compressor.destroy(err as Error) // unblocks a writer waiting for 'drain'
+    })
     const write = async (chunk: Buffer): Promise<void> => {
       if (!compressor.write(chunk)) await once(compressor, 'drain')
     }
@@ -45,7 +49,7 @@ export async function writeCompressedObject<T>(
     } catch (err) {
       compressor.destroy()
       await pump.catch(() => undefined)
-      throw err
+      throw pumpError ?? err // the disk's error (ENOSPC) is the cause; the compressor's abort only follows it
     }
     const sha256 = hash.digest('hex')
     return { result: { result, sha256 }, finalPath: join(objectsDir, `${sha256}.${ext}`) }
