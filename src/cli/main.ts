@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings'
+import { Command, CommanderError, Option } from '@commander-js/extra-typings'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
@@ -7,7 +7,8 @@ import { registerListCommand } from './list-command.js'
 import { registerPruneCommand } from './prune-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
-import { makeOutput, parseWholeNumber } from './output.js'
+import { makeOutput } from './output.js'
+import { checked, collect, ratio, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { checkCronExpression, checkTimezone } from './scheduler.js'
 import { serveCommand } from './serve-command.js'
@@ -15,38 +16,9 @@ import { statusCommand, unpinCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
 
 /**
- * The entry point: parses flags, runs one command, and maps errors to the documented exit codes.
- * The only place that calls process.exit.
+ * The entry point: parses flags, runs one command, and maps errors to the documented exit codes
+ * (bin/snapshot sets the process's exit code from what main returns; nothing else exits).
  */
-export function number(name: string, min: number, max: number) {
-  const parse = parseWholeNumber(name, min, max)
-  return (value: string): number => {
-    try {
-      return parse(value)
-    } catch (err) {
-      throw new InvalidArgumentError((err as Error).message)
-    }
-  }
-}
-export function ratio(value: string): number {
-  const n = Number(value)
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`takes a positive number, not '${value}'`)
-  return n
-}
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value]
-}
-/** Makes a checker that throws a plain Error into an option parser that commander reports. */
-export function checked<T>(check: (value: string) => T) {
-  return (value: string): T => {
-    try {
-      return check(value)
-    } catch (err) {
-      throw new InvalidArgumentError((err as Error).message)
-    }
-  }
-}
-
 export function makeProgram(): Command {
   const program = new Command('snapshot')
     .description('Distribute a tree of millions of tiny files: build hourly snapshots on a master, pull --swap them on replicas over HTTP.')
@@ -71,12 +43,12 @@ export function makeProgram(): Command {
     .option('--key <file>', 'ed25519 private key (from `snapshot keygen`) that signs the snapshot')
     .option('--full', 'write a full archive whatever the policy says')
     .option('--full-ratio <r>', 'write a full once the deltas since the last full reach this share of its size', ratio, 1.0)
-    .option('--max-chain <n>', 'write a full once this many deltas follow the last one', number('--max-chain', 1, 100000), 48)
-    .option('--keep <n>', 'after each build, prune to the N most recent snapshots (see `snapshot prune`); default: keep all', number('--keep', 1, 1_000_000))
-    .option('--grace <seconds>', 'with --keep: leave what a pull in progress may still fetch for this long', number('--grace', 0, 10 * 365 * 86400), 3600)
+    .option('--max-chain <n>', 'write a full once this many deltas follow the last one', wholeNumber('--max-chain', 1, 100000), 48)
+    .option('--keep <n>', 'after each build, prune to the N most recent snapshots (see `snapshot prune`); default: keep all', wholeNumber('--keep', 1, 1_000_000))
+    .option('--grace <seconds>', 'with --keep: leave what a pull in progress may still fetch for this long', wholeNumber('--grace', 0, 10 * 365 * 86400), 3600)
     .option('--cron <expr>', 'keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
-    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', number('--jitter', 0, 86400), 0)
+    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', wholeNumber('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object (id, kind, counts, sizes)')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
@@ -86,10 +58,10 @@ export function makeProgram(): Command {
     .description('Serve a store over HTTP (GET and HEAD, Range, ETag): objects cached forever, the pointer never.')
     .requiredOption('--store <dir>', 'the store directory')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--port <n>', 'port (0: any free port)', number('--port', 0, 65535), 8080)
+    .option('--port <n>', 'port (0: any free port)', wholeNumber('--port', 0, 65535), 8080)
     .addOption(new Option('--token <token>', 'require "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--header-timeout <seconds>', 'drop a client that has not sent its whole request head within this time', number('--header-timeout', 1, 3600), 10)
-    .option('--idle-timeout <seconds>', 'drop a connection with no traffic either way for this long (a stalled download)', number('--idle-timeout', 1, 86400), 30)
+    .option('--header-timeout <seconds>', 'drop a client that has not sent its whole request head within this time', wholeNumber('--header-timeout', 1, 3600), 10)
+    .option('--idle-timeout <seconds>', 'drop a connection with no traffic either way for this long (a stalled download)', wholeNumber('--idle-timeout', 1, 86400), 30)
     .option('--json', 'print the URL as JSON')
     .option('--quiet', 'no request log on stderr')
     .action(async (o) => serveCommand(o, makeOutput(o)))
@@ -102,21 +74,21 @@ export function makeProgram(): Command {
     .option('--pubkey <file>', 'trusted ed25519 public key; repeat during a key rotation', collect, [] as string[])
     .option('--swap', 'make the new snapshot live at once (otherwise it is only staged: see `snapshot swap`)')
     .option('--state <dir>', 'where trees and downloads live (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'trees to keep: the live one, one to build in, more for instant rollback', number('--trees', 2, 26), 2)
+    .option('--trees <n>', 'trees to keep: the live one, one to build in, more for instant rollback', wholeNumber('--trees', 2, 26), 2)
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--retries <n>', 'retries of a failed download, with backoff', number('--retries', 0, 100), 5)
-    .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', number('--timeout', 1, 3600), 30)
-    .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', number('--wait', 0, 86400), 0)
+    .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
+    .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
+    .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', wholeNumber('--wait', 0, 86400), 0)
     .option('--unpin', 'clear the pin a rollback left, then pull as usual')
-    .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', number('--max-delete', 0, 100), 20)
+    .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', wholeNumber('--max-delete', 0, 100), 20)
     .option('--force', 'swap even when the mass-deletion guard trips')
     .option('--pre-swap <command>', 'health check run (sh -c) before the swap; a non-zero exit vetoes it (env: SNAPSHOT_ID, SNAPSHOT_TREE, SNAPSHOT_TARGET)')
     .option('--post-swap <command>', 'command run (sh -c) after a successful swap, e.g. a web server reload')
-    .option('--hook-timeout <seconds>', 'kill a hook that runs longer', number('--hook-timeout', 1, 86400), 300)
-    .option('--max-age <seconds>', 'exit 13 when the store\'s newest snapshot is older than this (a frozen mirror or a stopped master); 0: never', number('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
+    .option('--hook-timeout <seconds>', 'kill a hook that runs longer', wholeNumber('--hook-timeout', 1, 86400), 300)
+    .option('--max-age <seconds>', 'exit 13 when the store\'s newest snapshot is older than this (a frozen mirror or a stopped master); 0: never', wholeNumber('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
     .option('--cron <expr>', 'keep running and pull on this cron schedule (an optional 6th, leading field is seconds); pulls once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
-    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', number('--jitter', 0, 86400), 0)
+    .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', wholeNumber('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => pullCommand(o, makeOutput(o)))
@@ -126,8 +98,8 @@ export function makeProgram(): Command {
     .description('Make the snapshot that `pull` staged go live, atomically.')
     .requiredOption('--target <path>', 'the live path')
     .option('--state <dir>', 'the replica state directory (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'trees kept (as given to pull)', number('--trees', 2, 26), 2)
-    .option('--wait <seconds>', 'wait this long for a running pull', number('--wait', 0, 86400), 0)
+    .option('--trees <n>', 'trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
+    .option('--wait <seconds>', 'wait this long for a running pull', wholeNumber('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => swapCommand(o, makeOutput(o)))
@@ -148,11 +120,11 @@ function replicaCommand(program: Command, name: string, description: string) {
     .description(description)
     .requiredOption('--target <path>', 'the live path of the replica')
     .option('--state <dir>', 'the replica state directory (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'trees kept (as given to pull)', number('--trees', 2, 26), 2)
+    .option('--trees <n>', 'trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
     .option('--from <url|dir>', 'the store, when it must be asked')
     .option('--pubkey <file>', 'trusted ed25519 public key (repeatable)', collect, [] as string[])
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--wait <seconds>', 'wait this long for a running pull', number('--wait', 0, 86400), 0)
+    .option('--wait <seconds>', 'wait this long for a running pull', wholeNumber('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
 }
@@ -160,7 +132,7 @@ function replicaCommand(program: Command, name: string, description: string) {
 function registerReplicaCommands(program: Command): void {
   replicaCommand(program, 'unpin', 'Let pulls move a replica that a rollback pinned.').action(async (o) => unpinCommand(o, makeOutput(o)))
   replicaCommand(program, 'status', 'What a replica serves and since when, staged and pinned snapshots, the last pull, and (with --from) its lag behind the store. Exit 13 when the newest snapshot seen is older than --max-age.')
-    .option('--max-age <seconds>', 'exit 13 when the newest snapshot seen is older than this; 0: never', number('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
+    .option('--max-age <seconds>', 'exit 13 when the newest snapshot seen is older than this; 0: never', wholeNumber('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
     .action(async (o) => statusCommand(o, makeOutput(o)))
 }
 

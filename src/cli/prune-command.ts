@@ -1,6 +1,7 @@
-import { InvalidArgumentError, type Command } from '@commander-js/extra-typings'
+import type { Command } from '@commander-js/extra-typings'
 import { DEFAULT_GRACE_SECONDS, describeIds, pruneStore, type PruneResult } from '../master/prune.js'
-import { formatBytes, makeOutput, parseWholeNumber, type Output } from './output.js'
+import { wholeNumber } from './option-parsers.js'
+import { formatBytes, makeOutput, type Output } from './output.js'
 
 export interface PruneCommandOptions {
   store: string
@@ -27,16 +28,6 @@ export function describePrune(r: PruneResult): string[] {
   ]
 }
 
-export function wholeNumber(name: string, min: number, max: number) {
-  const parse = parseWholeNumber(name, min, max)
-  return (value: string): number => {
-    try {
-      return parse(value)
-    } catch (err) {
-      throw new InvalidArgumentError((err as Error).message)
-    }
-  }
-}
 
 export function registerPruneCommand(program: Command): void {
   program

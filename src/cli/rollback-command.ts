@@ -4,7 +4,7 @@ import { replicaRollbackCommand } from './replica-commands.js'
 import { describeRollback, fleetRollback } from '../master/fleet-rollback.js'
 import { readPrivateKeyFile } from './keys.js'
 import { makeOutput, type Output } from './output.js'
-import { wholeNumber } from './prune-command.js'
+import { wholeNumber } from './option-parsers.js'
 
 export interface FleetRollbackCommandOptions {
   store: string

@@ -1,7 +1,7 @@
 import { Option, type Command } from '@commander-js/extra-typings'
 import { UsageError } from '../core/errors.js'
 import { verifyTargetCommand } from './replica-commands.js'
-import { wholeNumber } from './prune-command.js'
+import { wholeNumber } from './option-parsers.js'
 import { StoreVerifyError, verifyStore } from '../master/verify-store.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
