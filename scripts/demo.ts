@@ -44,6 +44,9 @@ async function main(): Promise<void> {
   say(`1. generating a sample tree of ${files} playlists in ${master}`)
   const corpus = await generateCorpus({ files, out: master, seed: 'demo' })
   say(`   ${corpus.files} files in ${corpus.dirs} directories (${(corpus.bytes / 1e6).toFixed(1)} MB) in ${corpus.seconds.toFixed(1)} s`)
+  // A build reads again any file written in the two seconds before its scan (the clock could hide
+  // a second write): a real tree is older than that, so let the fresh sample age past it.
+  await new Promise((r) => setTimeout(r, 2100))
   snapshot(['keygen', '--out', keys])
   say(`2. signing key: ${keys}/snapshot.key; replicas trust ${keys}/snapshot.pub`)
 
@@ -75,6 +78,7 @@ async function main(): Promise<void> {
     for (let hour = 1; hour <= 2; hour++) {
       const m = await mutateCorpus({ out: master, seed: `demo-hour-${hour}` })
       say(`5.${hour} one hour of change: ${m.modified} edited, ${m.deleted} deleted, ${m.added} added`)
+      await new Promise((r) => setTimeout(r, 2100))
       build()
       pullAll()
     }
