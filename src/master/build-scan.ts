@@ -3,7 +3,6 @@ import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import { scanTree, statSigOf, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, indexValue, racyValue, sigOf, type MasterIndex } from './master-index.js'
-import type { ArchiveSink } from './archive-writer.js'
 import type { SourceReader } from './source-reader.js'
 
 /**
@@ -111,4 +110,3 @@ export function byPath(a: { path: string }, b: { path: string }): number {
   return a.path < b.path ? -1 : a.path > b.path ? 1 : 0
 }
 
-export type { ArchiveSink }

@@ -122,11 +122,15 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const changed = scan.changed // directories and symlinks so far; files join as they are read
   const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
   let kept = 0
+  const unchanged = (previous: SnapshotRecord): BuildResult => ({
+    created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...countTree(scan.index),
+    changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed(),
+  })
 
   let delta: ArchivePair | undefined
   if (hasBase && latest && scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0) {
     for (const w of scan.warnings) log(`warning: ${w}`)
-    return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...countTree(scan.index), changed: 0, deleted: 0, filesRead: 0, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
+    return unchanged(latest)
   }
   if (hasBase && latest) {
     log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
@@ -157,8 +161,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
       // The objects just written are left for prune: named by content, they may be byte for byte
       // ones a published snapshot already names (an empty delta archive is always the same).
       await writeIndex(layout.index(latest.id), latest.id, scan.index)
-      const counts = countTree(scan.index)
-      return { created: false, id: latest.id, kind: latest.kind, parent: latest.parent, fullReason: null, ...counts, changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed() }
+      return unchanged(latest)
     }
   }
   const decision = hasBase && pointer
