@@ -30,11 +30,17 @@ test('a delta build reads only the changed files; a delta pull writes only the c
   const source = join(dir, 'master')
   const store = join(dir, 'store')
   const replica = join(dir, 'replica')
+  const spared = join(dir, 'spared') // keeps three trees: a spare caught up after each swap
   mkdirSync(store)
   await generateCorpus({ files: FILES, out: source, seed: 'flat' })
   await settle()
   const build = () => runJson<{ id: number; filesRead: number; changed: number; deleted: number }>(['build', '--source', source, '--store', store, '--quiet'])
-  const pull = () => runJson<{ id: number; applied: { filesWritten: number; deleted: number } }>(['pull', '--from', store, '--target', replica, '--swap', '--quiet'])
+  type Pulled = { id: number; applied: { filesWritten: number; deleted: number }; catchUp: { slot: string; id: number; filesWritten: number; error?: string } | null }
+  const pullInto = (target: string, trees: number) => runJson<Pulled>(['pull', '--from', store, '--target', target, '--swap', '--quiet', '--trees', String(trees)])
+  const pull = async () => {
+    await pullInto(spared, 3)
+    return pullInto(replica, 2)
+  }
 
   const first = await build()
   assert.equal(first.filesRead, FILES)
@@ -51,9 +57,19 @@ test('a delta build reads only the changed files; a delta pull writes only the c
   const b = await build()
   assert.equal(b.filesRead, hour.modified + hour.added, 'a delta build reads the changed files and nothing else')
   assert.equal(b.deleted, hour.deleted)
-  const p = await pull()
+  const p = await pullInto(replica, 2)
   // The recycled tree replays the last two hours: at most twice the changes, never the tree.
   assert.ok(p.applied.filesWritten <= 2 * (hour.modified + hour.added) + 20, `wrote ${p.applied.filesWritten} files for ${hour.modified + hour.added} changes`)
   assert.ok(p.applied.filesWritten < FILES / 20)
   assert.deepEqual(treeDiff(source, replica), [])
+
+  // With a spare tree, the pull applies this hour alone before it swaps, and then catches up the
+  // spare (the oldest tree) with the two hours it missed, after the swap.
+  const s = await pullInto(spared, 3)
+  const changes = hour.modified + hour.added + hour.deleted
+  assert.ok(s.applied.filesWritten + s.applied.deleted <= changes + 20, `with a spare, wrote ${s.applied.filesWritten} files and deleted ${s.applied.deleted} for ${changes} changes`)
+  assert.ok(s.catchUp && !s.catchUp.error && s.catchUp.id === s.id, `caught up: ${JSON.stringify(s.catchUp)}`)
+  assert.ok(s.catchUp.filesWritten <= 2 * (hour.modified + hour.added) + 20)
+  assert.deepEqual(treeDiff(source, spared), [])
+  assert.deepEqual(treeDiff(source, join(dir, '.spared.snapshot', 'trees', s.catchUp.slot)), [], 'the caught-up spare equals the live tree')
 })

@@ -67,6 +67,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
       : [
           `${r.action === 'swapped' ? 'swapped' : 'staged (run `snapshot swap` to go live)'}: snapshot ${r.id}${r.previousId !== null ? ` (was ${r.previousId})` : ''} in ${r.seconds.toFixed(2)} s`,
           ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),
+          ...(r.catchUp && !r.catchUp.error ? [`caught up the spare tree ${r.catchUp.slot} to snapshot ${r.catchUp.id} (${r.catchUp.filesWritten} files) in ${r.catchUp.seconds.toFixed(2)} s`] : []),
         ]
   out.result(r, human)
   checkFreshness(r.latestCreated, opts.maxAge, Date.now())

@@ -17,6 +17,7 @@ import { ensureObject, isCached } from './object-cache.js'
 import { ReplicaLayout } from './replica-layout.js'
 import { runHook } from './swap-hooks.js'
 import { freshState, loadState, saveState, type ReplicaState } from './replica-state.js'
+import { catchUpSlot, chooseSlot, slotBase } from './slot-policy.js'
 
 /**
  * `snapshot pull`: bring a tree that is not live up to the store's latest snapshot, verify it,
@@ -59,7 +60,20 @@ export interface PullResult {
   readonly applied: ApplyStats
   /** When the store's latest snapshot was built (its signed time); null when pinned. */
   readonly latestCreated: string | null
+  /** Wall-clock time (epoch ms) of the swap's rename; null when nothing was swapped. */
+  readonly swappedAtMs: number | null
+  /** The spare tree brought up to the new live snapshot after the swap (three or more trees). */
+  readonly catchUp: CatchUpResult | null
   readonly seconds: number
+}
+
+export interface CatchUpResult {
+  readonly slot: string
+  readonly id: number
+  readonly filesWritten: number
+  readonly seconds: number
+  /** Set when the catch-up failed: the swap stands, the spare stays dirty and the next pull replays it. */
+  readonly error?: string
 }
 
 const POINTER_MAX_BYTES = 4 << 20
@@ -81,7 +95,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
   let state = (await loadState(layout.stateFile, slots)) ?? freshState(slots)
   try {
-    const result = await pullLocked(opts, layout, state, log, started)
+    const result = await pullLocked(opts, layout, state, slots, log, started)
     state = (await loadState(layout.stateFile, slots)) ?? state
     state.lastPull = { at: now().toISOString(), ok: true, id: result.id }
     await saveState(layout.stateFile, state)
@@ -98,13 +112,13 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   }
 }
 
-async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, started: bigint): Promise<PullResult> {
+async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, slots: readonly string[], log: (l: string) => void, started: bigint): Promise<PullResult> {
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
   const noWork: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   if (state.pinned && !opts.unpin) {
     log(`pinned at snapshot ${state.pinned.id} since ${state.pinned.since} (${state.pinned.reason}): nothing changed; \`snapshot pull --unpin\` or \`snapshot unpin\` resumes pulls`)
     const id = state.live?.id ?? state.pinned.id
-    return { action: 'pinned', id, previousId: id, plan: null, applied: noWork, latestCreated: null, seconds: seconds() }
+    return { action: 'pinned', id, previousId: id, plan: null, applied: noWork, latestCreated: null, swappedAtMs: null, catchUp: null, seconds: seconds() }
   }
   if (state.pinned) {
     log(`unpinned (was pinned at snapshot ${state.pinned.id})`)
@@ -124,13 +138,14 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   if (state.live?.id === latest.id) {
     log(`up to date at snapshot ${latest.id}`)
     await saveState(layout.stateFile, state)
-    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, seconds: seconds() }
+    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, swappedAtMs: null, catchUp: null, seconds: seconds() }
   }
   if (state.staged?.id === latest.id && state.slots[state.staged.slot]?.status === 'ready') {
     log(`snapshot ${latest.id} is already staged`)
     await saveState(layout.stateFile, state)
-    if (opts.swap) await swapToStaged(layout, state, log, opts.hooks)
-    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, seconds: seconds() }
+    const swappedAtMs = opts.swap ? await swapToStaged(layout, state, log, opts.hooks) : null
+    const catchUp = opts.swap ? await catchUpSpare(opts, layout, state, slots, pointer, new Map(), log) : null
+    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, swappedAtMs, catchUp, seconds: seconds() }
   }
 
   for (const [name, st] of Object.entries(state.slots)) {
@@ -138,11 +153,9 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   }
   const slot = chooseSlot(state)
   const slotState = state.slots[slot]!
-  const baseId = slotState.status === 'ready' ? slotState.id : slotState.status === 'dirty' ? slotState.base : null
+  const baseId = slotBase(slotState)
   const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, baseId)
-  const cachedShas = new Set<string>()
-  for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
-  const plan = planPull({ baseId, latestId: latest.id, records, cached: (sha) => cachedShas.has(sha) })
+  const plan = await planFor(layout, records, baseId, latest.id)
   log(`plan: ${describePlan(plan)} into tree ${slot}`)
   if (opts.swap && state.live) {
     // The live snapshot may predate the pointer's chain (a full came since): its record is cached.
@@ -161,7 +174,8 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   state.staged = { slot, id: latest.id }
   await saveState(layout.stateFile, state)
   log(`snapshot ${latest.id} staged in tree ${slot}`)
-  if (opts.swap) await swapToStaged(layout, state, log, opts.hooks)
+  const swappedAtMs = opts.swap ? await swapToStaged(layout, state, log, opts.hooks) : null
+  const catchUp = opts.swap ? await catchUpSpare(opts, layout, state, slots, pointer, records, log) : null
   await pruneObjectCache(layout, state, records)
   return {
     action: opts.swap ? 'swapped' : 'staged',
@@ -170,7 +184,44 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
     plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
     applied,
     latestCreated: latest.created,
+    swappedAtMs,
+    catchUp,
     seconds: seconds(),
+  }
+}
+
+async function planFor(layout: ReplicaLayout, records: ReadonlyMap<number, SnapshotRecord>, baseId: number | null, latestId: number): Promise<PullPlan> {
+  const cachedShas = new Set<string>()
+  for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
+  return planPull({ baseId, latestId, records, cached: (sha) => cachedShas.has(sha) })
+}
+
+/**
+ * After a swap, with three or more trees: bring the oldest spare up to the new live snapshot (the
+ * objects are mostly cached already), so the next pull replays one hour, not two, before it can
+ * swap. It runs after the swap, off the critical path; a failure is reported, not thrown: the
+ * swap stands, and the spare stays dirty for the next pull to replay. `records` gains what it read.
+ */
+async function catchUpSpare(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, slots: readonly string[], pointer: PointerPayload, records: Map<number, SnapshotRecord>, log: (l: string) => void): Promise<CatchUpResult | null> {
+  const slot = catchUpSlot(state, slots)
+  const live = state.live
+  if (!slot || !live) return null
+  const started = process.hrtime.bigint()
+  const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
+  try {
+    const baseId = slotBase(state.slots[slot]!)
+    const liveRecord = records.get(live.id) ?? (pointer.latest.id === live.id ? pointer.latest : await loadCachedRecord(layout, live.id))
+    if (!liveRecord) throw new SnapshotError(`the record of the live snapshot ${live.id} is not cached`)
+    for (const [id, r] of await collectRecords(opts.source, layout, opts.trustedKeys, pointer, baseId, liveRecord)) records.set(id, r)
+    const plan = await planFor(layout, records, baseId, live.id)
+    log(`catching up tree ${slot}: ${describePlan(plan)}`)
+    const applied = await buildInSlot(layout, state, slot, liveRecord, plan, opts.source, log)
+    log(`tree ${slot} caught up to snapshot ${live.id}`)
+    return { slot, id: live.id, filesWritten: applied.filesWritten, seconds: seconds() }
+  } catch (err) {
+    const message = asSnapshotError(err, `catching up tree ${slot}`).message
+    log(`warning: could not catch up tree ${slot} (${message}); the next pull replays it`)
+    return { slot, id: live.id, filesWritten: 0, seconds: seconds(), error: message }
   }
 }
 
@@ -264,22 +315,6 @@ export async function fetchPointer(source: ObjectSource, keys: readonly KeyObjec
 }
 
 /**
- * The tree to build in: never the live one. The oldest kept tree is recycled, so the trees hold
- * the last snapshots for instant rollback; an empty tree only when no other is left (it needs a
- * whole archive replayed).
- */
-export function chooseSlot(state: ReplicaState): string {
-  const candidates = Object.keys(state.slots).filter((s) => s !== state.live?.slot)
-  const idOf = (s: string): number | null => {
-    const st = state.slots[s]!
-    return st.status === 'ready' ? st.id : st.status === 'dirty' ? st.base : null
-  }
-  const used = candidates.filter((s) => idOf(s) !== null)
-  if (used.length === 0) return candidates[0]!
-  return used.reduce((best, s) => (idOf(s)! < idOf(best)! ? s : best))
-}
-
-/**
  * Records from the pointer, the local cache and snapshots/<id>.json, walking parents from the
  * latest back to `baseId` (or to a full archive). Each fetched record is verified like the pointer.
  */
@@ -350,7 +385,7 @@ async function emptyTree(layout: ReplicaLayout, slot: string): Promise<void> {
  * Makes the staged tree live by renaming a new symlink over PATH: readers see old or new, never a
  * gap. A pre-swap hook that fails vetoes the swap and leaves the snapshot staged.
  */
-export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, hooks: SwapHooks = {}): Promise<void> {
+export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, log: (l: string) => void, hooks: SwapHooks = {}): Promise<number> {
   crashPoint('pull:swap')
   const staged = state.staged
   if (!staged) throw new SnapshotError('nothing is staged: run `snapshot pull` first')
@@ -364,6 +399,7 @@ export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, l
     log('pre-swap hook passed')
   }
   await swapSymlink(layout.target, layout.linkValue(staged.slot))
+  const swappedAtMs = Date.now()
   state.live = { slot: staged.slot, id: staged.id, since: new Date().toISOString() }
   state.staged = null
   await saveState(layout.stateFile, state)
@@ -373,6 +409,7 @@ export async function swapToStaged(layout: ReplicaLayout, state: ReplicaState, l
     if (!r.ok) throw new HookFailedError(`swapped to snapshot ${staged.id}, but the post-swap hook failed (exit ${r.code ?? 'none'})${r.output ? `\n${r.output}` : ''}`)
     log('post-swap hook done')
   }
+  return swappedAtMs
 }
 
 /**
