@@ -2,13 +2,13 @@
 # Runs `npm run bench` on a fresh ext4 filesystem of its own (a sparse loop file), so that a
 # million-file run neither fills the machine's disk nor suffers from what other work left behind
 # (ext4 slows file creation for a while after large deletions). 1 KiB blocks: a 200-byte playlist
-# takes 1 KiB instead of 4, so 10 replicas x 2 trees of 1M files fit. Needs root (mount -o loop).
+# takes 1 KiB instead of 4, so 11 replicas x 3 trees of 1M files fit (~50M inodes). Needs root (mount -o loop).
 #
-#   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 40000000]
+#   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
-inodes=40000000
+inodes=50000000
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
