@@ -18,16 +18,17 @@ import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
 import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { TreeEntry } from '../core/tree-entry.js'
-import { linkTargetProblem, parentOf, pathProblem } from '../core/tree-path.js'
+import { parentOf } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
+import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 
 /**
  * Applies one archive to a tree that is not live (a staging slot): the manifest's deletions first,
- * then each archive entry, checked in lockstep against the manifest (same path, type, size, bytes
- * hashing to the manifest's sha256). Writes are synchronous: a million tiny files cannot afford a
- * promise each. Every write goes through a directory proven real (not a symlink) under the root,
- * so no entry can write outside the tree. Re-applying after a crash is safe: every step is
- * idempotent.
+ * then each archive entry, checked in lockstep against the manifest (same path, type, mode, size,
+ * link target, bytes hashing to the manifest's sha256). Writes are synchronous: a million tiny
+ * files cannot afford a promise each. Every write goes through a directory proven real (not a
+ * symlink) under the root, so no entry can write outside the tree. Re-applying after a crash is
+ * safe: every step is idempotent.
  */
 export interface ApplyStats {
   filesWritten: number
@@ -52,16 +53,8 @@ export interface ApplyInput {
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   const applier = new Applier(input.root, input.manifest, input.onProgress)
   applier.applyDeletions()
-  const reader = new TarReader(applier)
-  let seen = 0
   try {
-    for await (const chunk of input.tarChunks) {
-      seen += chunk.length
-      if (seen > input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${input.tarBytes} bytes it declares`)
-      reader.write(chunk)
-    }
-    if (seen !== input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${input.tarBytes}`)
-    reader.close()
+    await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes)
     applier.finish()
     input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
   } finally {
@@ -75,8 +68,9 @@ class Applier {
   readonly stats: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   /** Slot-relative paths proven to be real directories ('' is the root). */
   private readonly realDirs = new Set<string>([''])
-  private pending: TreeEntry | null = null
-  private deletionsDone = false
+  private readonly lockstep: ManifestLockstep
+  /** The entry being applied, between the tar's entry() and end(). */
+  private current: TreeEntry | null = null
   private fd: number | null = null
   private hash: Hash | null = null
   private written = 0
@@ -85,37 +79,23 @@ class Applier {
 
   constructor(
     private readonly root: string,
-    private readonly manifest: ManifestCursor,
+    manifest: ManifestCursor,
     private readonly onProgress?: (entries: number, bytes: number) => void,
-  ) {}
+  ) {
+    this.lockstep = new ManifestLockstep(manifest)
+  }
 
   applyDeletions(): void {
-    for (;;) {
-      const line = this.manifest.next()
-      if (line === null) break
-      if (line.kind === 'entry') {
-        this.pending = line.entry
-        break
-      }
+    this.lockstep.deletions((path) => {
       // Under a missing or non-directory parent the path is already gone (a replay after a crash):
       // and a symlinked parent is never followed.
-      if (this.isRealDir(parentOf(line.path))) this.removeAny(line.path)
+      if (this.isRealDir(parentOf(path))) this.removeAny(path)
       this.stats.deleted++
-    }
-    this.deletionsDone = true
+    })
   }
 
   entry(h: TarEntryHeader): void {
-    const expected = this.nextExpected()
-    if (!expected || expected.path !== h.path) {
-      // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
-      // either way. Say why an unsafe one is unsafe, rather than only that it was unexpected.
-      const problem = pathProblem(h.path)
-      if (problem) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is unsafe (${problem})`)
-      if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
-      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
-    }
-    if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
+    const expected = this.lockstep.match(h)
     this.ensureRealDir(parentOf(h.path))
     const abs = join(this.root, h.path)
     switch (expected.type) {
@@ -123,20 +103,15 @@ class Applier {
         this.makeDir(h.path, abs, expected.mode)
         break
       case 'l':
-        if (h.linkpath !== expected.target) {
-          const problem = linkTargetProblem(h.path, h.linkpath)
-          throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
-        }
         this.makeLink(h.path, abs, expected.target)
         break
       case 'f':
-        if (h.size !== expected.size) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
         this.fd = this.openForWrite(h.path, abs, expected.mode)
         this.hash = createHash('sha256')
         this.written = 0
         break
     }
-    this.pending = expected
+    this.current = expected
   }
 
   data(chunk: Buffer): void {
@@ -148,8 +123,8 @@ class Applier {
   }
 
   end(): void {
-    const e = this.pending
-    this.pending = null
+    const e = this.current
+    this.current = null
     if (this.onProgress && ++this.entries % 4096 === 0) this.onProgress(this.entries, this.stats.bytesWritten)
     if (!e || e.type !== 'f') return
     const fd = this.fd!
@@ -169,25 +144,12 @@ class Applier {
 
   /** After the last archive entry: the manifest must have nothing left. */
   finish(): void {
-    const rest = this.nextExpected()
-    if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
+    this.lockstep.finish()
   }
 
   abort(): void {
     if (this.fd !== null) closeSync(this.fd)
     this.fd = null
-  }
-
-  private nextExpected(): TreeEntry | null {
-    if (this.pending) {
-      const e = this.pending
-      this.pending = null
-      return e
-    }
-    const line = this.manifest.next()
-    if (line === null) return null
-    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${JSON.stringify(line.path)} after the entries`)
-    return line.entry
   }
 
   /** Proves `rel` is a real directory inside the root, ancestors first (lstat follows nothing at the end, but the kernel follows links in the middle). */

@@ -240,6 +240,8 @@ export const HOSTILE_ARCHIVES: readonly HostileArchive[] = [
   { name: 'archive order that differs from the manifest', code: REFUSED, message: /archive entry "b\.m3u" is not the one the manifest names next \("a\.m3u"\)/, make: () => d(tarOf(tarFile('b.m3u'), tarFile('a.m3u')), [fLine('a.m3u'), fLine('b.m3u')]) },
   { cli: true, name: 'a size in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": 4 bytes in the archive, 5 in the manifest/, make: () => d(OK.tar, [fLine('new.m3u', 'new!\n')]) },
   { cli: true, name: "bytes that differ from the manifest's sha256", code: VERIFY, message: /"new\.m3u": sha256 is [0-9a-f]{64}, the manifest says/, make: () => d(OK.tar, [fLine('new.m3u', 'NEW\n')]) },
+  { cli: true, name: 'a mode in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": mode 4755 in the archive, 755 in the manifest/, make: () => d(tarOf(tarFile('new.m3u', 'new\n', { mode: 0o4755 })), [fLine('new.m3u', 'new\n', 0o755)]) },
+  { name: "a directory's mode in the tar that differs from the manifest", code: REFUSED, message: /"new": mode 777 in the archive, 700 in the manifest/, make: () => d(tarOf(tarDir('new', 0o777)), [dLine('new', 0o700)]) },
   { name: 'a type in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": the archive and the manifest disagree on its type/, make: () => d(tarOf(tarDir('new.m3u')), OK.lines) },
   { name: "a pax size that differs from the header's", code: REFUSED, message: /"new\.m3u": its pax size differs/, make: () => d(Buffer.concat([paxHeader([['size', '9']]), OK.tar]), OK.lines) },
 
