@@ -4,7 +4,8 @@ import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync,
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { SnapshotError } from '../src/core/errors.js'
+import { SnapshotError, VerifyError } from '../src/core/errors.js'
+import { digestOf } from '../src/core/tree-digest.js'
 import { applyArchive } from '../src/replica/apply-archive.js'
 import { ManifestCursor } from '../src/replica/manifest-cursor.js'
 import {
@@ -16,6 +17,8 @@ import {
   fLine,
   HOSTILE_ARCHIVES,
   lLine,
+  manifestOf,
+  sha256,
   tarDir,
   tarFile,
   tarLink,
@@ -205,5 +208,47 @@ test('NFC and NFD spellings are two names, both applied', async () => {
     assert.equal(readFileSync(join(w.root, 'cafe\u0301.m3u'), 'utf8'), 'nfd\n')
   } finally {
     rmSync(w.work, { recursive: true, force: true })
+  }
+})
+
+describe('a full archive: its bytes, hashed as written, must add up to the signed tree digest', () => {
+  const FULL = [dLine('d', 0o750), fLine('d/f.m3u', 'full\n', 0o640), lLine('l', 'd/f.m3u')]
+  const tar = (content: string): Buffer => tarOf(tarDir('d', 0o750), tarFile('d/f.m3u', content, { mode: 0o640 }), tarLink('l', 'd/f.m3u'))
+  const signed = digestOf([
+    { type: 'd', path: 'd', mode: 0o750 },
+    { type: 'f', path: 'd/f.m3u', mode: 0o640, size: 5, sha256: sha256('full\n') },
+    { type: 'l', path: 'l', target: 'd/f.m3u' },
+  ])
+  const applyFull = (root: string, content: string, piece?: number): Promise<unknown> => {
+    const t = tar(content)
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let o = 0; o < t.length; o += piece ?? t.length) yield t.subarray(o, o + (piece ?? t.length))
+    }
+    return applyArchive({ root, manifest: new ManifestCursor(manifestOf({ id: 1, kind: 'full', base: null }, FULL)), tarChunks: chunks(), tarBytes: t.length, expectDigest: signed })
+  }
+
+  for (const piece of [undefined, 7]) {
+    test(`the true bytes are accepted${piece ? ' (in 7-byte pieces)' : ''}`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'snapshot-apply-full-'))
+      try {
+        await applyFull(root, 'full\n', piece)
+        assert.equal(readFileSync(join(root, 'd/f.m3u'), 'utf8'), 'full\n')
+      } finally {
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+    test(`other bytes of the same size are refused, though the manifest agrees on path, size and mode${piece ? ' (in 7-byte pieces)' : ''}`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'snapshot-apply-full-'))
+      try {
+        await assert.rejects(applyFull(root, 'evil\n', piece), (err: unknown) => {
+          assert.ok(err instanceof VerifyError, String(err))
+          assert.equal(err.exitCode, 3)
+          assert.match(err.message, /the full archive adds up to tree digest [0-9a-f]{64}, the signed record says [0-9a-f]{64}/)
+          return true
+        })
+      } finally {
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
   }
 })

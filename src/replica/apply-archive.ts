@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
 import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import type { TreeEntry } from '../core/tree-entry.js'
+import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
@@ -25,10 +25,11 @@ import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 /**
  * Applies one archive to a tree that is not live (a staging slot): the manifest's deletions first,
  * then each archive entry, checked in lockstep against the manifest (same path, type, mode, size,
- * link target, bytes hashing to the manifest's sha256). Writes are synchronous: a million tiny
- * files cannot afford a promise each. Every write goes through a directory proven real (not a
- * symlink) under the root, so no entry can write outside the tree. Re-applying after a crash is
- * safe: every step is idempotent.
+ * link target). The bytes are the archive's, which the caller checked against the signed sha256;
+ * for a full archive they are also hashed as they are written, and the tree they make must add up
+ * to the signed tree digest. Writes are synchronous: a million tiny files cannot afford a promise
+ * each. Every write goes through a directory proven real (not a symlink) under the root, so no
+ * entry can write outside the tree. Re-applying after a crash is safe: every step is idempotent.
  */
 export interface ApplyStats {
   filesWritten: number
@@ -44,14 +45,15 @@ export interface ApplyInput {
   readonly tarChunks: AsyncIterable<Buffer>
   /** Exact length of the uncompressed tar: more is a bomb, less is a truncation. */
   readonly tarBytes: number
-  /** For a full archive: the digest the signed record names, checked against the manifest. */
+  /** For a full archive: the digest the signed record names, checked against the tree written. */
   readonly expectDigest?: string
   /** Called every few thousand entries with the entries and bytes applied so far. */
   readonly onProgress?: (entries: number, bytes: number) => void
 }
 
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
-  const applier = new Applier(input.root, input.manifest, input.onProgress)
+  const digest = input.expectDigest === undefined ? null : new TreeDigest()
+  const applier = new Applier(input.root, input.manifest, digest, input.onProgress)
   applier.applyDeletions()
   try {
     await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes)
@@ -60,7 +62,10 @@ export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   } finally {
     applier.abort()
   }
-  verifyApplied(input.root, input.manifest, input.expectDigest)
+  verifyApplied(input.root, input.manifest)
+  if (digest && digest.toHex() !== input.expectDigest) {
+    throw new VerifyError(`the full archive adds up to tree digest ${digest.toHex()}, the signed record says ${input.expectDigest}`)
+  }
   return applier.stats
 }
 
@@ -70,8 +75,9 @@ class Applier {
   private readonly realDirs = new Set<string>([''])
   private readonly lockstep: ManifestLockstep
   /** The entry being applied, between the tar's entry() and end(). */
-  private current: TreeEntry | null = null
+  private current: ManifestEntry | null = null
   private fd: number | null = null
+  /** Only while a digest is kept (a full archive): a delta's bytes need no hashing of their own. */
   private hash: Hash | null = null
   private written = 0
 
@@ -80,6 +86,8 @@ class Applier {
   constructor(
     private readonly root: string,
     manifest: ManifestCursor,
+    /** For a full archive: summed from the bytes as written, not from what the manifest claims. */
+    private readonly digest: TreeDigest | null,
     private readonly onProgress?: (entries: number, bytes: number) => void,
   ) {
     this.lockstep = new ManifestLockstep(manifest)
@@ -101,13 +109,15 @@ class Applier {
     switch (expected.type) {
       case 'd':
         this.makeDir(h.path, abs, expected.mode)
+        this.digest?.add(expected)
         break
       case 'l':
         this.makeLink(h.path, abs, expected.target)
+        this.digest?.add(expected)
         break
       case 'f':
         this.fd = this.openForWrite(h.path, abs, expected.mode)
-        this.hash = createHash('sha256')
+        if (this.digest) this.hash = createHash('sha256')
         this.written = 0
         break
     }
@@ -115,9 +125,9 @@ class Applier {
   }
 
   data(chunk: Buffer): void {
-    if (this.fd === null || !this.hash) throw new UnsafeArchiveError('archive data outside a file')
+    if (this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
     this.written += chunk.length
-    this.hash.update(chunk)
+    this.hash?.update(chunk)
     let off = 0
     while (off < chunk.length) off += writeSync(this.fd, chunk, off, chunk.length - off)
   }
@@ -129,15 +139,16 @@ class Applier {
     if (!e || e.type !== 'f') return
     const fd = this.fd!
     this.fd = null
-    const sha = this.hash!.digest('hex')
-    this.hash = null
     try {
       fchmodSync(fd, e.mode)
     } finally {
       closeSync(fd)
     }
     if (this.written !== e.size) throw new UnsafeArchiveError(`${JSON.stringify(e.path)}: ${this.written} bytes written, ${e.size} expected`)
-    if (sha !== e.sha256) throw new VerifyError(`${JSON.stringify(e.path)}: sha256 is ${sha}, the manifest says ${e.sha256}`)
+    if (this.hash) {
+      this.digest!.add({ ...e, sha256: this.hash.digest('hex') })
+      this.hash = null
+    }
     this.stats.filesWritten++
     this.stats.bytesWritten += e.size
   }
@@ -241,11 +252,10 @@ class Applier {
 
 /**
  * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
- * walk of the tree), and for a full archive the manifest adds up to the signed tree digest.
+ * walk of the tree).
  */
-function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: string | undefined): void {
+function verifyApplied(root: string, manifest: ManifestCursor): void {
   manifest.rewind()
-  const digest = expectDigest ? new TreeDigest() : null
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
@@ -273,14 +283,10 @@ function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: str
     }
     if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)
     const e = line.entry
-    digest?.add(e)
     const ok =
       e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
       : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
       : st.isSymbolicLink()
     if (!ok) throw new VerifyError(`after applying: ${JSON.stringify(path)} is not what the manifest says`)
-  }
-  if (digest && expectDigest && digest.toHex() !== expectDigest) {
-    throw new VerifyError(`the full manifest adds up to tree digest ${digest.toHex()}, the signed record says ${expectDigest}`)
   }
 }

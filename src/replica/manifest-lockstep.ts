@@ -1,15 +1,18 @@
 import type { TarEntryHeader, TarReader } from '../archive/tar-reader.js'
 import { UnsafeArchiveError } from '../core/errors.js'
-import type { TreeEntry } from '../core/tree-entry.js'
+import type { ManifestEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 
 /**
  * Walks an archive and its manifest side by side: the manifest's deletions first, then each tar
  * entry must be the manifest's next entry, with the same path, type, mode, size and link target.
+ * What the manifest does not say (a file's bytes) only the archive holds, vouched for by the
+ * sha256 of the whole archive in the signed record. Used by the apply and by verify --target's
+ * replay, so both refuse exactly the same archives.
  */
 export class ManifestLockstep {
-  private next: TreeEntry | null = null
+  private next: ManifestEntry | null = null
   private deletionsDone = false
 
   constructor(private readonly manifest: ManifestCursor) {}
@@ -28,7 +31,7 @@ export class ManifestLockstep {
   }
 
   /** The manifest entry archive entry `h` stands for; refuses any disagreement between the two. */
-  match(h: TarEntryHeader): TreeEntry {
+  match(h: TarEntryHeader): ManifestEntry {
     const expected = this.take()
     if (!expected || expected.path !== h.path) {
       // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
@@ -57,7 +60,7 @@ export class ManifestLockstep {
     if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
   }
 
-  private take(): TreeEntry | null {
+  private take(): ManifestEntry | null {
     if (!this.deletionsDone) throw new Error('internal: archive entries before the deletions')
     if (this.next) {
       const e = this.next
