@@ -2,7 +2,6 @@ import { createHash, type Hash } from 'node:crypto'
 import {
   closeSync,
   constants,
-  fchmodSync,
   chmodSync,
   lstatSync,
   mkdirSync,
@@ -12,6 +11,7 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync,
+  type Stats,
 } from 'node:fs'
 import { join } from 'node:path'
 import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
@@ -139,11 +139,9 @@ class Applier {
     if (!e || e.type !== 'f') return
     const fd = this.fd!
     this.fd = null
-    try {
-      fchmodSync(fd, e.mode)
-    } finally {
-      closeSync(fd)
-    }
+    // No fchmod: the file was created with its mode (less the umask), and verifyApplied's lstat
+    // fixes the few whose mode differs (a umask that masks it, a file that kept its old mode).
+    closeSync(fd)
     if (this.written !== e.size) throw new UnsafeArchiveError(`${JSON.stringify(e.path)}: ${this.written} bytes written, ${e.size} expected`)
     if (this.hash) {
       this.digest!.add({ ...e, sha256: this.hash.digest('hex') })
@@ -252,7 +250,9 @@ class Applier {
 
 /**
  * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
- * walk of the tree).
+ * walk of the tree). A regular file whose permission bits differ is given its mode here: files are
+ * opened with their mode, so only the umask or an older file kept by O_TRUNC can leave it wrong,
+ * and one chmod for those is cheaper than an fchmod for every file.
  */
 function verifyApplied(root: string, manifest: ManifestCursor): void {
   manifest.rewind()
@@ -273,9 +273,10 @@ function verifyApplied(root: string, manifest: ManifestCursor): void {
       if (line.kind === 'deleted') continue
       throw new VerifyError(`after applying: ${JSON.stringify(path)} is not below real directories`)
     }
-    let st
+    const abs = join(root, path)
+    let st: Stats
     try {
-      st = lstatSync(join(root, path))
+      st = lstatSync(abs)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if ((code === 'ENOENT' || code === 'ENOTDIR') && line.kind === 'deleted') continue
@@ -283,6 +284,10 @@ function verifyApplied(root: string, manifest: ManifestCursor): void {
     }
     if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)
     const e = line.entry
+    if (e.type === 'f' && st.isFile() && (st.mode & 0o7777) !== e.mode) {
+      chmodSync(abs, e.mode) // lstat just saw a regular file below real directories: nothing to follow
+      st = lstatSync(abs)
+    }
     const ok =
       e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
       : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
