@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { SnapshotError } from '../src/core/errors.js'
+import { SnapshotError, VerifyError } from '../src/core/errors.js'
+import { digestOf } from '../src/core/tree-digest.js'
 import { applyArchive } from '../src/replica/apply-archive.js'
 import { ManifestCursor } from '../src/replica/manifest-cursor.js'
 import {
@@ -16,6 +17,8 @@ import {
   fLine,
   HOSTILE_ARCHIVES,
   lLine,
+  manifestOf,
+  sha256,
   tarDir,
   tarFile,
   tarLink,
@@ -206,4 +209,78 @@ test('NFC and NFD spellings are two names, both applied', async () => {
   } finally {
     rmSync(w.work, { recursive: true, force: true })
   }
+})
+
+describe('a full archive: its bytes, hashed as written, must add up to the signed tree digest', () => {
+  const FULL = [dLine('d', 0o750), fLine('d/f.m3u', 'full\n', 0o640), lLine('l', 'd/f.m3u')]
+  const tar = (content: string): Buffer => tarOf(tarDir('d', 0o750), tarFile('d/f.m3u', content, { mode: 0o640 }), tarLink('l', 'd/f.m3u'))
+  const signed = digestOf([
+    { type: 'd', path: 'd', mode: 0o750 },
+    { type: 'f', path: 'd/f.m3u', mode: 0o640, size: 5, sha256: sha256('full\n') },
+    { type: 'l', path: 'l', target: 'd/f.m3u' },
+  ])
+  const applyFull = (root: string, content: string, piece?: number): Promise<unknown> => {
+    const t = tar(content)
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let o = 0; o < t.length; o += piece ?? t.length) yield t.subarray(o, o + (piece ?? t.length))
+    }
+    return applyArchive({ root, manifest: new ManifestCursor(manifestOf({ id: 1, kind: 'full', base: null }, FULL)), tarChunks: chunks(), tarBytes: t.length, expectDigest: signed })
+  }
+
+  for (const piece of [undefined, 7]) {
+    test(`the true bytes are accepted${piece ? ' (in 7-byte pieces)' : ''}`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'snapshot-apply-full-'))
+      try {
+        await applyFull(root, 'full\n', piece)
+        assert.equal(readFileSync(join(root, 'd/f.m3u'), 'utf8'), 'full\n')
+      } finally {
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+    test(`other bytes of the same size are refused, though the manifest agrees on path, size and mode${piece ? ' (in 7-byte pieces)' : ''}`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'snapshot-apply-full-'))
+      try {
+        await assert.rejects(applyFull(root, 'evil\n', piece), (err: unknown) => {
+          assert.ok(err instanceof VerifyError, String(err))
+          assert.equal(err.exitCode, 3)
+          assert.match(err.message, /the full archive adds up to tree digest [0-9a-f]{64}, the signed record says [0-9a-f]{64}/)
+          return true
+        })
+      } finally {
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+  }
+})
+
+describe('modes are exact after an apply, though files are written without fchmod', () => {
+  test('a umask that masks bits, an existing file with another mode, and a leftover setuid bit', async () => {
+    const w = newWork(({ root }) => {
+      writeTree(root, { 'keep-old.m3u': 'old contents\n', 'suid.bin': 'old\n' })
+      chmodSync(join(root, 'keep-old.m3u'), 0o600)
+      chmodSync(join(root, 'suid.bin'), 0o4755)
+      chmodSync(join(root, 'top.m3u'), 0o640)
+    })
+    const umask = process.umask(0o077) // creation drops group and other bits: verification restores them
+    try {
+      const lines = [fLine('g+w.m3u', 'shared\n', 0o664), fLine('keep-old.m3u', 'new\n', 0o644), fLine('new.m3u', 'new\n', 0o600), fLine('sticky', 's', 0o1755), fLine('suid.bin', 'new\n', 0o755), fLine('top.m3u', 'top\n', 0o444), fLine('x.sh', '#!/bin/sh\n', 0o755)]
+      const tar = tarOf(
+        tarFile('g+w.m3u', 'shared\n', { mode: 0o664 }),
+        tarFile('keep-old.m3u', 'new\n', { mode: 0o644 }),
+        tarFile('new.m3u', 'new\n', { mode: 0o600 }),
+        tarFile('sticky', 's', { mode: 0o1755 }),
+        tarFile('suid.bin', 'new\n', { mode: 0o755 }),
+        tarFile('top.m3u', 'top\n', { mode: 0o444 }),
+        tarFile('x.sh', '#!/bin/sh\n', { mode: 0o755 }),
+      )
+      await apply(w.root, deltaManifest(lines), tar)
+      const modes = Object.fromEntries(lines.map((l) => [l.p as string, (lstatSync(join(w.root, l.p as string)).mode & 0o7777).toString(8)]))
+      assert.deepEqual(modes, Object.fromEntries(lines.map((l) => [l.p as string, (l.m as number).toString(8)])))
+      assert.equal(readFileSync(join(w.root, 'keep-old.m3u'), 'utf8'), 'new\n')
+      assertOutsideUntouched(w)
+    } finally {
+      process.umask(umask)
+      rmSync(w.work, { recursive: true, force: true })
+    }
+  })
 })

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { planPull } from '../src/core/chain-plan.js'
 import { decideFull, DEFAULT_FULL_POLICY } from '../src/core/full-policy.js'
-import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, parseBodyLine } from '../src/core/manifest.js'
+import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, parseBodyLine } from '../src/core/manifest.js'
 import type { ArchivePair, SnapshotRecord } from '../src/core/snapshot-record.js'
 import { digestOf, TreeDigest } from '../src/core/tree-digest.js'
-import type { TreeEntry } from '../src/core/tree-entry.js'
+import type { ManifestEntry, TreeEntry } from '../src/core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../src/core/tree-path.js'
 import { ManifestCursor } from '../src/replica/manifest-cursor.js'
 
@@ -102,23 +102,31 @@ test('paths and link targets that could leave the tree are refused', () => {
 })
 
 test('a manifest round-trips and its order is enforced', () => {
-  const entries: TreeEntry[] = [
+  const entries: ManifestEntry[] = [
     { type: 'd', path: 'a', mode: 0o755 },
-    { type: 'f', path: 'a/f\nnewline', mode: 0o644, size: 3, sha256: sha('2') },
+    { type: 'f', path: 'a/f\nnewline', mode: 0o644, size: 3 },
     { type: 'l', path: 'a/l', target: 'f' },
   ]
-  const text = encodeHeaderLine({ manifest: 'playlist-snapshot-manifest/1', id: 2, kind: 'delta', base: 1, entries: 3, deleted: 2 }) + encodeDeletionLine('z/y') + encodeDeletionLine('z') + entries.map(encodeEntryLine).join('')
+  const text = encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'delta', base: 1, entries: 3, deleted: 2 }) + encodeDeletionLine('z/y') + encodeDeletionLine('z') + entries.map(encodeEntryLine).join('')
   const cursor = new ManifestCursor(Buffer.from(text))
   const lines = []
   for (let l = cursor.next(); l; l = cursor.next()) lines.push(l)
   assert.deepEqual(lines.map((l) => (l.kind === 'entry' ? l.entry : l.path)), ['z/y', 'z', ...entries])
-  const dup = new ManifestCursor(Buffer.from(encodeHeaderLine({ manifest: 'playlist-snapshot-manifest/1', id: 2, kind: 'full', base: null, entries: 2, deleted: 0 }) + encodeEntryLine(entries[0]!) + encodeEntryLine(entries[0]!)))
+  const dup = new ManifestCursor(Buffer.from(encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'full', base: null, entries: 2, deleted: 0 }) + encodeEntryLine(entries[0]!) + encodeEntryLine(entries[0]!)))
   dup.next()
   assert.throws(() => dup.next(), /repeated or out of order/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1, h: sha('1') }), 2), /'\.\.' segment/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1 }), 2), /'\.\.' segment/)
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'l', p: 'x', l: '/etc' }), 2), /absolute/)
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'c', p: 'x' }), 2), /unknown entry type/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'suid', m: 0o4755, s: 1, h: sha('1') }), 2), /mode/, 'setuid is never carried')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'suid', m: 0o4755, s: 1 }), 2), /mode/, 'setuid is never carried')
   assert.throws(() => parseBodyLine(JSON.stringify({ t: 'd', p: 'sgid', m: 0o2775 }), 2), /mode/, 'nor setgid')
   assert.equal(parseBodyLine(JSON.stringify({ t: 'd', p: 'tmp', m: 0o1777 }), 2).kind, 'entry', 'sticky is')
+})
+
+test('a manifest carries no per-file hash, and a format 1 manifest is refused', () => {
+  const file: TreeEntry = { type: 'f', path: 'a.m3u', mode: 0o644, size: 3, sha256: sha('3') }
+  assert.deepEqual(JSON.parse(encodeEntryLine(file)), { t: 'f', p: 'a.m3u', m: 0o644, s: 3 }, "the master's hash stays out of the manifest")
+  assert.deepEqual(parseBodyLine(encodeEntryLine(file), 2), { kind: 'entry', entry: { type: 'f', path: 'a.m3u', mode: 0o644, size: 3 } })
+  const v1 = JSON.stringify({ manifest: 'playlist-snapshot-manifest/1', id: 1, kind: 'full', base: null, entries: 0, deleted: 0 }) + '\n'
+  assert.throws(() => new ManifestCursor(Buffer.from(v1)), /unknown manifest format \(expected playlist-snapshot-manifest\/2\)/)
 })

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test, type TestContext } from 'node:test'
 import { loadPrivateKey } from '../src/core/pointer.js'
+import { digestOf } from '../src/core/tree-digest.js'
 import type { ArchivePair, SnapshotRecord } from '../src/core/snapshot-record.js'
 import { runCli, runJson, startServe } from './helpers/cli.js'
 import {
@@ -135,8 +136,33 @@ const SPECIALS: readonly Special[] = [
   {
     name: "a full archive whose entries do not add up to the record's signed tree digest",
     code: VERIFY,
-    message: /the full manifest adds up to tree digest [0-9a-f]{64}, the signed record says/,
+    message: /the full archive adds up to tree digest [0-9a-f]{64}, the signed record says/,
     make: (c) => c.full(tarOf(tarFile('only.m3u', 'x')), manifestOf({ id: 2, kind: 'full', base: null }, [fLine('only.m3u', 'x')])),
+  },
+  {
+    // Manifests carry no per-file hash: the signed tree digest is what binds a full archive's bytes.
+    name: 'a full archive whose bytes differ from those the signed tree digest names (path, size and mode all agree)',
+    code: VERIFY,
+    message: /the full archive adds up to tree digest [0-9a-f]{64}, the signed record says/,
+    make: async (c) => {
+      const pair = await c.hs.pair(tarOf(tarFile('only.m3u', 'evil\n')), manifestOf({ id: 2, kind: 'full', base: null }, [fLine('only.m3u', 'evil\n')]))
+      const treeDigest = digestOf([{ type: 'f', path: 'only.m3u', mode: 0o644, size: 5, sha256: sha256('good\n') }])
+      c.hs.publish(c.hs.snapshot(2, c.rec1, pair, 'full', { treeDigest }), [c.rec1])
+    },
+  },
+  {
+    // What a per-file hash in the manifest used to catch: other bytes in the archive. Now they are
+    // other bytes of the archive object, which its signed sha256 refuses before a byte is applied.
+    name: "a delta archive whose bytes were changed after signing (same length; the manifest untouched)",
+    code: VERIFY,
+    message: /objects\/[0-9a-f]{64}\.tar\.zst: sha256 is [0-9a-f]{64}, the signed pointer says [0-9a-f]{64}/,
+    make: async (c) => {
+      const pair = await c.hs.pair(OK.tar, deltaManifest(OK.lines))
+      c.publishPair(pair)
+      const other = await zstd(tarOf(tarFile('new.m3u', 'NEW\n')))
+      assert.equal(other.length, pair.archive.length, 'the tampered archive keeps the signed length')
+      writeFileSync(join(c.hs.dir, pair.archive.path), other)
+    },
   },
 ]
 
@@ -304,7 +330,7 @@ describe('hostile archives and manifests are refused, and nothing outside stagin
           for (let n = head.length; n < BOMB_BYTES; n += zeros.length) yield zeros
         })())
         assert.ok(zst.length < 128 << 10, `the bomb is ${zst.length} bytes compressed`)
-        const manifest = deltaManifest([{ t: 'f', p: 'bomb.bin', m: 0o644, s: BOMB_BYTES - 2048, h: sha256('') }])
+        const manifest = deltaManifest([{ t: 'f', p: 'bomb.bin', m: 0o644, s: BOMB_BYTES - 2048 }])
         c.publishPair(await c.hs.pair({ zst, tarBytes: 1536 }, manifest))
       },
       (rss) => bombRss(rss),

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -101,10 +101,16 @@ describe('replica operations', () => {
     assert.equal(ok.code, 0, ok.stderr)
     writeFileSync(join(replica, 'd2/p2.m3u'), 'tampered\n')
     unlinkSync(join(replica, 'd3/p3.m3u'))
+    // Same size, other bytes, in a file a delta wrote: only the hash replayed from the archives sees it.
+    assert.equal(readFileSync(join(replica, 'd1/p1.m3u'), 'utf8'), 'third\n')
+    writeFileSync(join(replica, 'd1/p1.m3u'), 'THIRD\n')
+    chmodSync(join(replica, 'd0/p0.m3u'), 0o600)
     const bad = await runCli(['verify', ...common(replica), '--from', server.url, '--json'])
     assert.equal(bad.code, 3, bad.stderr)
     const report = JSON.parse(bad.stdout) as { problems: { path: string; problem: string }[] }
-    assert.deepEqual(report.problems.map((p) => p.path).sort(), ['d2/p2.m3u', 'd3/p3.m3u'])
+    assert.deepEqual(report.problems.map((p) => p.path).sort(), ['d0/p0.m3u', 'd1/p1.m3u', 'd2/p2.m3u', 'd3/p3.m3u'])
+    assert.deepEqual(report.problems.find((p) => p.path === 'd1/p1.m3u')?.problem, 'content differs from the snapshot')
+    assert.match(report.problems.find((p) => p.path === 'd0/p0.m3u')!.problem, /^mode 600, the manifest says 644$/)
     await pullOk(join(dir, 'r-fresh')) // a clean one for later tests
   })
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -64,8 +65,10 @@ describe('store operations: list, verify, prune, lock, fleet rollback', () => {
     mkdirSync(source)
     mkdirSync(store)
     writeTree(source, { 'a.m3u': 'a1\n', 'b/b.m3u': 'b1\n', 'b/c.m3u': 'c1\n', 'link': { link: 'a.m3u' }, 'empty': { dir: true } })
-    // files that never change, so that no step trips the replicas' mass-deletion guard
-    for (let i = 0; i < STABLE_FILES; i++) writeTree(source, { [`stable/${i}.m3u`]: `stable ${i}\n` })
+    // files that never change, so that no step trips the replicas' mass-deletion guard; with
+    // bodies that do not compress away, so that the full outweighs the few small deltas after it,
+    // as on a real tree (the full policy compares their compressed bytes)
+    for (let i = 0; i < STABLE_FILES; i++) writeTree(source, { [`stable/${i}.m3u`]: `stable ${i}\n${createHash('sha256').update(`stable ${i}`).digest('base64')}\n` })
     await runJson(['keygen', '--out', keys, '--quiet'])
     server = await startServe(store)
     await build() // 1: full

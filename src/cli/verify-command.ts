@@ -34,7 +34,7 @@ export function registerVerifyCommand(program: Command): void {
     .option('--store <dir>', 'the store directory to check')
     .option('--target <path>', 'the live path of a replica to check')
     .option('--pubkey <file>', 'trusted ed25519 public key: the pointer and every record must verify under it; repeat during a key rotation', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('--from <url|dir>', 'with --target: the store, to fetch manifests the replica no longer keeps')
+    .option('--from <url|dir>', 'with --target: the store, to fetch archives and manifests the replica no longer keeps')
     .option('--state <dir>', 'with --target: the replica state directory (default: .NAME.snapshot beside the target)')
     .option('--trees <n>', 'with --target: trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))

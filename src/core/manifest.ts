@@ -1,5 +1,5 @@
 import { UnsafeArchiveError } from './errors.js'
-import { CARRIED_MODE_BITS, type TreeEntry } from './tree-entry.js'
+import { CARRIED_MODE_BITS, type ManifestEntry } from './tree-entry.js'
 import { linkTargetProblem, pathProblem } from './tree-path.js'
 
 /**
@@ -10,8 +10,10 @@ import { linkTargetProblem, pathProblem } from './tree-path.js'
  * Order is JavaScript string order (UTF-16 code units) on both sides, so a replica can check the
  * archive against the manifest in lockstep with constant memory, and a repeated or unnamed entry
  * shows as a break in the order.
+ * Entries carry no content hash (format 2): the archive's bytes are vouched for by the sha256 the
+ * signed record names for the whole archive, and a full archive's content by the tree digest.
  */
-export const MANIFEST_FORMAT = 'playlist-snapshot-manifest/1'
+export const MANIFEST_FORMAT = 'playlist-snapshot-manifest/2'
 
 export interface ManifestHeader {
   readonly manifest: typeof MANIFEST_FORMAT
@@ -28,10 +30,11 @@ export function encodeHeaderLine(h: ManifestHeader): string {
 export function encodeDeletionLine(path: string): string {
   return JSON.stringify({ t: '-', p: path }) + '\n'
 }
-export function encodeEntryLine(e: TreeEntry): string {
+/** A TreeEntry's content hash is not written: the manifest carries what a ManifestEntry holds. */
+export function encodeEntryLine(e: ManifestEntry): string {
   switch (e.type) {
     case 'f':
-      return JSON.stringify({ t: 'f', p: e.path, m: e.mode, s: e.size, h: e.sha256 }) + '\n'
+      return JSON.stringify({ t: 'f', p: e.path, m: e.mode, s: e.size }) + '\n'
     case 'd':
       return JSON.stringify({ t: 'd', p: e.path, m: e.mode }) + '\n'
     case 'l':
@@ -58,7 +61,7 @@ export function parseHeaderLine(line: string): ManifestHeader {
   return o as unknown as ManifestHeader
 }
 
-export type ManifestLine = { kind: 'deleted'; path: string } | { kind: 'entry'; entry: TreeEntry }
+export type ManifestLine = { kind: 'deleted'; path: string } | { kind: 'entry'; entry: ManifestEntry }
 
 /** Parses and checks one body line: every path and link target must be safe to write. */
 export function parseBodyLine(line: string, lineNo: number): ManifestLine {
@@ -80,8 +83,7 @@ export function parseBodyLine(line: string, lineNo: number): ManifestLine {
     case 'f': {
       if (!validMode) refuse(lineNo, `${JSON.stringify(path)}: mode`)
       if (typeof o.s !== 'number' || !Number.isSafeInteger(o.s) || o.s < 0) refuse(lineNo, `${JSON.stringify(path)}: size`)
-      if (typeof o.h !== 'string' || !/^[0-9a-f]{64}$/.test(o.h)) refuse(lineNo, `${JSON.stringify(path)}: sha256`)
-      return { kind: 'entry', entry: { type: 'f', path, mode: mode as number, size: o.s, sha256: o.h } }
+      return { kind: 'entry', entry: { type: 'f', path, mode: mode as number, size: o.s } }
     }
     case 'd':
       if (!validMode) refuse(lineNo, `${JSON.stringify(path)}: mode`)

@@ -1,6 +1,6 @@
 /**
- * The unit everything is made of: one entry of a tree, as a manifest names it. Paths are relative,
- * POSIX, '/'-separated, never empty, never '.' or '..' segments (see tree-path.ts).
+ * The unit everything is made of: one entry of a tree. Paths are relative, POSIX, '/'-separated,
+ * never empty, never '.' or '..' segments (see tree-path.ts).
  */
 export type EntryType = 'f' | 'd' | 'l'
 
@@ -11,11 +11,18 @@ export type EntryType = 'f' | 'd' | 'l'
  */
 export const CARRIED_MODE_BITS = 0o1777
 
-export interface FileEntry {
+/**
+ * A regular file as a manifest names it. Its bytes travel only in the archive, whose length and
+ * sha256 the signed record names: a per-file hash in the manifest would vouch for nothing more.
+ */
+export interface ManifestFileEntry {
   readonly type: 'f'
   readonly path: string
   readonly mode: number // permission bits and sticky (CARRIED_MODE_BITS): never setuid or setgid
   readonly size: number
+}
+/** A regular file with the hash of its bytes, as the master's index and the tree digest need it. */
+export interface FileEntry extends ManifestFileEntry {
   readonly sha256: string // hex
 }
 export interface DirEntry {
@@ -29,13 +36,15 @@ export interface LinkEntry {
   readonly target: string
 }
 export type TreeEntry = FileEntry | DirEntry | LinkEntry
+/** An entry as a manifest carries it: a file without its content hash. Every TreeEntry is one. */
+export type ManifestEntry = ManifestFileEntry | DirEntry | LinkEntry
 
 /** What a file entry costs inside a tar stream, headers excluded: data padded to 512-byte blocks. */
 export function tarDataBlocks(size: number): number {
   return Math.ceil(size / 512) * 512
 }
 
-export function describeEntry(e: TreeEntry): string {
+export function describeEntry(e: ManifestEntry): string {
   switch (e.type) {
     case 'f':
       return `file ${e.path} (${e.size} bytes, mode ${e.mode.toString(8)})`

@@ -2,7 +2,6 @@ import { createHash, type Hash } from 'node:crypto'
 import {
   closeSync,
   constants,
-  fchmodSync,
   chmodSync,
   lstatSync,
   mkdirSync,
@@ -12,22 +11,25 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync,
+  type Stats,
 } from 'node:fs'
 import { join } from 'node:path'
 import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
 import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import type { TreeEntry } from '../core/tree-entry.js'
-import { linkTargetProblem, parentOf, pathProblem } from '../core/tree-path.js'
+import type { ManifestEntry } from '../core/tree-entry.js'
+import { parentOf } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
+import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 
 /**
  * Applies one archive to a tree that is not live (a staging slot): the manifest's deletions first,
- * then each archive entry, checked in lockstep against the manifest (same path, type, size, bytes
- * hashing to the manifest's sha256). Writes are synchronous: a million tiny files cannot afford a
- * promise each. Every write goes through a directory proven real (not a symlink) under the root,
- * so no entry can write outside the tree. Re-applying after a crash is safe: every step is
- * idempotent.
+ * then each archive entry, checked in lockstep against the manifest (same path, type, mode, size,
+ * link target). The bytes are the archive's, which the caller checked against the signed sha256;
+ * for a full archive they are also hashed as they are written, and the tree they make must add up
+ * to the signed tree digest. Writes are synchronous: a million tiny files cannot afford a promise
+ * each. Every write goes through a directory proven real (not a symlink) under the root, so no
+ * entry can write outside the tree. Re-applying after a crash is safe: every step is idempotent.
  */
 export interface ApplyStats {
   filesWritten: number
@@ -43,31 +45,27 @@ export interface ApplyInput {
   readonly tarChunks: AsyncIterable<Buffer>
   /** Exact length of the uncompressed tar: more is a bomb, less is a truncation. */
   readonly tarBytes: number
-  /** For a full archive: the digest the signed record names, checked against the manifest. */
+  /** For a full archive: the digest the signed record names, checked against the tree written. */
   readonly expectDigest?: string
   /** Called every few thousand entries with the entries and bytes applied so far. */
   readonly onProgress?: (entries: number, bytes: number) => void
 }
 
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
-  const applier = new Applier(input.root, input.manifest, input.onProgress)
+  const digest = input.expectDigest === undefined ? null : new TreeDigest()
+  const applier = new Applier(input.root, input.manifest, digest, input.onProgress)
   applier.applyDeletions()
-  const reader = new TarReader(applier)
-  let seen = 0
   try {
-    for await (const chunk of input.tarChunks) {
-      seen += chunk.length
-      if (seen > input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${input.tarBytes} bytes it declares`)
-      reader.write(chunk)
-    }
-    if (seen !== input.tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${input.tarBytes}`)
-    reader.close()
+    await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes)
     applier.finish()
     input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
   } finally {
     applier.abort()
   }
-  verifyApplied(input.root, input.manifest, input.expectDigest)
+  verifyApplied(input.root, input.manifest)
+  if (digest && digest.toHex() !== input.expectDigest) {
+    throw new VerifyError(`the full archive adds up to tree digest ${digest.toHex()}, the signed record says ${input.expectDigest}`)
+  }
   return applier.stats
 }
 
@@ -75,9 +73,11 @@ class Applier {
   readonly stats: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   /** Slot-relative paths proven to be real directories ('' is the root). */
   private readonly realDirs = new Set<string>([''])
-  private pending: TreeEntry | null = null
-  private deletionsDone = false
+  private readonly lockstep: ManifestLockstep
+  /** The entry being applied, between the tar's entry() and end(). */
+  private current: ManifestEntry | null = null
   private fd: number | null = null
+  /** Only while a digest is kept (a full archive): a delta's bytes need no hashing of their own. */
   private hash: Hash | null = null
   private written = 0
 
@@ -85,109 +85,80 @@ class Applier {
 
   constructor(
     private readonly root: string,
-    private readonly manifest: ManifestCursor,
+    manifest: ManifestCursor,
+    /** For a full archive: summed from the bytes as written, not from what the manifest claims. */
+    private readonly digest: TreeDigest | null,
     private readonly onProgress?: (entries: number, bytes: number) => void,
-  ) {}
+  ) {
+    this.lockstep = new ManifestLockstep(manifest)
+  }
 
   applyDeletions(): void {
-    for (;;) {
-      const line = this.manifest.next()
-      if (line === null) break
-      if (line.kind === 'entry') {
-        this.pending = line.entry
-        break
-      }
+    this.lockstep.deletions((path) => {
       // Under a missing or non-directory parent the path is already gone (a replay after a crash):
       // and a symlinked parent is never followed.
-      if (this.isRealDir(parentOf(line.path))) this.removeAny(line.path)
+      if (this.isRealDir(parentOf(path))) this.removeAny(path)
       this.stats.deleted++
-    }
-    this.deletionsDone = true
+    })
   }
 
   entry(h: TarEntryHeader): void {
-    const expected = this.nextExpected()
-    if (!expected || expected.path !== h.path) {
-      // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
-      // either way. Say why an unsafe one is unsafe, rather than only that it was unexpected.
-      const problem = pathProblem(h.path)
-      if (problem) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is unsafe (${problem})`)
-      if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
-      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
-    }
-    if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
+    const expected = this.lockstep.match(h)
     this.ensureRealDir(parentOf(h.path))
     const abs = join(this.root, h.path)
     switch (expected.type) {
       case 'd':
         this.makeDir(h.path, abs, expected.mode)
+        this.digest?.add(expected)
         break
       case 'l':
-        if (h.linkpath !== expected.target) {
-          const problem = linkTargetProblem(h.path, h.linkpath)
-          throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
-        }
         this.makeLink(h.path, abs, expected.target)
+        this.digest?.add(expected)
         break
       case 'f':
-        if (h.size !== expected.size) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
         this.fd = this.openForWrite(h.path, abs, expected.mode)
-        this.hash = createHash('sha256')
+        if (this.digest) this.hash = createHash('sha256')
         this.written = 0
         break
     }
-    this.pending = expected
+    this.current = expected
   }
 
   data(chunk: Buffer): void {
-    if (this.fd === null || !this.hash) throw new UnsafeArchiveError('archive data outside a file')
+    if (this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
     this.written += chunk.length
-    this.hash.update(chunk)
+    this.hash?.update(chunk)
     let off = 0
     while (off < chunk.length) off += writeSync(this.fd, chunk, off, chunk.length - off)
   }
 
   end(): void {
-    const e = this.pending
-    this.pending = null
+    const e = this.current
+    this.current = null
     if (this.onProgress && ++this.entries % 4096 === 0) this.onProgress(this.entries, this.stats.bytesWritten)
     if (!e || e.type !== 'f') return
     const fd = this.fd!
     this.fd = null
-    const sha = this.hash!.digest('hex')
-    this.hash = null
-    try {
-      fchmodSync(fd, e.mode)
-    } finally {
-      closeSync(fd)
-    }
+    // No fchmod: the file was created with its mode (less the umask), and verifyApplied's lstat
+    // fixes the few whose mode differs (a umask that masks it, a file that kept its old mode).
+    closeSync(fd)
     if (this.written !== e.size) throw new UnsafeArchiveError(`${JSON.stringify(e.path)}: ${this.written} bytes written, ${e.size} expected`)
-    if (sha !== e.sha256) throw new VerifyError(`${JSON.stringify(e.path)}: sha256 is ${sha}, the manifest says ${e.sha256}`)
+    if (this.hash) {
+      this.digest!.add({ ...e, sha256: this.hash.digest('hex') })
+      this.hash = null
+    }
     this.stats.filesWritten++
     this.stats.bytesWritten += e.size
   }
 
   /** After the last archive entry: the manifest must have nothing left. */
   finish(): void {
-    const rest = this.nextExpected()
-    if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
+    this.lockstep.finish()
   }
 
   abort(): void {
     if (this.fd !== null) closeSync(this.fd)
     this.fd = null
-  }
-
-  private nextExpected(): TreeEntry | null {
-    if (this.pending) {
-      const e = this.pending
-      this.pending = null
-      return e
-    }
-    const line = this.manifest.next()
-    if (line === null) return null
-    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${JSON.stringify(line.path)} after the entries`)
-    return line.entry
   }
 
   /** Proves `rel` is a real directory inside the root, ancestors first (lstat follows nothing at the end, but the kernel follows links in the middle). */
@@ -279,11 +250,12 @@ class Applier {
 
 /**
  * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
- * walk of the tree), and for a full archive the manifest adds up to the signed tree digest.
+ * walk of the tree). A regular file whose permission bits differ is given its mode here: files are
+ * opened with their mode, so only the umask or an older file kept by O_TRUNC can leave it wrong,
+ * and one chmod for those is cheaper than an fchmod for every file.
  */
-function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: string | undefined): void {
+function verifyApplied(root: string, manifest: ManifestCursor): void {
   manifest.rewind()
-  const digest = expectDigest ? new TreeDigest() : null
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
@@ -301,9 +273,10 @@ function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: str
       if (line.kind === 'deleted') continue
       throw new VerifyError(`after applying: ${JSON.stringify(path)} is not below real directories`)
     }
-    let st
+    const abs = join(root, path)
+    let st: Stats
     try {
-      st = lstatSync(join(root, path))
+      st = lstatSync(abs)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if ((code === 'ENOENT' || code === 'ENOTDIR') && line.kind === 'deleted') continue
@@ -311,14 +284,14 @@ function verifyApplied(root: string, manifest: ManifestCursor, expectDigest: str
     }
     if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)
     const e = line.entry
-    digest?.add(e)
+    if (e.type === 'f' && st.isFile() && (st.mode & 0o7777) !== e.mode) {
+      chmodSync(abs, e.mode) // lstat just saw a regular file below real directories: nothing to follow
+      st = lstatSync(abs)
+    }
     const ok =
       e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
       : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
       : st.isSymbolicLink()
     if (!ok) throw new VerifyError(`after applying: ${JSON.stringify(path)} is not what the manifest says`)
-  }
-  if (digest && expectDigest && digest.toHex() !== expectDigest) {
-    throw new VerifyError(`the full manifest adds up to tree digest ${digest.toHex()}, the signed record says ${expectDigest}`)
   }
 }

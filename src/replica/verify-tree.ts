@@ -1,24 +1,28 @@
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { decompressFileToBuffer } from '../archive/decompress.js'
+import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
+import { TarReader } from '../archive/tar-reader.js'
 import { NoSnapshotError, SnapshotError } from '../core/errors.js'
 import type { SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import type { TreeEntry } from '../core/tree-entry.js'
+import type { ManifestFileEntry, TreeEntry } from '../core/tree-entry.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
 import type { ObjectSource } from '../http/object-source.js'
 import { ManifestCursor } from './manifest-cursor.js'
+import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 import { ensureObject } from './object-cache.js'
 import { fetchRecord, loadCachedRecord, slotNames } from './pull.js'
 import { ReplicaLayout } from './replica-layout.js'
 import { loadState } from './replica-state.js'
 
 /**
- * `snapshot verify --target PATH`: reads the whole live tree and compares it with the manifest of
- * its snapshot (the latest full manifest plus the deltas up to it, each checked against the signed
- * tree digest), naming every path that differs. A whole-tree read by nature: run it when in doubt,
+ * `snapshot verify --target PATH`: reads the whole live tree and compares it with its snapshot,
+ * naming every path that differs. What the tree should hold is replayed from the archives (the
+ * latest full and the deltas up to the live snapshot, each checked in lockstep against its
+ * manifest, the deletions taken from the manifests), hashing each file's bytes on the way; the
+ * result must add up to the signed tree digest. A whole-tree read by nature: run it when in doubt,
  * not every hour.
  */
 export interface TreeProblem {
@@ -41,10 +45,10 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
   const getRecord = async (id: number): Promise<SnapshotRecord | undefined> =>
     (await loadCachedRecord(layout, id)) ?? (opts.source ? await fetchRecord(opts.source, layout, opts.trustedKeys, id) : undefined)
 
-  // The chain back to a full archive: that full manifest, then each delta manifest forward.
+  // The chain back to a full archive: that full archive, then each delta forward.
   const chain: SnapshotRecord[] = []
   for (let r = await getRecord(liveId); ; ) {
-    if (!r) throw new NoSnapshotError(`the records needed to rebuild the manifest of snapshot ${liveId} are gone${opts.source ? '' : ' (give --from to fetch them from the store)'}`)
+    if (!r) throw new NoSnapshotError(`the records needed to rebuild the tree of snapshot ${liveId} are gone${opts.source ? '' : ' (give --from to fetch them from the store)'}`)
     chain.unshift(r)
     if (r.full) break
     if (r.parent === null) throw new NoSnapshotError(`snapshot ${r.id} has neither a full archive nor a parent`)
@@ -53,17 +57,15 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
   const expected = new Map<string, TreeEntry>()
   for (const [i, r] of chain.entries()) {
     const pair = i === 0 ? r.full! : r.delta!
-    const file = await fetchIfNeeded(layout, opts.source, pair.manifest, r.id)
-    const cursor = new ManifestCursor(await decompressFileToBuffer(file, (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256), `manifest of snapshot ${r.id}`))
-    for (let line = cursor.next(); line; line = cursor.next()) {
-      if (line.kind === 'deleted') expected.delete(line.path) // manifests list every deleted path, children too
-      else expected.set(line.entry.path, line.entry)
-    }
+    const manifestFile = await fetchIfNeeded(layout, opts.source, pair.manifest, r.id)
+    const archiveFile = await fetchIfNeeded(layout, opts.source, pair.archive, r.id)
+    const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256), `manifest of snapshot ${r.id}`))
+    await replayArchive(cursor, decompressFile(archiveFile, pair.archive.tarBytes, `the archive of snapshot ${r.id}`), pair.archive.tarBytes, expected)
   }
   const digest = new TreeDigest()
   for (const e of expected.values()) digest.add(e)
   const live = chain[chain.length - 1]!
-  if (digest.toHex() !== live.treeDigest) throw new SnapshotError(`the manifests of snapshots ${chain[0]!.id}..${liveId} do not add up to the signed tree digest`)
+  if (digest.toHex() !== live.treeDigest) throw new SnapshotError(`the archives of snapshots ${chain[0]!.id}..${liveId} do not add up to the signed tree digest`)
 
   opts.log?.(`reading the live tree of snapshot ${liveId} (${expected.size} entries expected)`)
   const problems: TreeProblem[] = []
@@ -89,7 +91,7 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
       if (want.type === 'f') {
         if (!st.isFile()) report(path, 'should be a regular file')
         else if (st.size !== want.size) report(path, `${st.size} bytes, the manifest says ${want.size}`)
-        else if (createHash('sha256').update(readFileSync(abs)).digest('hex') !== want.sha256) report(path, 'content differs from the manifest')
+        else if (createHash('sha256').update(readFileSync(abs)).digest('hex') !== want.sha256) report(path, 'content differs from the snapshot')
         else if (mode !== want.mode) report(path, `mode ${mode.toString(8)}, the manifest says ${want.mode.toString(8)}`)
       } else if (want.type === 'd') {
         if (!st.isDirectory()) report(path, 'should be a directory')
@@ -106,13 +108,40 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
   return { id: liveId, checked, problems }
 }
 
+/**
+ * One archive onto the expected map: its deletions, then its entries, each file with the sha256
+ * of the bytes the archive holds for it.
+ */
+async function replayArchive(manifest: ManifestCursor, tarChunks: AsyncIterable<Buffer>, tarBytes: number, expected: Map<string, TreeEntry>): Promise<void> {
+  const lockstep = new ManifestLockstep(manifest)
+  lockstep.deletions((path) => expected.delete(path)) // manifests list every deleted path, children too
+  let file: { entry: ManifestFileEntry; hash: Hash } | null = null
+  const reader = new TarReader({
+    entry(h) {
+      const e = lockstep.match(h)
+      if (e.type === 'f') file = { entry: e, hash: createHash('sha256') }
+      else expected.set(e.path, e)
+    },
+    data(chunk) {
+      file!.hash.update(chunk)
+    },
+    end() {
+      if (!file) return
+      expected.set(file.entry.path, { ...file.entry, sha256: file.hash.digest('hex') })
+      file = null
+    },
+  })
+  await feedTar(reader, tarChunks, tarBytes)
+  lockstep.finish()
+}
+
 async function fetchIfNeeded(layout: ReplicaLayout, source: ObjectSource | undefined, ref: { path: string; sha256: string; length: number }, id: number): Promise<string> {
   if (source) return ensureObject(layout, source, ref)
   const noSource: ObjectSource = {
     description: 'no store',
     getSmall: async () => null,
     fetchObject: async () => {
-      throw new NoSnapshotError(`the manifest of snapshot ${id} is no longer kept on this replica: give --from to fetch it from the store`)
+      throw new NoSnapshotError(`the objects of snapshot ${id} are no longer kept on this replica: give --from to fetch them from the store`)
     },
   }
   return ensureObject(layout, noSource, ref)

@@ -3,6 +3,7 @@ import { createHash, type KeyObject } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createZstdCompressor } from '../../src/archive/zstd-codec.js'
+import { MANIFEST_FORMAT } from '../../src/core/manifest.js'
 import { openEnvelope, parseRecordPayload, POINTER_FORMAT, sealEnvelope } from '../../src/core/pointer.js'
 import type { ArchivePair, ObjectRef, SnapshotRecord } from '../../src/core/snapshot-record.js'
 import { BIN, type CliResult } from './cli.js'
@@ -130,7 +131,7 @@ export interface ManifestHeaderSpec {
 export type LineSpec = Record<string, unknown> | string | Buffer
 
 export const sha256 = (b: string | Buffer): string => createHash('sha256').update(b).digest('hex')
-export const fLine = (p: string, data: string | Buffer = '', m = 0o644): Record<string, unknown> => ({ t: 'f', p, m, s: Buffer.byteLength(data), h: sha256(Buffer.from(data)) })
+export const fLine = (p: string, data: string | Buffer = '', m = 0o644): Record<string, unknown> => ({ t: 'f', p, m, s: Buffer.byteLength(data) })
 export const dLine = (p: string, m = 0o755): Record<string, unknown> => ({ t: 'd', p, m })
 export const lLine = (p: string, l: string): Record<string, unknown> => ({ t: 'l', p, l })
 export const delLine = (p: string): Record<string, unknown> => ({ t: '-', p })
@@ -140,7 +141,7 @@ export function manifestOf(h: ManifestHeaderSpec, lines: readonly LineSpec[]): B
   const isDeletion = (l: LineSpec): boolean => typeof l === 'object' && !Buffer.isBuffer(l) && l.t === '-'
   const deleted = h.deleted ?? lines.filter(isDeletion).length
   const entries = h.entries ?? lines.length - lines.filter(isDeletion).length
-  const header = { manifest: h.manifest ?? 'playlist-snapshot-manifest/1', id: h.id, kind: h.kind, base: h.base, entries, deleted }
+  const header = { manifest: h.manifest ?? MANIFEST_FORMAT, id: h.id, kind: h.kind, base: h.base, entries, deleted }
   const body = lines.map((l) => (Buffer.isBuffer(l) ? Buffer.concat([l, Buffer.from('\n')]) : Buffer.from((typeof l === 'string' ? l : JSON.stringify(l)) + '\n')))
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), ...body])
 }
@@ -239,7 +240,8 @@ export const HOSTILE_ARCHIVES: readonly HostileArchive[] = [
   { name: 'a deletion after the entries', code: REFUSED, message: /a deletion after the entries/, make: () => d(OK.tar, [...OK.lines, delLine('top.m3u')]) },
   { name: 'archive order that differs from the manifest', code: REFUSED, message: /archive entry "b\.m3u" is not the one the manifest names next \("a\.m3u"\)/, make: () => d(tarOf(tarFile('b.m3u'), tarFile('a.m3u')), [fLine('a.m3u'), fLine('b.m3u')]) },
   { cli: true, name: 'a size in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": 4 bytes in the archive, 5 in the manifest/, make: () => d(OK.tar, [fLine('new.m3u', 'new!\n')]) },
-  { cli: true, name: "bytes that differ from the manifest's sha256", code: VERIFY, message: /"new\.m3u": sha256 is [0-9a-f]{64}, the manifest says/, make: () => d(OK.tar, [fLine('new.m3u', 'NEW\n')]) },
+  { cli: true, name: 'a mode in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": mode 4755 in the archive, 755 in the manifest/, make: () => d(tarOf(tarFile('new.m3u', 'new\n', { mode: 0o4755 })), [fLine('new.m3u', 'new\n', 0o755)]) },
+  { name: "a directory's mode in the tar that differs from the manifest", code: REFUSED, message: /"new": mode 777 in the archive, 700 in the manifest/, make: () => d(tarOf(tarDir('new', 0o777)), [dLine('new', 0o700)]) },
   { name: 'a type in the tar that differs from the manifest', code: REFUSED, message: /"new\.m3u": the archive and the manifest disagree on its type/, make: () => d(tarOf(tarDir('new.m3u')), OK.lines) },
   { name: "a pax size that differs from the header's", code: REFUSED, message: /"new\.m3u": its pax size differs/, make: () => d(Buffer.concat([paxHeader([['size', '9']]), OK.tar]), OK.lines) },
 
@@ -275,7 +277,7 @@ export const HOSTILE_ARCHIVES: readonly HostileArchive[] = [
     name: 'invalid UTF-8 in a manifest path',
     code: REFUSED,
     message: /name is not valid UTF-8/,
-    make: () => d(tarOf(tarFile('bad')), [Buffer.concat([Buffer.from('{"t":"f","p":"bad'), Buffer.from([0xc3, 0x28]), Buffer.from(`","m":420,"s":0,"h":"${sha256('')}"}`)])]),
+    make: () => d(tarOf(tarFile('bad')), [Buffer.concat([Buffer.from('{"t":"f","p":"bad'), Buffer.from([0xc3, 0x28]), Buffer.from('","m":420,"s":0}')])]),
   },
 
   // ---- a manifest body that disagrees with its own header (which the signed record repeats)

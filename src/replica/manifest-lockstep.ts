@@ -1,0 +1,90 @@
+import type { TarEntryHeader, TarReader } from '../archive/tar-reader.js'
+import { UnsafeArchiveError } from '../core/errors.js'
+import type { ManifestEntry } from '../core/tree-entry.js'
+import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
+import type { ManifestCursor } from './manifest-cursor.js'
+
+/**
+ * Walks an archive and its manifest side by side: the manifest's deletions first, then each tar
+ * entry must be the manifest's next entry, with the same path, type, mode, size and link target.
+ * What the manifest does not say (a file's bytes) only the archive holds, vouched for by the
+ * sha256 of the whole archive in the signed record. Used by the apply and by verify --target's
+ * replay, so both refuse exactly the same archives.
+ */
+export class ManifestLockstep {
+  private next: ManifestEntry | null = null
+  private deletionsDone = false
+
+  constructor(private readonly manifest: ManifestCursor) {}
+
+  /** Calls `onDeleted` for each deleted path, in the manifest's (descending) order. */
+  deletions(onDeleted: (path: string) => void): void {
+    if (this.deletionsDone) throw new Error('internal: deletions walked twice')
+    this.deletionsDone = true
+    for (let line = this.manifest.next(); line !== null; line = this.manifest.next()) {
+      if (line.kind === 'entry') {
+        this.next = line.entry
+        return
+      }
+      onDeleted(line.path)
+    }
+  }
+
+  /** The manifest entry archive entry `h` stands for; refuses any disagreement between the two. */
+  match(h: TarEntryHeader): ManifestEntry {
+    const expected = this.take()
+    if (!expected || expected.path !== h.path) {
+      // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
+      // either way. Say why an unsafe one is unsafe, rather than only that it was unexpected.
+      const problem = pathProblem(h.path)
+      if (problem) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is unsafe (${problem})`)
+      if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
+      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
+    }
+    if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
+    if (expected.type === 'l') {
+      if (h.linkpath !== expected.target) {
+        const problem = linkTargetProblem(h.path, h.linkpath)
+        throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
+      }
+      return expected
+    }
+    if (h.mode !== expected.mode) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: mode ${h.mode.toString(8)} in the archive, ${expected.mode.toString(8)} in the manifest`)
+    if (expected.type === 'f' && h.size !== expected.size) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
+    return expected
+  }
+
+  /** After the last archive entry: the manifest must have nothing left. */
+  finish(): void {
+    const rest = this.take()
+    if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
+  }
+
+  private take(): ManifestEntry | null {
+    if (!this.deletionsDone) throw new Error('internal: archive entries before the deletions')
+    if (this.next) {
+      const e = this.next
+      this.next = null
+      return e
+    }
+    const line = this.manifest.next()
+    if (line === null) return null
+    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${JSON.stringify(line.path)} after the entries`)
+    return line.entry
+  }
+}
+
+/**
+ * Feeds a tar stream to `reader`, holding it to exactly `tarBytes` (the signed record's figure):
+ * more is a bomb, less is a truncation.
+ */
+export async function feedTar(reader: TarReader, chunks: AsyncIterable<Buffer>, tarBytes: number): Promise<void> {
+  let seen = 0
+  for await (const chunk of chunks) {
+    seen += chunk.length
+    if (seen > tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${tarBytes} bytes it declares`)
+    reader.write(chunk)
+  }
+  if (seen !== tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${tarBytes}`)
+  reader.close()
+}
