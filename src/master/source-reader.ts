@@ -1,13 +1,13 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 import { readFileStable, FileChangingError } from '../fs/stable-read.js'
-import type { ScanRecord } from '../fs/tree-scan.js'
+import { sizeOfSig, statSignature, type ScanRecord } from '../fs/tree-scan.js'
 
 /**
  * Reads source files for a build at four system calls each (open, read, fstat, close), into one
- * reused buffer. The scan's stat stands as "before": if the fstat after the read still shows the
- * scan's size, mtime and ctime, nobody wrote the file in between, and the bytes are the ones the
- * scan saw. Otherwise the file is read again until it holds still (stable-read.ts).
+ * reused buffer. The scan's stat stands as "before": if the fstat after the read gives the scan's
+ * stat signature (size, mtime, ctime, inode, mode), nobody wrote the file in between, and the bytes
+ * are the ones the scan saw. Otherwise the file is read again until it holds still (stable-read.ts).
  */
 export type SourceRead = { readonly data: Buffer; readonly stat: BigIntStats } | { readonly gone: string }
 
@@ -25,8 +25,9 @@ export class SourceReader {
     const abs = join(this.root, rec.path)
     try {
       this.filesRead++
-      if (rec.size < SCRATCH_BYTES) {
-        const fast = this.readKnown(abs, rec)
+      const size = sizeOfSig(rec.sig)
+      if (size < SCRATCH_BYTES) {
+        const fast = this.readKnown(abs, rec, size)
         if (fast) return fast
       }
       const stable = readFileStable(abs)
@@ -40,13 +41,13 @@ export class SourceReader {
     }
   }
 
-  private readKnown(abs: string, rec: ScanRecord): SourceRead | null {
+  private readKnown(abs: string, rec: ScanRecord, size: number): SourceRead | null {
     const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
     try {
       // One byte more than expected: a file that grew shows up as a longer read.
-      const n = readSync(fd, this.scratch, 0, rec.size + 1, 0)
+      const n = readSync(fd, this.scratch, 0, size + 1, 0)
       const stat = fstatSync(fd, { bigint: true })
-      if (n !== rec.size || stat.size !== BigInt(rec.size) || stat.mtimeNs.toString() !== rec.mtimeNs || stat.ctimeNs.toString() !== rec.ctimeNs || !stat.isFile()) return null
+      if (n !== size || statSignature(stat) !== rec.sig) return null
       return { data: this.scratch.subarray(0, n), stat }
     } finally {
       closeSync(fd)
