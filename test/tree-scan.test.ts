@@ -4,7 +4,7 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utim
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { hasGnuFind, modeOfSig, scanTree, sizeOfSig, statSignature } from '../src/fs/tree-scan.js'
+import { hasGnuFind, modeOfSig, RecordParser, scanTree, sizeOfSig, statSignature } from '../src/fs/tree-scan.js'
 import { awkwardTree } from './helpers/tree.js'
 
 /**
@@ -87,4 +87,25 @@ test('modeOfSig and sizeOfSig read the carried mode and the size back', () => {
   assert.equal(modeOfSig('d 1777 4096 1.0000000000 1.0000000000 7'), 0o1777)
   assert.equal(sizeOfSig('f 644 213 1.0000000000 1.0000000000 7'), 213)
   assert.equal(sizeOfSig('f 644 213 racy'), 213)
+})
+
+test('records cut anywhere by the pipe come out whole', () => {
+  const records = ['f 644 3 1.0000000000 1.0000000000 1\0a\0\0', 'l 777 1 1.0000000000 1.0000000000 2\0b/l\0a\0', `d 755 4096 1.0000000000 1.0000000000 3\0${'long/'.repeat(900)}x\0\0`]
+  const stream = Buffer.from(records.join(''), 'latin1')
+  const parse = (chunks: Buffer[]): string[] => {
+    const out: string[] = []
+    const parser = new RecordParser((r) => out.push(r.buf.toString('latin1', r.start, r.end)))
+    for (const c of chunks) parser.push(c)
+    assert.ok(parser.finished())
+    return out
+  }
+  for (let cut = 0; cut <= stream.length; cut++) {
+    for (const second of [cut, Math.min(stream.length, cut + 7), Math.min(stream.length, cut + 4096)]) {
+      assert.deepEqual(parse([stream.subarray(0, cut), stream.subarray(cut, second), stream.subarray(second)]), records, `cut at ${cut} and ${second}`)
+    }
+  }
+  assert.deepEqual(parse([...stream].map((b) => Buffer.from([b]))), records)
+  const unfinished = new RecordParser(() => undefined)
+  unfinished.push(stream.subarray(0, 20))
+  assert.equal(unfinished.finished(), false)
 })

@@ -113,8 +113,8 @@ export async function scanTree(root: string, onRecord: (r: RawScanRecord) => voi
   if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
-/** Cuts the scan's byte stream into records; a record may span two chunks. */
-class RecordParser {
+/** Cuts the scan's byte stream into records; a record may span chunks. */
+export class RecordParser {
   private pending: Buffer | null = null
   private readonly raw = new RawScanRecord()
   private records = 0
@@ -122,10 +122,31 @@ class RecordParser {
   constructor(private readonly onRecord: (r: RawScanRecord) => void) {}
 
   push(chunk: Buffer): void {
-    const buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk
+    let start = 0
+    if (this.pending) {
+      // find writes 4 KiB at a time: join only the record cut in two, not the whole chunk.
+      let nuls = 0
+      for (const b of this.pending) if (b === 0) nuls++
+      let end = -1
+      while (nuls < 3 && (end = chunk.indexOf(0, end + 1)) >= 0) nuls++
+      if (nuls < 3) {
+        this.pending = Buffer.concat([this.pending, chunk])
+        return
+      }
+      const joined = Buffer.concat([this.pending, chunk.subarray(0, end + 1)])
+      this.pending = null
+      this.parse(joined, 0)
+      start = end + 1
+    }
+    start = this.parse(chunk, start)
+    // Copy the unfinished record out of the chunk, rather than keep the whole chunk alive.
+    if (start < chunk.length) this.pending = Buffer.from(chunk.subarray(start))
+  }
+
+  /** Hands over the whole records from `start` on; returns where the unfinished one begins. */
+  private parse(buf: Buffer, start: number): number {
     const raw = this.raw
     raw.buf = buf
-    let start = 0
     for (;;) {
       const sigEnd = buf.indexOf(0, start)
       if (sigEnd < 0) break
@@ -141,8 +162,7 @@ class RecordParser {
       if (++this.records % 1000 === 0) crashPoint('scan:records')
       start = end + 1
     }
-    // Copy the unfinished record out of the chunk, rather than keep the whole chunk alive.
-    this.pending = start < buf.length ? Buffer.from(buf.subarray(start)) : null
+    return start
   }
 
   finished(): boolean {
