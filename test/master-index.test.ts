@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { hasGnuFind, RawScanRecord } from '../src/fs/tree-scan.js'
 import { readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
-import { entryFromIndex, IndexRows, IndexVersionError, indexValue, MasterIndex, racyValue, readIndex } from '../src/master/master-index.js'
+import { entryFromIndex, IndexRows, IndexSlot, IndexVersionError, indexValue, MasterIndex, racySig, readIndex } from '../src/master/master-index.js'
 import { SourceReader } from '../src/master/source-reader.js'
 import { Rng } from '../scripts/corpus.js'
 import { runCli, runJson } from './helpers/cli.js'
@@ -43,7 +43,8 @@ function raw(r: Rec): RawScanRecord {
 }
 
 const hashOf = (path: string): string => Buffer.from(path.padEnd(32, '#').slice(0, 32)).toString('hex').slice(0, 64).padEnd(64, '0')
-const valueOf = (r: Rec): string => indexValue(r.sig, r.sig[0] === 'f' ? hashOf(r.path) : r.target)
+const payloadOf = (r: Rec): string => (r.sig[0] === 'f' ? hashOf(r.path) : r.target)
+const valueOf = (r: Rec): string => indexValue(r.sig, payloadOf(r))
 
 /** The scan's use of the index (build-scan.ts), without the disk: which records were unchanged. */
 function scanRecords(previous: IndexRows, recs: Rec[]): { index: MasterIndex; carried: string[]; taken: Map<string, string | undefined>; deleted: string[] } {
@@ -63,7 +64,7 @@ function scanRecords(previous: IndexRows, recs: Rec[]): { index: MasterIndex; ca
       continue
     }
     taken.set(r.path, row >= 0 ? index.previousValue(row) : undefined)
-    index.add(r.path, valueOf(r))
+    index.add(new IndexSlot(r.path, r.sig, payloadOf(r)))
   }
   return { index, carried, taken, deleted: index.finish().map(([p]) => p) }
 }
@@ -141,10 +142,10 @@ test('an index read back carries every unchanged record, in any order, and finds
   }
 })
 
-test('index values: entries, racy values, links with any target', () => {
+test('index values: entries, racy signatures, links with any target', () => {
   const f = indexValue('f 4755 213 1795257700.6313518810 1795257700.6313518810 9', 'ab'.repeat(32))
   assert.deepEqual(entryFromIndex('a', f), { type: 'f', path: 'a', mode: 0o755, size: 213, sha256: 'ab'.repeat(32) })
-  const racy = racyValue(f)
+  const racy = indexValue(racySig('f 4755 213 1795257700.6313518810 1795257700.6313518810 9'), 'ab'.repeat(32))
   assert.equal(racy, indexValue('f 4755 213 racy', 'ab'.repeat(32)))
   assert.deepEqual(entryFromIndex('a', racy), entryFromIndex('a', f))
   assert.deepEqual(entryFromIndex('l', indexValue('l 777 5 1.0000000000 1.0000000000 9', 'a\tb c')), { type: 'l', path: 'l', target: 'a\tb c' })
@@ -203,7 +204,7 @@ test('an index written after a find scan is read after a Node walk, and the othe
   symlinkSync('b/8.m3u', join(source, 'l'))
   rows = await roundTrip(scan.index, 'tree-before-changes.bin')
   scan = await scanAndRead(source, rows, 'find')
-  assert.deepEqual(scan.toRead.map((t) => t.rec.path), ['a/0.m3u', 'c/2-renamed.m3u', 'new/x.m3u'])
+  assert.deepEqual(scan.toRead.map((t) => t.path), ['a/0.m3u', 'c/2-renamed.m3u', 'new/x.m3u'])
   assert.deepEqual(scan.deleted.sort(), ['b/1.m3u', 'c/2.m3u'])
   assert.deepEqual([...scan.changed.keys()].sort(), ['l', 'l2', 'new'])
   assert.deepEqual(scan.index.counts(), { files: 300, dirs: 9, links: 2, bytes: rows.counts.bytes - '#EXTM3U 0\n'.length + 'changed\n'.length - '#EXTM3U 1\n'.length + 'x\n'.length })

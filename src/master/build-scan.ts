@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, scanTree, statSignature, type ScanRecord } from '../fs/tree-scan.js'
-import { entryFromIndex, indexValue, MasterIndex, racyValue, type IndexRows, type IndexSlot } from './master-index.js'
+import { modeOfSig, scanTree } from '../fs/tree-scan.js'
+import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 
 /**
@@ -26,12 +26,21 @@ export interface MetadataScan {
   readonly scanStartNs: bigint
 }
 
-export interface FileToRead {
-  readonly rec: ScanRecord
-  /** Its entry in the previous snapshot, if it had one. */
-  readonly before: TreeEntry | undefined
-  /** Its place in the new index, filled once the file is read. */
-  readonly slot: IndexSlot
+/** A file to read: its slot in the new index, filled once it is read. */
+export class FileToRead extends IndexSlot {
+  constructor(
+    path: string,
+    /** The scan's stat signature, which the read must find again (source-reader.ts). */
+    readonly scanSig: string,
+    previousRow: number,
+  ) {
+    super(path, undefined, '', previousRow)
+  }
+}
+
+export interface FileRead {
+  readonly entry: Extract<TreeEntry, { type: 'f' }>
+  readonly data: Buffer
 }
 
 /** Files modified this close to the scan may change again within the clock's granularity. */
@@ -44,6 +53,8 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
   const changed = new Map<string, TreeEntry>()
   const previous = new Map<string, TreeEntry>()
   const warnings: string[] = []
+  const deleted: string[] = []
+  const state = { index, toRead, changed, previous, deleted, warnings, scanStartNs }
 
   await scanTree(source, (raw) => {
     if (index.carryNextIfSame(raw)) return
@@ -58,14 +69,14 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
       index.carry(row) // met out of the previous order, but unchanged
       return
     }
-    const oldValue = row >= 0 ? index.previousValue(row) : undefined
-    const before = oldValue === undefined ? undefined : entryFromIndex(rec.path, oldValue)
     if (rec.type === 'f') {
-      // The previous value stands until the file is read; a file that turns out gone is dropped.
-      toRead.push({ rec, before, slot: index.add(rec.path, oldValue) })
+      // The previous row stands until the file is read; a file that turns out gone is dropped.
+      const item = index.add(new FileToRead(rec.path, rec.sig, row))
+      toRead.push(item)
       return
     }
-    index.add(rec.path, indexValue(rec.sig, rec.type === 'l' ? rec.target : ''))
+    index.add(new IndexSlot(rec.path, rec.sig, rec.type === 'l' ? rec.target : ''))
+    const before = row >= 0 ? entryFromIndex(rec.path, index.previousValue(row)) : undefined
     const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig) } : { type: 'l', path: rec.path, target: rec.target }
     if (!before || !sameEntry(before, entry)) {
       changed.set(rec.path, entry)
@@ -74,13 +85,12 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
   })
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
-  const deleted: string[] = []
   for (const [path, value] of index.finish()) {
     deleted.push(path)
     previous.set(path, entryFromIndex(path, value))
   }
-  toRead.sort((a, b) => byPath(a.rec, b.rec))
-  return { index, toRead, changed, previous, deleted, warnings, scanStartNs }
+  toRead.sort(byPath)
+  return state
 }
 
 /**
@@ -88,25 +98,25 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
  * its bytes, or null when the file vanished or turned into something else meanwhile (the
  * snapshot then does not carry it; the next one will).
  */
-export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: MetadataScan): { entry: Extract<TreeEntry, { type: 'f' }>; data: Buffer } | null {
-  const { rec, before, slot } = item
-  const r = reader.read(rec)
+export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'warnings' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
+  const { path } = item
+  const r = reader.read(path, item.scanSig)
   if ('gone' in r) {
-    scan.warnings.push(`skipped ${JSON.stringify(rec.path)}: it changed during the build (${r.gone})`)
-    slot.value = undefined
+    scan.warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
+    item.drop()
+    const before = scan.index.previousEntry(item)
     if (before) {
-      scan.deleted.push(rec.path)
-      scan.previous.set(rec.path, before)
+      scan.deleted.push(path)
+      scan.previous.set(path, before)
     }
     return null
   }
   const st = r.stat
   const mode = Number(st.mode & 0o7777n) & CARRIED_MODE_BITS
   const sha256 = createHash('sha256').update(r.data).digest('hex')
-  const value = indexValue(statSignature(st), sha256)
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
-  slot.value = racy ? racyValue(value) : value
-  return { entry: { type: 'f', path: rec.path, mode, size: r.data.length, sha256 }, data: r.data }
+  item.fill(racy ? racySig(r.sig) : r.sig, sha256)
+  return { entry: { type: 'f', path, mode, size: r.data.length, sha256 }, data: r.data }
 }
 
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {

@@ -137,11 +137,11 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
       let d = 0
       for (const item of scan.toRead) {
-        const path = item.rec.path
+        const path = item.path
         while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
         const read = readIntoIndex(reader, item, scan)
         if (!read) continue
-        const before = item.before
+        const before = scan.index.previousEntry(item)
         if (before && sameEntry(before, read.entry)) continue // touched, not changed
         changed.set(path, read.entry)
         if (before) scan.previous.set(path, before)
@@ -239,8 +239,8 @@ async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan
       if (read) await sink.add(read.entry, read.data)
     }
     for (const [path, value] of known) {
-      while (r < toRead.length && toRead[r]!.rec.path < path) await addRead(toRead[r++]!)
-      if (r < toRead.length && toRead[r]!.rec.path === path) {
+      while (r < toRead.length && toRead[r]!.path < path) await addRead(toRead[r++]!)
+      if (r < toRead.length && toRead[r]!.path === path) {
         await addRead(toRead[r++]!)
         continue
       }
@@ -262,7 +262,7 @@ async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan
 /** Reads a file the index already describes, using its stat signature as the scan's. */
 function readExpected(reader: SourceReader, path: string, value: string): Buffer {
   // A racy entry's signature never matches a stat: it gets the slow, stable read.
-  const read = reader.read({ type: 'f', path, sig: sigOf(value), target: '' })
+  const read = reader.read(path, sigOf(value))
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
   return read.data
 }

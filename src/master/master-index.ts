@@ -65,11 +65,10 @@ export function entryFromIndex(path: string, value: string): TreeEntry {
   throw new SnapshotError(`index entry for ${path} has unknown type '${type}'`)
 }
 
-/** A value that keeps the entry's type, mode, size and payload but never matches a scan again. */
-export function racyValue(value: string): string {
-  const sig = sigOf(value)
+/** A signature that keeps the entry's type, mode and size but never matches a scan again. */
+export function racySig(sig: string): string {
   const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1)
-  return indexValue(`${c < 0 ? sig : sig.slice(0, c)} ${RACY_SIG}`, payloadOf(value))
+  return `${c < 0 ? sig : sig.slice(0, c)} ${RACY_SIG}`
 }
 
 function addCounts(counts: TreeCounts, type: number, size: number, sign: 1 | -1): void {
@@ -85,6 +84,10 @@ function fnv1a(buf: Buffer, start: number, end: number): number {
   let h = 0x811c9dc5
   for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193)
   return h >>> 0
+}
+
+function u32(buf: Buffer, p: number): number {
+  return (buf[p]! | (buf[p + 1]! << 8) | (buf[p + 2]! << 16) | (buf[p + 3]! << 24)) >>> 0
 }
 
 /** The rows of an index file, as loaded: read-only. Row `i` is `buf[starts[i], starts[i + 1])`. */
@@ -149,7 +152,7 @@ export class IndexRows {
     for (let slot = h & mask; ; slot = (slot + 1) & mask) {
       const i = table[slot]!
       if (i < 0) return -1
-      if (this.buf.readUInt32LE(this.starts[i]!) === h && this.hasPath(i, raw)) return i
+      if (u32(this.buf, this.starts[i]!) === h && this.hasPath(i, raw)) return i
     }
   }
 
@@ -159,7 +162,7 @@ export class IndexRows {
     const table = new Int32Array(size).fill(-1)
     const mask = size - 1
     for (let i = 0; i < this.length; i++) {
-      let slot = this.buf.readUInt32LE(this.starts[i]!) & mask
+      let slot = u32(this.buf, this.starts[i]!) & mask
       while (table[slot] !== -1) slot = (slot + 1) & mask
       table[slot] = i
     }
@@ -181,7 +184,7 @@ export class IndexRows {
     return indexValue(sig, this.buf.toString('utf8', targetStart, end - 1))
   }
 
-  /** Subtracts (or adds) row `i`'s entry from a tree's counts, straight from its bytes. */
+  /** Adds (or subtracts) row `i`'s entry to a tree's counts, straight from its bytes. */
   count(i: number, counts: TreeCounts, sign: 1 | -1): void {
     const p = this.starts[i]! + ROW_HEAD
     let size = 0
@@ -203,12 +206,38 @@ export class IndexRows {
   }
 }
 
-/** A new or changed entry of the next index; `value` is undefined until a file is read (or when it is gone). */
+/**
+ * A new or changed entry of the next index: its stat signature and payload (the sha256 in hex, the
+ * link target, or ''), kept apart so that nothing is concatenated per entry. A file to read has
+ * no signature until it is read; until then its previous row, if it had one, stands for it.
+ */
 export class IndexSlot {
+  private dropped = false
+
   constructor(
     readonly path: string,
-    public value: string | undefined,
+    public sig: string | undefined,
+    public payload: string,
+    /** The previous index's row for this path, or -1. */
+    readonly previousRow = -1,
   ) {}
+
+  /** What reading the file found. */
+  fill(sig: string, payload: string): void {
+    this.sig = sig
+    this.payload = payload
+  }
+
+  /** The file is gone: no entry, not even the previous one. */
+  drop(): void {
+    this.sig = undefined
+    this.dropped = true
+  }
+
+  /** The previous row standing for an unread file, or -1. */
+  get standIn(): number {
+    return this.sig === undefined && !this.dropped ? this.previousRow : -1
+  }
 }
 
 /** Rows of the previous index carried over unchanged, `from` to `to` (exclusive). */
@@ -231,7 +260,10 @@ const TAKEN = 2
  */
 export class MasterIndex {
   private readonly parts: (RowRun | IndexSlot)[] = []
+  private readonly slots: IndexSlot[] = []
   private readonly state: Uint8Array
+  /** The previous rows not carried over, counted as they are taken (see counts). */
+  private readonly dropped: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
   private cursor = 0
   private finished = false
 
@@ -261,12 +293,14 @@ export class MasterIndex {
     if (i < 0) i = this.previous.find(raw)
     if (i < 0 || this.state[i] !== UNSEEN) return -1 // a path met twice: impossible in one scan, but never carried twice
     this.state[i] = TAKEN
+    this.previous.count(i, this.dropped, 1)
     if (i >= this.cursor) this.cursor = i + 1
     return i
   }
 
   /** Carries previous row `i` over unchanged, at this point of the scan. */
   carry(i: number): void {
+    if (this.state[i] === TAKEN) this.previous.count(i, this.dropped, -1)
     this.state[i] = CARRIED
     const last = this.parts[this.parts.length - 1]
     if (last instanceof RowRun && last.to === i) last.to++
@@ -281,10 +315,15 @@ export class MasterIndex {
     return this.previous.value(i)
   }
 
+  /** The entry a slot's path had in the previous index, if any. */
+  previousEntry(slot: IndexSlot): TreeEntry | undefined {
+    return slot.previousRow < 0 ? undefined : entryFromIndex(slot.path, this.previous.value(slot.previousRow))
+  }
+
   /** A new or changed entry, at this point of the scan. */
-  add(path: string, value: string | undefined): IndexSlot {
-    const slot = new IndexSlot(path, value)
+  add<T extends IndexSlot>(slot: T): T {
     this.parts.push(slot)
+    this.slots.push(slot)
     return slot
   }
 
@@ -293,7 +332,9 @@ export class MasterIndex {
     this.finished = true
     const deleted: [string, string][] = []
     for (let i = 0; i < this.state.length; i++) {
-      if (this.state[i] === UNSEEN) deleted.push([this.previous.path(i), this.previous.value(i)])
+      if (this.state[i] !== UNSEEN) continue
+      deleted.push([this.previous.path(i), this.previous.value(i)])
+      this.previous.count(i, this.dropped, 1)
     }
     return deleted
   }
@@ -301,17 +342,15 @@ export class MasterIndex {
   /** The tree's counts: the previous ones, less the rows not carried over, plus the slots. */
   counts(): TreeCounts {
     if (!this.finished) throw new SnapshotError('internal: index counts asked before the scan finished')
-    const counts = { ...this.previous.counts }
-    for (let i = 0; i < this.state.length; i++) if (this.state[i] !== CARRIED) this.previous.count(i, counts, -1)
-    for (const part of this.parts) {
-      if (part instanceof IndexSlot && part.value !== undefined) addCounts(counts, part.value.charCodeAt(0), part.value[0] === 'f' ? sizeOfSig(part.value) : 0, 1)
+    const p = this.previous.counts
+    const d = this.dropped
+    const counts = { files: p.files - d.files, dirs: p.dirs - d.dirs, links: p.links - d.links, bytes: p.bytes - d.bytes }
+    for (const slot of this.slots) {
+      const { sig } = slot
+      if (sig !== undefined) addCounts(counts, sig.charCodeAt(0), sig.charCodeAt(0) === TYPE_F ? sizeOfSig(sig) : 0, 1)
+      else if (slot.standIn >= 0) this.previous.count(slot.standIn, counts, 1)
     }
     return counts
-  }
-
-  get size(): number {
-    const c = this.counts()
-    return c.files + c.dirs + c.links
   }
 
   /** Every entry, as path and value, in scan order. Decodes every row: for full builds. */
@@ -319,7 +358,8 @@ export class MasterIndex {
     for (const part of this.parts) {
       if (part instanceof RowRun) {
         for (let i = part.from; i < part.to; i++) yield [this.previous.path(i), this.previous.value(i)]
-      } else if (part.value !== undefined) yield [part.path, part.value]
+      } else if (part.sig !== undefined) yield [part.path, indexValue(part.sig, part.payload)]
+      else if (part.standIn >= 0) yield [part.path, this.previous.value(part.standIn)]
     }
   }
 
@@ -331,7 +371,8 @@ export class MasterIndex {
     await writeStreamAtomic(file, async (handle) => {
       for (const part of this.parts) {
         if (part instanceof RowRun) out.bytes(this.previous.bytes(part.from, part.to))
-        else if (part.value !== undefined) out.row(part.path, part.value)
+        else if (part.sig !== undefined) out.row(part.path, part.sig, part.payload)
+        else if (part.standIn >= 0) out.bytes(this.previous.bytes(part.standIn, part.standIn + 1))
         for (const b of out.take()) await writeAll(handle, b)
       }
       for (const b of out.take(true)) await writeAll(handle, b)
@@ -367,12 +408,10 @@ class ChunkedOutput {
     this.used += b.copy(this.chunk, this.used)
   }
 
-  /** One row from a path and a value (see the module comment). */
-  row(path: string, value: string): void {
-    const sig = sigOf(value)
-    const payload = payloadOf(value)
-    const isFile = value[0] === 'f'
-    const target = value[0] === 'l' ? payload : ''
+  /** One row (see the module comment). */
+  row(path: string, sig: string, payload: string): void {
+    const isFile = sig.charCodeAt(0) === TYPE_F
+    const target = sig.charCodeAt(0) === 0x6c ? payload : ''
     const max = ROW_HEAD + sig.length + 3 * (path.length + target.length) + 3 + SHA_BYTES
     this.room(max)
     const c = this.chunk

@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 import { readFileStable, FileChangingError } from '../fs/stable-read.js'
-import { sizeOfSig, statSignature, type ScanRecord } from '../fs/tree-scan.js'
+import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
 
 /**
  * Reads source files for a build at four system calls each (open, read, fstat, close), into one
@@ -9,7 +9,7 @@ import { sizeOfSig, statSignature, type ScanRecord } from '../fs/tree-scan.js'
  * stat signature (size, mtime, ctime, inode, mode), nobody wrote the file in between, and the bytes
  * are the ones the scan saw. Otherwise the file is read again until it holds still (stable-read.ts).
  */
-export type SourceRead = { readonly data: Buffer; readonly stat: BigIntStats } | { readonly gone: string }
+export type SourceRead = { readonly data: Buffer; readonly stat: BigIntStats; /** statSignature(stat) */ readonly sig: string } | { readonly gone: string }
 
 /** Files this large get their own buffer: the packer may hand them on without copying. */
 const SCRATCH_BYTES = 256 << 10
@@ -21,17 +21,17 @@ export class SourceReader {
   constructor(private readonly root: string) {}
 
   /** The file's bytes (valid until the next call when small), or why it is gone. */
-  read(rec: ScanRecord): SourceRead {
-    const abs = join(this.root, rec.path)
+  read(path: string, scanSig: string): SourceRead {
+    const abs = join(this.root, path)
     try {
       this.filesRead++
-      const size = sizeOfSig(rec.sig)
+      const size = sizeOfSig(scanSig)
       if (size < SCRATCH_BYTES) {
-        const fast = this.readKnown(abs, rec, size)
+        const fast = this.readKnown(abs, scanSig, size)
         if (fast) return fast
       }
       const stable = readFileStable(abs)
-      return { data: stable.data, stat: stable.stat }
+      return { data: stable.data, stat: stable.stat, sig: statSignature(stable.stat) }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || code === 'ENOTDIR' || err instanceof FileChangingError) {
@@ -41,14 +41,14 @@ export class SourceReader {
     }
   }
 
-  private readKnown(abs: string, rec: ScanRecord, size: number): SourceRead | null {
+  private readKnown(abs: string, scanSig: string, size: number): SourceRead | null {
     const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW)
     try {
       // One byte more than expected: a file that grew shows up as a longer read.
       const n = readSync(fd, this.scratch, 0, size + 1, 0)
       const stat = fstatSync(fd, { bigint: true })
-      if (n !== size || statSignature(stat) !== rec.sig) return null
-      return { data: this.scratch.subarray(0, n), stat }
+      if (n !== size || statSignature(stat) !== scanSig) return null
+      return { data: this.scratch.subarray(0, n), stat, sig: scanSig } // the scan's string: one flat string kept, not a new one
     } finally {
       closeSync(fd)
     }
