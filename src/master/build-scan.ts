@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, scanTree } from '../fs/tree-scan.js'
+import { modeOfSig, scanTree, sizeOfSig } from '../fs/tree-scan.js'
 import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 
@@ -28,6 +28,9 @@ export interface MetadataScan {
 
 /** A file to read: its slot in the new index, filled once it is read. */
 export class FileToRead extends IndexSlot {
+  /** What reading it gave, once read (null: gone). */
+  read?: FileRead | null
+
   constructor(
     path: string,
     /** The scan's stat signature, which the read must find again (source-reader.ts). */
@@ -46,7 +49,16 @@ export interface FileRead {
 /** Files modified this close to the scan may change again within the clock's granularity. */
 const RACY_WINDOW_NS = 2_000_000_000n
 
-export async function scanMetadata(source: string, previousIndex: IndexRows): Promise<MetadataScan> {
+/**
+ * While find walks the tree the build mostly waits for its output; changed files are read in that
+ * time, as the scan meets them (find has just brought their inodes into the cache), up to this
+ * many bytes kept for the archive. The rest are read when packed.
+ */
+const EARLY_READ_BUDGET = 32 << 20
+const EARLY_READ_MAX_FILE = 64 << 10
+
+/** With a reader, changed files are read during the scan (see EARLY_READ_BUDGET). */
+export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new MasterIndex(previousIndex)
   const toRead: FileToRead[] = []
@@ -55,6 +67,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
   const warnings: string[] = []
   const deleted: string[] = []
   const state = { index, toRead, changed, previous, deleted, warnings, scanStartNs }
+  let earlyBytes = 0
 
   await scanTree(source, (raw) => {
     if (index.carryNextIfSame(raw)) return
@@ -73,6 +86,13 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
       // The previous row stands until the file is read; a file that turns out gone is dropped.
       const item = index.add(new FileToRead(rec.path, rec.sig, row))
       toRead.push(item)
+      if (reader && earlyBytes < EARLY_READ_BUDGET && sizeOfSig(rec.sig) <= EARLY_READ_MAX_FILE) {
+        const read = readIntoIndex(reader, item, state)
+        if (read) {
+          item.read = { entry: read.entry, data: Buffer.from(read.data) } // the reader reuses its buffer
+          earlyBytes += read.data.length
+        }
+      }
       return
     }
     index.add(new IndexSlot(rec.path, rec.sig, rec.type === 'l' ? rec.target : ''))
@@ -96,12 +116,15 @@ export async function scanMetadata(source: string, previousIndex: IndexRows): Pr
 /**
  * Reads one file the scan flagged, hashes it and records it in the index. Returns the entry and
  * its bytes, or null when the file vanished or turned into something else meanwhile (the
- * snapshot then does not carry it; the next one will).
+ * snapshot then does not carry it; the next one will). A file read during the scan is not read
+ * again.
  */
 export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'warnings' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
+  if (item.read !== undefined) return item.read
   const { path } = item
   const r = reader.read(path, item.scanSig)
   if ('gone' in r) {
+    item.read = null
     scan.warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
     item.drop()
     const before = scan.index.previousEntry(item)

@@ -114,10 +114,10 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   }
 
   log(`scanning ${opts.source}`)
-  const scan = await scanMetadata(opts.source, base)
+  const reader = new SourceReader(opts.source)
+  const scan = await scanMetadata(opts.source, base, reader)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
   const id = await nextSnapshotId(layout, latest?.id ?? 0)
-  const reader = new SourceReader(opts.source)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
   const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
   let kept = 0
@@ -139,6 +139,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
       for (const item of scan.toRead) {
         const path = item.path
         while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
+        const readEarly = item.read !== undefined // then its data is a copy of its own already
         const read = readIntoIndex(reader, item, scan)
         if (!read) continue
         const before = scan.index.previousEntry(item)
@@ -146,7 +147,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
         changed.set(path, read.entry)
         if (before) scan.previous.set(path, before)
         if (kept + read.data.length <= CONTENT_BUDGET) {
-          contents.set(path, Buffer.from(read.data))
+          contents.set(path, readEarly ? read.data : Buffer.from(read.data))
           kept += read.data.length
         }
         await sink.add(read.entry, read.data)
