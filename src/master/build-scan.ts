@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import * as nodeCrypto from 'node:crypto'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import { modeOfSig, scanTree, sizeOfSig } from '../fs/tree-scan.js'
@@ -136,11 +136,15 @@ export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick
   }
   const st = r.stat
   const mode = Number(st.mode & 0o7777n) & CARRIED_MODE_BITS
-  const sha256 = createHash('sha256').update(r.data).digest('hex')
+  const sha256 = sha256Hex(r.data)
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
   item.fill(racy ? racySig(r.sig) : r.sig, sha256)
   return { entry: { type: 'f', path, mode, size: r.data.length, sha256 }, data: r.data }
 }
+
+/** sha256 in hex. crypto.hash (Node >= 20.12) makes no Hash object: 2-4x faster on tiny files. */
+export const sha256Hex: (data: Uint8Array) => string =
+  typeof nodeCrypto.hash === 'function' ? (data) => nodeCrypto.hash('sha256', data, 'hex') : (data) => nodeCrypto.createHash('sha256').update(data).digest('hex')
 
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
   if (a.type !== b.type) return false

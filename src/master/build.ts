@@ -9,9 +9,8 @@ import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, type FileToRead, type MetadataScan } from './build-scan.js'
+import { byPath, readIntoIndex, sameEntry, scanMetadata, sha256Hex, type FileToRead, type MetadataScan } from './build-scan.js'
 import { SourceReader } from './source-reader.js'
-import { createHash } from 'node:crypto'
 import { entryFromIndex, IndexRows, IndexVersionError, readIndex, sigOf, type MasterIndex } from './master-index.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
@@ -251,7 +250,7 @@ async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan
         continue
       }
       const data = contents.get(path) ?? readExpected(reader, path, value)
-      if (data.length !== entry.size || createHash('sha256').update(data).digest('hex') !== entry.sha256) {
+      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
       await sink.add(entry, data)
