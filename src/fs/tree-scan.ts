@@ -1,6 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
-import { join } from 'node:path'
+import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
 import { CARRIED_MODE_BITS } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
@@ -8,25 +7,58 @@ import { crashPoint } from './crash-points.js'
 /**
  * Metadata of every entry below a root, without reading any file. GNU find does this ~7x faster
  * than Node's lstat per file (../shared/NOTES.md), so it is used when present; a portable walk in
- * Node is the fallback. Both produce the same records, so an index written by one is read by the
- * other.
+ * Node is the fallback.
+ *
+ * Both produce the same bytes for the same entry, one record `SIG\0PATH\0TARGET\0`:
+ * - SIG is find's `%y %m %s %T@ %C@ %i`: type letter, permission bits in octal, size, mtime and
+ *   ctime as seconds with ten fractional digits, inode (`f 644 213 1795257700.6313518810
+ *   1795257700.6313518810 2542497`). Equal texts, same metadata: it is a stat signature, never
+ *   parsed for the million entries that did not change.
+ * - PATH is relative and '/'-separated, TARGET the symlink target (empty for anything else), both
+ *   the raw bytes of the names.
+ * So an index written after one scan is read after the other, and the master's index can tell an
+ * unchanged entry by comparing bytes, without decoding a string (master-index.ts).
  */
+
+/** A record decoded, for the entries that need a closer look (new, changed, to be read). */
 export interface ScanRecord {
   /** f, d, l, or s for anything else (socket, fifo, device): skipped by the caller with a warning. */
   readonly type: 'f' | 'd' | 'l' | 's'
-  readonly path: string // relative, '/'-separated
-  readonly mode: number // permission bits
-  readonly size: number
-  /** Everything that changes when the file does: mode, size, mtime, ctime, inode (ns times). */
-  readonly statSig: string
-  /** Decimal nanoseconds since the epoch: strings, so a million records need no BigInt parsing. */
-  readonly mtimeNs: string
-  readonly ctimeNs: string
+  readonly path: string
+  /** The record's SIG: everything that changes when the entry does (see statSignature). */
+  readonly sig: string
   readonly target: string // symlink target, '' otherwise
 }
 
-const FIND_FORMAT = '%y\\0%m\\0%s\\0%T@\\0%C@\\0%i\\0%l\\0%P\\0'
-const FIELDS = 8
+/**
+ * One record in the scan's output buffer: `buf[start, end)`, with PATH at `pathStart` and TARGET at
+ * `targetStart`. The scan hands the same object over for every record, so a million records cost
+ * no allocation: read what you need before returning, or `decode()` it.
+ */
+export class RawScanRecord {
+  buf: Buffer = Buffer.alloc(0)
+  start = 0
+  pathStart = 0
+  targetStart = 0
+  end = 0
+
+  get type(): ScanRecord['type'] {
+    const y = this.buf[this.start]
+    return y === 0x66 ? 'f' : y === 0x64 ? 'd' : y === 0x6c ? 'l' : 's'
+  }
+
+  decode(): ScanRecord {
+    const type = this.type
+    return {
+      type,
+      path: this.buf.toString('utf8', this.pathStart, this.targetStart - 1),
+      sig: this.buf.toString('latin1', this.start, this.pathStart - 1),
+      target: type === 'l' ? this.buf.toString('utf8', this.targetStart, this.end - 1) : '',
+    }
+  }
+}
+
+const FIND_FORMAT = '%y %m %s %T@ %C@ %i\\0%P\\0%l\\0'
 
 let gnuFind: boolean | undefined
 export function hasGnuFind(): boolean {
@@ -37,97 +69,163 @@ export function hasGnuFind(): boolean {
   return gnuFind
 }
 
-export function statSigOf(type: string, mode: number, size: number, mtimeNs: bigint | string, ctimeNs: bigint | string, ino: string): string {
-  return `${type}${mode.toString(8)} ${size} ${mtimeNs} ${ctimeNs} ${ino}`
+/** The SIG find prints for an entry with these lstat (or fstat) results, to the byte. */
+export function statSignature(st: BigIntStats): string {
+  return `${typeLetter(st)} ${(st.mode & 0o7777n).toString(8)} ${st.size} ${timeText(st.mtimeNs)} ${timeText(st.ctimeNs)} ${st.ino}`
+}
+
+function typeLetter(st: BigIntStats): string {
+  return st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : 'U'
+}
+
+/**
+ * find's `%T@`: the seconds of the timespec, '.', its nanoseconds in nine digits, and a '0'. Before
+ * 1970 the seconds are the floor and the nanoseconds count up from it (-0.5 s is "-1.5000000000").
+ */
+function timeText(ns: bigint): string {
+  let sec = ns / 1_000_000_000n
+  let frac = ns % 1_000_000_000n
+  if (frac < 0n) {
+    sec -= 1n
+    frac += 1_000_000_000n
+  }
+  return `${sec}.${frac.toString().padStart(9, '0')}0`
+}
+
+/** The carried permission bits a SIG records (`f 644 ...`; setuid and setgid dropped). */
+export function modeOfSig(sig: string): number {
+  const a = sig.indexOf(' ')
+  return parseInt(sig.slice(a + 1, sig.indexOf(' ', a + 1)), 8) & CARRIED_MODE_BITS
+}
+
+/** The size a SIG records (its third field). */
+export function sizeOfSig(sig: string): number {
+  const b = sig.indexOf(' ', sig.indexOf(' ') + 1)
+  const c = sig.indexOf(' ', b + 1)
+  return Number(sig.slice(b + 1, c < 0 ? sig.length : c))
 }
 
 /** Streams scan records to `onRecord`; resolves when the whole tree was seen. */
-export async function scanTree(root: string, onRecord: (r: ScanRecord) => void): Promise<void> {
-  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) return scanWithFind(root, onRecord)
-  scanWithNode(root, '', onRecord)
+export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void): Promise<void> {
+  const parser = new RecordParser(onRecord)
+  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) await scanWithFind(root, parser)
+  else scanWithNode(root, parser)
+  if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
-/** GNU find prints "1795257700.6313518810": seconds and ten fractional digits; we keep ns. */
-function findTimeToNs(s: string): string {
-  const dot = s.indexOf('.')
-  if (dot < 0) return s === '0' ? '0' : s + '000000000'
-  const ns = s.slice(0, dot) + (s.slice(dot + 1) + '000000000').slice(0, 9)
-  let i = 0
-  while (i < ns.length - 1 && ns.charCodeAt(i) === 48) i++ // no leading zeros: the same digits as BigInt's
-  return i ? ns.slice(i) : ns
+/** Cuts the scan's byte stream into records; a record may span chunks. */
+export class RecordParser {
+  private pending: Buffer | null = null
+  private readonly raw = new RawScanRecord()
+  private records = 0
+
+  constructor(private readonly onRecord: (r: RawScanRecord) => void) {}
+
+  push(chunk: Buffer): void {
+    let start = 0
+    if (this.pending) {
+      // find writes 4 KiB at a time: join only the record cut in two, not the whole chunk.
+      let nuls = 0
+      for (const b of this.pending) if (b === 0) nuls++
+      let end = -1
+      while (nuls < 3 && (end = chunk.indexOf(0, end + 1)) >= 0) nuls++
+      if (nuls < 3) {
+        this.pending = Buffer.concat([this.pending, chunk])
+        return
+      }
+      const joined = Buffer.concat([this.pending, chunk.subarray(0, end + 1)])
+      this.pending = null
+      this.parse(joined, 0)
+      start = end + 1
+    }
+    start = this.parse(chunk, start)
+    // Copy the unfinished record out of the chunk, rather than keep the whole chunk alive.
+    if (start < chunk.length) this.pending = Buffer.from(chunk.subarray(start))
+  }
+
+  /** Hands over the whole records from `start` on; returns where the unfinished one begins. */
+  private parse(buf: Buffer, start: number): number {
+    const raw = this.raw
+    raw.buf = buf
+    for (;;) {
+      const sigEnd = buf.indexOf(0, start)
+      if (sigEnd < 0) break
+      const pathEnd = buf.indexOf(0, sigEnd + 1)
+      if (pathEnd < 0) break
+      const end = buf.indexOf(0, pathEnd + 1)
+      if (end < 0) break
+      raw.start = start
+      raw.pathStart = sigEnd + 1
+      raw.targetStart = pathEnd + 1
+      raw.end = end + 1
+      this.onRecord(raw)
+      if (++this.records % 1000 === 0) crashPoint('scan:records')
+      start = end + 1
+    }
+    return start
+  }
+
+  finished(): boolean {
+    return this.pending === null
+  }
 }
 
-function scanWithFind(root: string, onRecord: (r: ScanRecord) => void): Promise<void> {
+function scanWithFind(root: string, parser: RecordParser): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('find', ['.', '-mindepth', '1', '-printf', FIND_FORMAT], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stderr = ''
-    let pending: Buffer = Buffer.alloc(0)
-    const fields: Buffer[] = []
     let failure: unknown
-    let records = 0
     child.stderr.on('data', (d: Buffer) => {
       if (stderr.length < 4096) stderr += d.toString()
     })
     child.stdout.on('data', (chunk: Buffer) => {
       if (failure) return
-      const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk
-      let start = 0
-      for (;;) {
-        const nul = buf.indexOf(0, start)
-        if (nul < 0) break
-        fields.push(buf.subarray(start, nul))
-        start = nul + 1
-        if (fields.length === FIELDS) {
-          try {
-            onRecord(recordFromFind(fields))
-            if (++records % 1000 === 0) crashPoint('scan:records')
-          } catch (err) {
-            failure = err
-            child.kill()
-            return
-          }
-          fields.length = 0
-        }
+      try {
+        parser.push(chunk)
+      } catch (err) {
+        failure = err
+        child.kill()
       }
-      // Keep the unfinished field, and copy finished ones out of the buffer we are about to drop.
-      for (let i = 0; i < fields.length; i++) fields[i] = Buffer.from(fields[i]!)
-      pending = Buffer.from(buf.subarray(start))
     })
     child.on('error', (err) => reject(new SnapshotError(`cannot run find: ${err.message}`, { cause: err })))
     child.on('close', (code) => {
       if (failure) return reject(failure)
       if (code !== 0) return reject(new SnapshotError(`scanning ${root} failed: ${stderr.trim() || `find exited ${code}`}`))
-      if (pending.length || fields.length) return reject(new SnapshotError(`scanning ${root}: truncated find output`))
       resolve()
     })
   })
 }
 
-function recordFromFind(f: Buffer[]): ScanRecord {
-  const y = f[0]!.toString('latin1')
-  const type = y === 'f' || y === 'd' || y === 'l' ? y : 's'
-  const mode = parseInt(f[1]!.toString('latin1'), 8) & CARRIED_MODE_BITS
-  const size = Number(f[2]!.toString('latin1'))
-  const mtimeNs = findTimeToNs(f[3]!.toString('latin1'))
-  const ctimeNs = findTimeToNs(f[4]!.toString('latin1'))
-  const ino = f[5]!.toString('latin1')
-  const path = f[7]!.toString('utf8')
-  return { type, path, mode, size, mtimeNs, ctimeNs, statSig: statSigOf(type, mode, size, mtimeNs, ctimeNs, ino), target: type === 'l' ? f[6]!.toString('utf8') : '' }
-}
+const NUL = Buffer.from([0])
+const SLASH = Buffer.from('/')
+const BATCH_BYTES = 1 << 20
 
-function scanWithNode(root: string, rel: string, onRecord: (r: ScanRecord) => void): void {
-  const dir = rel ? join(root, rel) : root
-  for (const name of readdirSync(dir)) {
-    const path = rel ? `${rel}/${name}` : name
-    const st = lstatSync(join(root, path), { bigint: true })
-    const type = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : 's'
-    const mode = Number(st.mode) & CARRIED_MODE_BITS
-    const size = Number(st.size)
-    const target = type === 'l' ? readlinkSync(join(root, path)) : ''
-    onRecord({ type, path, mode, size, mtimeNs: st.mtimeNs.toString(), ctimeNs: st.ctimeNs.toString(), statSig: statSigOf(type, mode, size, st.mtimeNs, st.ctimeNs, st.ino.toString()), target })
-    if (type === 'd') scanWithNode(root, path, onRecord)
+/** find's walk, in Node: the same records, in readdir order, preorder. Names stay raw bytes. */
+function scanWithNode(root: string, parser: RecordParser): void {
+  let batch: Buffer[] = []
+  let batched = 0
+  const rootBytes = Buffer.from(root)
+  const walk = (rel: Buffer | null): void => {
+    const dir = rel ? Buffer.concat([rootBytes, SLASH, rel]) : rootBytes
+    for (const name of readdirSync(dir, { encoding: 'buffer' })) {
+      const path = rel ? Buffer.concat([rel, SLASH, name]) : name
+      const abs = Buffer.concat([rootBytes, SLASH, path])
+      const st = lstatSync(abs, { bigint: true })
+      const target = st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : null
+      const sig = Buffer.from(statSignature(st), 'latin1')
+      batch.push(sig, NUL, path, NUL, ...(target ? [target] : []), NUL)
+      batched += sig.length + path.length + (target?.length ?? 0) + 3
+      if (batched >= BATCH_BYTES) {
+        parser.push(Buffer.concat(batch))
+        batch = []
+        batched = 0
+      }
+      if (st.isDirectory()) walk(path)
+    }
   }
+  walk(null)
+  if (batch.length) parser.push(Buffer.concat(batch))
 }

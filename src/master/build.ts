@@ -5,16 +5,13 @@ import { decideFull, type FullPolicy } from '../core/full-policy.js'
 import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
 import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import type { TreeEntry } from '../core/tree-entry.js'
 import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, type MetadataScan } from './build-scan.js'
+import { byPath, readIntoIndex, sameEntry, scanMetadata, sha256Hex, type FileToRead, type MetadataScan } from './build-scan.js'
 import { SourceReader } from './source-reader.js'
-import type { ScanRecord } from '../fs/tree-scan.js'
-import { createHash } from 'node:crypto'
-import { entryFromIndex, readIndex, sigOf, writeIndex, type MasterIndex } from './master-index.js'
+import { entryFromIndex, IndexRows, IndexVersionError, readIndex, sigOf, type MasterIndex } from './master-index.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
@@ -99,31 +96,32 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
 
   const pointer = await readLocalPointer(layout)
   const latest = pointer?.latest ?? null
-  let base: MasterIndex = new Map()
+  let base = IndexRows.empty()
   let hasBase = false
   if (latest) {
     try {
       const loaded = await readIndex(layout.index(latest.id))
       if (loaded.id === latest.id) {
-        base = loaded.index
+        base = loaded
         hasBase = true
       }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-      log(`no index for snapshot ${latest.id}: reading the whole tree`)
+      if (err instanceof IndexVersionError) log(`${err.message}: reading the whole tree`)
+      else if ((err as NodeJS.ErrnoException).code === 'ENOENT') log(`no index for snapshot ${latest.id}: reading the whole tree`)
+      else throw err
     }
   }
 
   log(`scanning ${opts.source}`)
-  const scan = await scanMetadata(opts.source, base)
+  const reader = new SourceReader(opts.source)
+  const scan = await scanMetadata(opts.source, base, reader)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
   const id = await nextSnapshotId(layout, latest?.id ?? 0)
-  const reader = new SourceReader(opts.source)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
   const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
   let kept = 0
   const unchanged = (previous: SnapshotRecord): BuildResult => ({
-    created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...countTree(scan.index),
+    created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...scan.index.counts(),
     changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed(),
   })
 
@@ -137,17 +135,18 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     const dirsAndLinks = [...scan.changed.values()].sort(byPath)
     delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
       let d = 0
-      for (const rec of scan.toRead) {
-        while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < rec.path) await sink.add(dirsAndLinks[d++]!)
-        const oldValue = scan.index.get(rec.path)
-        const read = readIntoIndex(reader, rec, scan)
+      for (const item of scan.toRead) {
+        const path = item.path
+        while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
+        const readEarly = item.read !== undefined // then its data is a copy of its own already
+        const read = readIntoIndex(reader, item, scan)
         if (!read) continue
-        const before = oldValue === undefined ? undefined : entryFromIndex(rec.path, oldValue)
+        const before = scan.index.previousEntry(item)
         if (before && sameEntry(before, read.entry)) continue // touched, not changed
-        changed.set(rec.path, read.entry)
-        if (before) scan.previous.set(rec.path, before)
+        changed.set(path, read.entry)
+        if (before) scan.previous.set(path, before)
         if (kept + read.data.length <= CONTENT_BUDGET) {
-          contents.set(rec.path, Buffer.from(read.data))
+          contents.set(path, readEarly ? read.data : Buffer.from(read.data))
           kept += read.data.length
         }
         await sink.add(read.entry, read.data)
@@ -160,7 +159,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
       // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
       // The objects just written are left for prune: named by content, they may be byte for byte
       // ones a published snapshot already names (an empty delta archive is always the same).
-      await writeIndex(layout.index(latest.id), latest.id, scan.index)
+      await scan.index.write(layout.index(latest.id), latest.id)
       return unchanged(latest)
     }
   }
@@ -185,12 +184,12 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     for (const e of scan.previous.values()) digest.remove(e)
     for (const e of changed.values()) digest.add(e)
   } else {
-    for (const [path, value] of scan.index) digest.add(entryFromIndex(path, value))
+    for (const [path, value] of scan.index.entries()) digest.add(entryFromIndex(path, value))
   }
   if (opts.expectTreeDigest !== undefined && digest.toHex() !== opts.expectTreeDigest) {
     throw new VerifyError(`the tree to publish has digest ${digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
   }
-  const counts = countTree(scan.index)
+  const counts = scan.index.counts()
 
   const record: SnapshotRecord = {
     id,
@@ -212,7 +211,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     parent: record.parent,
     fullReason: full ? decision.reason : null,
     ...counts,
-    changed: hasBase ? changed.size : scan.index.size,
+    changed: hasBase ? changed.size : counts.files + counts.dirs + counts.links,
     deleted: scan.deleted.length,
     filesRead: reader.filesRead,
     deltaBytes: delta ? delta.archive.length + delta.manifest.length : null,
@@ -231,29 +230,27 @@ const CONTENT_BUDGET = 64 << 20
  * kept, and must still hash to its index entry, or the tree moved under us (SourceChangedError).
  */
 async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan: MetadataScan, reader: SourceReader, contents: ReadonlyMap<string, Buffer>, firstRead: boolean): Promise<ArchivePair> {
-  const known = [...scan.index.keys()].sort()
+  const known = [...scan.index.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
   const toRead = firstRead ? scan.toRead : []
   return writeArchivePair(layout.objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
     let r = 0
-    const addRead = async (rec: ScanRecord): Promise<void> => {
-      const read = readIntoIndex(reader, rec, scan)
+    const addRead = async (item: FileToRead): Promise<void> => {
+      const read = readIntoIndex(reader, item, scan)
       if (read) await sink.add(read.entry, read.data)
     }
-    for (const path of known) {
+    for (const [path, value] of known) {
       while (r < toRead.length && toRead[r]!.path < path) await addRead(toRead[r++]!)
       if (r < toRead.length && toRead[r]!.path === path) {
         await addRead(toRead[r++]!)
         continue
       }
-      const value = scan.index.get(path)
-      if (value === undefined) continue
       const entry = entryFromIndex(path, value)
       if (entry.type !== 'f') {
         await sink.add(entry)
         continue
       }
       const data = contents.get(path) ?? readExpected(reader, path, value)
-      if (data.length !== entry.size || createHash('sha256').update(data).digest('hex') !== entry.sha256) {
+      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
       await sink.add(entry, data)
@@ -264,18 +261,8 @@ async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan
 
 /** Reads a file the index already describes, using its stat signature as the scan's. */
 function readExpected(reader: SourceReader, path: string, value: string): Buffer {
-  const [typeMode, size, mtime, ctime] = sigOf(value).split(' ')
-  const rec: ScanRecord = {
-    type: 'f',
-    path,
-    mode: parseInt(typeMode!.slice(1), 8),
-    size: Number(size),
-    statSig: sigOf(value),
-    mtimeNs: mtime ?? '', // racy entries carry no times: they never match, so the slow, stable read
-    ctimeNs: ctime ?? '',
-    target: '',
-  }
-  const read = reader.read(rec)
+  // A racy entry's signature never matches a stat: it gets the slow, stable read.
+  const read = reader.read(path, sigOf(value))
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
   return read.data
 }
@@ -284,7 +271,7 @@ function readExpected(reader: SourceReader, path: string, value: string): Buffer
 export async function publish(layout: StoreLayout, key: KeyObject | null, record: SnapshotRecord, previousChain: readonly SnapshotRecord[], index: MasterIndex | null): Promise<void> {
   try {
     await writeFileAtomic(layout.record(record.id), sealEnvelope({ format: POINTER_FORMAT, snapshot: record }, key))
-    if (index) await writeIndex(layout.index(record.id), record.id, index)
+    if (index) await index.write(layout.index(record.id), record.id)
     const chain = record.full ? [record] : [...chainFromLastFull(previousChain), record]
     await writeFileAtomic(layout.latest, sealEnvelope({ format: POINTER_FORMAT, latest: record, chain }, key))
   } catch (err) {
@@ -319,20 +306,4 @@ async function removeOldIndexes(layout: StoreLayout, keepId: number): Promise<vo
     const m = /^index-(\d+)\.bin$/.exec(name)
     if (m && Number(m[1]) !== keepId) await rm(`${layout.stateDir}/${name}`, { force: true })
   }
-}
-
-function countTree(index: MasterIndex): { files: number; dirs: number; links: number; bytes: number } {
-  let files = 0
-  let dirs = 0
-  let links = 0
-  let bytes = 0
-  for (const [path, value] of index) {
-    const t = value[0]
-    if (t === 'f') {
-      files++
-      bytes += (entryFromIndex(path, value) as Extract<TreeEntry, { type: 'f' }>).size
-    } else if (t === 'd') dirs++
-    else links++
-  }
-  return { files, dirs, links, bytes }
 }
