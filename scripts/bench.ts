@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --files N [--replicas R] [--work DIR] [--no-baselines]`: our build and pull
+ * `npm run bench -- --files N [--replicas R] [--work DIR] [--no-baselines]` [--trees 3]: our build and pull
  * side by side with what a user would pick instead (GNU tar + zstd, rsync), on one corpus, in one
  * run, with the issue's target ratios checked at the end.
  *
@@ -67,6 +67,7 @@ async function main(): Promise<void> {
       replicas: { type: 'string', default: '10' },
       work: { type: 'string', default: join(repo, '.bench') },
       'no-baselines': { type: 'boolean', default: false },
+      trees: { type: 'string', default: '3' },
       keep: { type: 'boolean', default: false },
     },
   })
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
   const target = (i: number): string => join(run, `replica-${String(i).padStart(2, '0')}`)
   await mkdir(store, { recursive: true })
   const started = new Date()
-  logLine(`bench: ${files} files, ${replicas} replicas, in ${run}; zstd backend ${zstdBackend()}, Node ${process.version}`)
+  logLine(`bench: ${files} files, ${replicas} replicas with ${values.trees} trees each, in ${run}; zstd backend ${zstdBackend()}, Node ${process.version}`)
 
   const corpus = await generateCorpus({ files, out: source, seed: 'bench' })
   logLine(`bench: corpus of ${corpus.files} files in ${corpus.dirs} dirs, ${corpus.bytes} bytes, in ${corpus.seconds.toFixed(1)} s`)
@@ -95,7 +96,8 @@ async function main(): Promise<void> {
   const build = (label: string) => snapshot(['build', '--source', source, '--store', store, '--key', key], label)
   // Three trees: the live one, the previous one for instant rollback, and a spare caught up after
   // each swap, so a pull replays one hour before it swaps (slot-policy.ts).
-  const pull = (i: number, label: string) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', '3'], label)
+  // With --trees 2 a pull rebuilds the previous tree, replaying two hours before its swap.
+  const pull = (i: number, label: string) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label)
 
   try {
     await warmTree(source, 'data')
@@ -161,7 +163,7 @@ async function main(): Promise<void> {
     }
 
     const machine = `${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, zstd ${zstdBackend()}`
-    process.stdout.write(`\n${files} files, ${replicas} replicas; ${machine}; ${started.toISOString()}\n\n`)
+    process.stdout.write(`\n${files} files, ${replicas} replicas with ${values.trees} trees each; ${machine}; ${started.toISOString()}\n\n`)
     process.stdout.write(formatTextTable(rows))
     process.stdout.write('\n' + ratios(rows, baselineSteps, replicas) + '\n')
     process.stdout.write('\nMarkdown:\n\n' + formatMarkdownTable(rows))
