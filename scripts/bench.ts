@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --files N [--replicas R] [--work DIR] [--no-baselines]` [--trees 3]: our build and pull
+ * `npm run bench -- --files N [--replicas R] [--trees 3] [--work DIR] [--no-baselines]`: our build and pull
  * side by side with what a user would pick instead (GNU tar + zstd, rsync), on one corpus, in one
  * run, with the issue's target ratios checked at the end.
  *
