@@ -190,7 +190,8 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   }
 }
 
-async function planFor(layout: ReplicaLayout, records: ReadonlyMap<number, SnapshotRecord>, baseId: number | null, latestId: number): Promise<PullPlan> {
+/** The cheapest plan from `baseId` to `latestId`, counting objects already cached as free. */
+export async function planFor(layout: ReplicaLayout, records: ReadonlyMap<number, SnapshotRecord>, baseId: number | null, latestId: number): Promise<PullPlan> {
   const cachedShas = new Set<string>()
   for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cachedShas.add(ref.sha256)
   return planPull({ baseId, latestId, records, cached: (sha) => cachedShas.has(sha) })

@@ -1,14 +1,11 @@
 import type { KeyObject } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
-import { planPull } from '../core/chain-plan.js'
 import { NoSnapshotError, SnapshotError, UsageError } from '../core/errors.js'
-import { recordObjects } from '../core/snapshot-record.js'
 import { swapSymlink } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import type { ObjectSource } from '../http/object-source.js'
-import { isCached } from './object-cache.js'
-import { buildInSlot, checkTarget, collectRecords, fetchPointer, fetchRecord, loadCachedRecord, slotNames } from './pull.js'
-import { chooseSlot } from './slot-policy.js'
+import { buildInSlot, checkTarget, collectRecords, planFor, fetchPointer, fetchRecord, loadCachedRecord, slotNames } from './pull.js'
+import { chooseSlot, rollbackSlot } from './slot-policy.js'
 import { ReplicaLayout } from './replica-layout.js'
 import { loadState, saveState, type ReplicaState } from './replica-state.js'
 
@@ -47,7 +44,8 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
     const state = await loadState(layout.stateFile, slots)
     if (!state?.live) throw new SnapshotError(`${opts.target} serves no snapshot yet: nothing to roll back`)
     const live = state.live
-    const toId = opts.to ?? previousKept(state)
+    const kept = rollbackSlot(state)
+    const toId = opts.to ?? (kept === null ? null : (state.slots[kept] as { id: number }).id)
     if (toId === null) throw new NoSnapshotError(`no earlier snapshot is kept on this replica; give --to ID (and --from) to rebuild one from the store`)
     if (toId === live.id) throw new UsageError(`snapshot ${toId} is already live`)
 
@@ -60,9 +58,7 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
       const record = (await loadCachedRecord(layout, toId)) ?? pointer.chain.find((r) => r.id === toId) ?? (await fetchRecord(opts.source, layout, opts.trustedKeys, toId))
       if (!record) throw new NoSnapshotError(`the store no longer has snapshot ${toId}`)
       const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, null, record)
-      const cached = new Set<string>()
-      for (const r of records.values()) for (const ref of recordObjects(r)) if (await isCached(layout, ref)) cached.add(ref.sha256)
-      const plan = planPull({ baseId: null, latestId: toId, records, cached: (sha) => cached.has(sha) })
+      const plan = await planFor(layout, records, null, toId)
       log(`rebuilding snapshot ${toId} in tree ${slot} from ${opts.source.description}`)
       await buildInSlot(layout, state, slot, record, plan, opts.source, log)
     }
@@ -77,16 +73,6 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
     lock.release()
     await rm(layout.trashDir, { recursive: true, force: true }).catch(() => undefined) // a rebuilt tree's predecessor
   }
-}
-
-/** The newest kept snapshot older than the live one. */
-function previousKept(state: ReplicaState): number | null {
-  let best: number | null = null
-  for (const [slot, st] of Object.entries(state.slots)) {
-    if (slot === state.live?.slot || st.status !== 'ready' || st.id >= state.live!.id) continue
-    if (best === null || st.id > best) best = st.id
-  }
-  return best
 }
 
 /** A tree to rebuild in: not live, and not the one holding the snapshot being left if avoidable. */
