@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { LockedError } from '../core/errors.js'
 import { tempPathFor } from './durable.js'
@@ -31,18 +31,19 @@ export async function acquireLock(path: string, what: string, opts: { waitMs?: n
 }
 
 function tryLock(path: string): HeldLock | null {
-  let fd: number
+  // The holder's line is written to a private file first and then linked into place: link() fails
+  // on an existing name like O_EXCL does, and the lock never exists empty, so a rival can never read
+  // a half-written lock, judge it torn and take it over while its holder is still alive.
+  const content = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
+  const mine = tempPathFor(path)
+  writeFileSync(mine, content, { flag: 'wx', mode: 0o644 })
   try {
-    fd = openSync(path, 'wx', 0o644)
+    linkSync(mine, path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null
     throw err
-  }
-  const content = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
-  try {
-    writeSync(fd, content)
   } finally {
-    closeSync(fd)
+    unlinkSync(mine)
   }
   let released = false
   return {
@@ -73,7 +74,7 @@ function readHolder(path: string): Holder | null {
     return null
   }
   const [pid, host, since] = raw.trim().split(' ')
-  if (!pid || !/^\d+$/.test(pid)) return { pid: 0, host: host ?? '?', since: since ?? '?', raw } // torn write: the writer died
+  if (!pid || !/^\d+$/.test(pid)) return { pid: 0, host: host ?? '?', since: since ?? '?', raw } // lost in a crash before it reached the disk
   return { pid: Number(pid), host: host ?? '?', since: since ?? '?', raw }
 }
 
