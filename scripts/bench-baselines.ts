@@ -48,6 +48,7 @@ import {
   formatTextTable,
   logLine,
   measureCommand,
+  flushDirtyPages,
   mustSucceed,
   removeTree,
   removeTrees,
@@ -338,6 +339,7 @@ async function timedStep(prepared: PreparedBaselines, key: string, label: string
   const { log, cache } = prepared.options
   const state = await settleCache(cache, reads, log)
   log(`baselines: ${label} (${state})`)
+  await flushDirtyPages()
   const m = mustSucceed(await measureCommand({ shell: script }), label)
   log(`baselines:   ${m.seconds.toFixed(2)} s, peak RSS ${(m.peakRssBytes / 1048576).toFixed(1)} MiB`)
   const step: BaselineStep = { key, label, measurement: m, cache: state, loadAverage: loadavg()[0] ?? 0 }

@@ -11,7 +11,9 @@
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
  *           (reported from the start of the build to the last swap); a 1k-change hour on top;
  *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
- * Every replica is checked against the master at the end. Figures are in the table; ratios
+ * Before every timed step, ours and theirs, dirty pages are written out (`sync`, flushDirtyPages):
+ * master and replicas share one filesystem here, and a replica's syncfs must not pay for the
+ * master's writes. Every replica is checked against the master at the end. Figures are in the table; ratios
  * against the targets of BENCHMARKS.md follow it.
  */
 import { spawn } from 'node:child_process'
@@ -23,7 +25,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { zstdBackend } from '../src/archive/zstd-codec.js'
 import { prepareBaselines, measureDeltaBaselines, cleanupBaselines, type BaselineStep } from './bench-baselines.js'
-import { formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, type BenchRow, type Measurement } from './bench-lib.js'
+import { flushDirtyPages, formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, type BenchRow, type Measurement } from './bench-lib.js'
 import { generateCorpus, mutateCorpus } from './corpus.js'
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -36,7 +38,8 @@ interface Ours {
   startedMs: number
 }
 
-async function snapshot(args: string[], label: string): Promise<Ours> {
+async function snapshot(args: string[], label: string, flushFirst = true): Promise<Ours> {
+  if (flushFirst) await flushDirtyPages()
   const startedMs = Date.now()
   const m = await measureCommand([process.execPath, bin, ...args, '--json', '--quiet'])
   if (m.exitCode !== 0) throw new Error(`${label}: snapshot ${args.join(' ')} exited ${m.exitCode}\n${m.stderr}`)
@@ -97,7 +100,7 @@ async function main(): Promise<void> {
   // Three trees: the live one, the previous one for instant rollback, and a spare caught up after
   // each swap, so a pull replays one hour before it swaps (slot-policy.ts).
   // With --trees 2 a pull rebuilds the previous tree, replaying two hours before its swap.
-  const pull = (i: number, label: string) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label)
+  const pull = (i: number, label: string, flushFirst = true) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label, flushFirst)
 
   try {
     await warmTree(source, 'data')
@@ -129,8 +132,9 @@ async function main(): Promise<void> {
     const applied = one.json.applied as { filesWritten: number }
     rows.push({ label: one.label, seconds: toSwapSeconds(one), peakRssMiB: one.m.peakRssBytes / 1048576, transferredBytes: (one.json.plan as { downloadBytes: number }).downloadBytes, notes: `${applied.filesWritten} files written, to the swap${catchUpNote(one)}` })
 
+    await flushDirtyPages()
     const manyStartMs = Date.now()
-    const many = await Promise.all(Array.from({ length: replicas }, (_, k) => pull(k + 1, 'many')))
+    const many = await Promise.all(Array.from({ length: replicas }, (_, k) => pull(k + 1, 'many', false)))
     const lastSwapSeconds = Math.max(...many.map((p) => toSwapSeconds(p, manyStartMs)))
     const allDoneSeconds = (Date.now() - manyStartMs) / 1000
     rows.push({

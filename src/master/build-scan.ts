@@ -1,9 +1,10 @@
 import * as nodeCrypto from 'node:crypto'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, scanTree, sizeOfSig } from '../fs/tree-scan.js'
+import { modeOfSig, scanTree, sizeOfSig, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
+import { WholeTreeIndex } from './whole-tree-index.js'
 
 /**
  * Compares the source tree's metadata with the previous index, without reading any file. What
@@ -72,7 +73,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   await scanTree(source, (raw) => {
     if (index.carryNextIfSame(raw)) return
     const rec = raw.decode()
-    const problem = rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.path, rec.target) : null)
+    const problem = recordProblem(rec)
     if (problem) {
       warnings.push(`skipped ${JSON.stringify(rec.path)}: ${problem}`)
       return // its row, if any, is not taken: the path counts as deleted
@@ -113,6 +114,37 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   return state
 }
 
+/** What a first build's scan gives: every entry as a row, no file read yet (whole-tree-index.ts). */
+export interface WholeTreeScan {
+  readonly index: WholeTreeIndex
+  readonly warnings: string[]
+  readonly scanStartNs: bigint
+}
+
+/** The scan of a build with no previous index: every entry that passes the checks becomes a row. */
+export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
+  const scanStartNs = BigInt(Date.now()) * 1_000_000n
+  const index = new WholeTreeIndex()
+  const warnings: string[] = []
+  await scanTree(source, (raw) => {
+    const rec = raw.decode()
+    const problem = recordProblem(rec)
+    if (problem) warnings.push(`skipped ${JSON.stringify(rec.path)}: ${problem}`)
+    else index.add(raw, rec.sig)
+  })
+  return { index, warnings, scanStartNs }
+}
+
+function recordProblem(rec: ScanRecord): string | null {
+  return rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.path, rec.target) : null)
+}
+
+/** A file's signature for the index: one modified within the racy window never matches a scan. */
+export function indexSig(stat: { mtimeNs: bigint; ctimeNs: bigint }, sig: string, scanStartNs: bigint): string {
+  const racy = stat.mtimeNs >= scanStartNs - RACY_WINDOW_NS || stat.ctimeNs >= scanStartNs - RACY_WINDOW_NS
+  return racy ? racySig(sig) : sig
+}
+
 /**
  * Reads one file the scan flagged, hashes it and records it in the index. Returns the entry and
  * its bytes, or null when the file vanished or turned into something else meanwhile (the
@@ -137,8 +169,7 @@ export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick
   const st = r.stat
   const mode = Number(st.mode & 0o7777n) & CARRIED_MODE_BITS
   const sha256 = sha256Hex(r.data)
-  const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
-  item.fill(racy ? racySig(r.sig) : r.sig, sha256)
+  item.fill(indexSig(st, r.sig, scan.scanStartNs), sha256)
   return { entry: { type: 'f', path, mode, size: r.data.length, sha256 }, data: r.data }
 }
 

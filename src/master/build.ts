@@ -9,9 +9,10 @@ import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, sha256Hex, type FileToRead, type MetadataScan } from './build-scan.js'
+import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree } from './build-scan.js'
+import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
-import { entryFromIndex, IndexRows, IndexVersionError, readIndex, sigOf, type MasterIndex } from './master-index.js'
+import { IndexRows, IndexVersionError, readIndex, type TreeCounts } from './master-index.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
@@ -112,11 +113,30 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     }
   }
 
-  log(`scanning ${opts.source}`)
   const reader = new SourceReader(opts.source)
-  const scan = await scanMetadata(opts.source, base, reader)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
-  const id = await nextSnapshotId(layout, latest?.id ?? 0)
+  if (!hasBase || !latest || !pointer) {
+    // The first build, or one whose index is lost: the whole tree, read once, into a full archive.
+    log(`scanning ${opts.source}`)
+    const scan = await scanWholeTree(opts.source)
+    const id = await nextSnapshotId(layout, latest?.id ?? 0)
+    const reason = latest ? 'no index of the previous snapshot' : 'first snapshot'
+    log(`packing full archive (${reason})`)
+    const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, now, scan, reader)
+    for (const w of scan.warnings) log(`warning: ${w}`)
+    const counts = scan.index.counts()
+    await publishBuilt(layout, opts, { id, now, latest, chain: pointer?.chain ?? [], digest, counts, full, index: scan.index })
+    return {
+      created: true, id, kind: 'full', parent: latest?.id ?? null, fullReason: reason, ...counts,
+      changed: counts.files + counts.dirs + counts.links, deleted: 0, filesRead: reader.filesRead,
+      deltaBytes: null, fullBytes: full.archive.length + full.manifest.length, warnings: scan.warnings, seconds: elapsed(),
+      ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
+    }
+  }
+
+  log(`scanning ${opts.source}`)
+  const scan = await scanMetadata(opts.source, base, reader)
+  const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
   const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
   let kept = 0
@@ -125,96 +145,70 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed(),
   })
 
-  let delta: ArchivePair | undefined
-  if (hasBase && latest && scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0) {
+  if (scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0) {
     for (const w of scan.warnings) log(`warning: ${w}`)
     return unchanged(latest)
   }
-  if (hasBase && latest) {
-    log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
-    const dirsAndLinks = [...scan.changed.values()].sort(byPath)
-    delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
-      let d = 0
-      for (const item of scan.toRead) {
-        const path = item.path
-        while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
-        const readEarly = item.read !== undefined // then its data is a copy of its own already
-        const read = readIntoIndex(reader, item, scan)
-        if (!read) continue
-        const before = scan.index.previousEntry(item)
-        if (before && sameEntry(before, read.entry)) continue // touched, not changed
-        changed.set(path, read.entry)
-        if (before) scan.previous.set(path, before)
-        if (kept + read.data.length <= CONTENT_BUDGET) {
-          contents.set(path, readEarly ? read.data : Buffer.from(read.data))
-          kept += read.data.length
-        }
-        await sink.add(read.entry, read.data)
+  log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
+  const dirsAndLinks = [...scan.changed.values()].sort(byPath)
+  const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
+    let d = 0
+    for (const item of scan.toRead) {
+      const path = item.path
+      while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
+      const readEarly = item.read !== undefined // then its data is a copy of its own already
+      const read = readIntoIndex(reader, item, scan)
+      if (!read) continue
+      const before = scan.index.previousEntry(item)
+      if (before && sameEntry(before, read.entry)) continue // touched, not changed
+      changed.set(path, read.entry)
+      if (before) scan.previous.set(path, before)
+      if (kept + read.data.length <= CONTENT_BUDGET) {
+        contents.set(path, readEarly ? read.data : Buffer.from(read.data))
+        kept += read.data.length
       }
-      while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
-      for (const p of scan.deleted) sink.deleted(p)
-    })
-    for (const w of scan.warnings) log(`warning: ${w}`)
-    if (changed.size === 0 && scan.deleted.length === 0) {
-      // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
-      // The objects just written are left for prune: named by content, they may be byte for byte
-      // ones a published snapshot already names (an empty delta archive is always the same).
-      await scan.index.write(layout.index(latest.id), latest.id)
-      return unchanged(latest)
+      await sink.add(read.entry, read.data)
     }
+    while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
+    for (const p of scan.deleted) sink.deleted(p)
+  })
+  for (const w of scan.warnings) log(`warning: ${w}`)
+  if (changed.size === 0 && scan.deleted.length === 0) {
+    // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
+    // The objects just written are left for prune: named by content, they may be byte for byte
+    // ones a published snapshot already names (an empty delta archive is always the same).
+    await scan.index.write(layout.index(latest.id), latest.id)
+    return unchanged(latest)
   }
-  const decision = hasBase && pointer
-    ? decideFull({ policy: opts.policy, forced: opts.forceFull, chain: pointer.chain, thisDeltaBytes: delta ? delta.archive.length + delta.manifest.length : 0 })
-    : { full: true, reason: latest ? 'no index of the previous snapshot' : 'first snapshot' }
+  const decision = decideFull({ policy: opts.policy, forced: opts.forceFull, chain: pointer.chain, thisDeltaBytes: delta.archive.length + delta.manifest.length })
 
   let full: ArchivePair | undefined
   if (decision.full) {
     log(`packing full archive (${decision.reason})`)
     try {
-      full = await writeFullArchive(layout, id, now, scan, reader, contents, !hasBase)
+      full = await writeFullFromIndex(layout.objectsDir, id, now, scan, reader, contents)
     } catch (err) {
-      if (!(err instanceof SourceChangedError) || !delta) throw err
+      if (!(err instanceof SourceChangedError)) throw err
       log(`warning: ${err.message}; the full archive waits for the next build`)
     }
-    if (!hasBase) for (const w of scan.warnings) log(`warning: ${w}`)
   }
 
-  const digest = hasBase && latest ? TreeDigest.fromHex(latest.treeDigest) : new TreeDigest()
-  if (hasBase) {
-    for (const e of scan.previous.values()) digest.remove(e)
-    for (const e of changed.values()) digest.add(e)
-  } else {
-    for (const [path, value] of scan.index.entries()) digest.add(entryFromIndex(path, value))
-  }
-  if (opts.expectTreeDigest !== undefined && digest.toHex() !== opts.expectTreeDigest) {
-    throw new VerifyError(`the tree to publish has digest ${digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
-  }
+  const digest = TreeDigest.fromHex(latest.treeDigest)
+  for (const e of scan.previous.values()) digest.remove(e)
+  for (const e of changed.values()) digest.add(e)
   const counts = scan.index.counts()
-
-  const record: SnapshotRecord = {
-    id,
-    parent: latest?.id ?? null,
-    created: now.toISOString(),
-    kind: full ? 'full' : 'delta',
-    treeDigest: digest.toHex(),
-    ...counts,
-    ...(delta ? { delta } : {}),
-    ...(full ? { full } : {}),
-    ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
-  }
-  await publish(layout, opts.privateKey, record, pointer?.chain ?? [], scan.index)
-  log(`published snapshot ${id} (${record.kind})`)
+  await publishBuilt(layout, opts, { id, now, latest, chain: pointer.chain, digest, counts, delta, full, index: scan.index })
   return {
     created: true,
     id,
-    kind: record.kind,
-    parent: record.parent,
+    kind: full ? 'full' : 'delta',
+    parent: latest.id,
     fullReason: full ? decision.reason : null,
     ...counts,
-    changed: hasBase ? changed.size : counts.files + counts.dirs + counts.links,
+    changed: changed.size,
     deleted: scan.deleted.length,
     filesRead: reader.filesRead,
-    deltaBytes: delta ? delta.archive.length + delta.manifest.length : null,
+    deltaBytes: delta.archive.length + delta.manifest.length,
     fullBytes: full ? full.archive.length + full.manifest.length : null,
     warnings: scan.warnings,
     seconds: elapsed(),
@@ -224,51 +218,45 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
 
 const CONTENT_BUDGET = 64 << 20
 
-/**
- * The whole tree in one archive, in path order. On a first build the files are read (and hashed
- * into the index) here; after a delta, each file is read again, or taken from what the delta pass
- * kept, and must still hash to its index entry, or the tree moved under us (SourceChangedError).
- */
-async function writeFullArchive(layout: StoreLayout, id: number, now: Date, scan: MetadataScan, reader: SourceReader, contents: ReadonlyMap<string, Buffer>, firstRead: boolean): Promise<ArchivePair> {
-  const known = [...scan.index.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-  const toRead = firstRead ? scan.toRead : []
-  return writeArchivePair(layout.objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
-    let r = 0
-    const addRead = async (item: FileToRead): Promise<void> => {
-      const read = readIntoIndex(reader, item, scan)
-      if (read) await sink.add(read.entry, read.data)
-    }
-    for (const [path, value] of known) {
-      while (r < toRead.length && toRead[r]!.path < path) await addRead(toRead[r++]!)
-      if (r < toRead.length && toRead[r]!.path === path) {
-        await addRead(toRead[r++]!)
-        continue
-      }
-      const entry = entryFromIndex(path, value)
-      if (entry.type !== 'f') {
-        await sink.add(entry)
-        continue
-      }
-      const data = contents.get(path) ?? readExpected(reader, path, value)
-      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
-        throw new SourceChangedError(`${path} changed while the snapshot was being written`)
-      }
-      await sink.add(entry, data)
-    }
-    while (r < toRead.length) await addRead(toRead[r++]!)
-  })
+interface Built {
+  readonly id: number
+  readonly now: Date
+  readonly latest: SnapshotRecord | null
+  readonly chain: readonly SnapshotRecord[]
+  readonly digest: TreeDigest
+  readonly counts: TreeCounts
+  readonly delta?: ArchivePair
+  readonly full?: ArchivePair | undefined
+  readonly index: NextIndex
 }
 
-/** Reads a file the index already describes, using its stat signature as the scan's. */
-function readExpected(reader: SourceReader, path: string, value: string): Buffer {
-  // A racy entry's signature never matches a stat: it gets the slow, stable read.
-  const read = reader.read(path, sigOf(value))
-  if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
-  return read.data
+/** Checks the digest a fleet rollback expects, then publishes the snapshot's record. */
+async function publishBuilt(layout: StoreLayout, opts: BuildOptions, b: Built): Promise<void> {
+  if (opts.expectTreeDigest !== undefined && b.digest.toHex() !== opts.expectTreeDigest) {
+    throw new VerifyError(`the tree to publish has digest ${b.digest.toHex()}, expected ${opts.expectTreeDigest}; nothing was published`)
+  }
+  const record: SnapshotRecord = {
+    id: b.id,
+    parent: b.latest?.id ?? null,
+    created: b.now.toISOString(),
+    kind: b.full ? 'full' : 'delta',
+    treeDigest: b.digest.toHex(),
+    ...b.counts,
+    ...(b.delta ? { delta: b.delta } : {}),
+    ...(b.full ? { full: b.full } : {}),
+    ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
+  }
+  await publish(layout, opts.privateKey, record, b.chain, b.index)
+  opts.log?.(`published snapshot ${b.id} (${record.kind})`)
+}
+
+/** The next index, whichever way the build made it. */
+export interface NextIndex {
+  write(file: string, id: number): Promise<void>
 }
 
 /** Record, index, pointer: in this order (see the module comment), each written atomically. */
-export async function publish(layout: StoreLayout, key: KeyObject | null, record: SnapshotRecord, previousChain: readonly SnapshotRecord[], index: MasterIndex | null): Promise<void> {
+export async function publish(layout: StoreLayout, key: KeyObject | null, record: SnapshotRecord, previousChain: readonly SnapshotRecord[], index: NextIndex | null): Promise<void> {
   try {
     await writeFileAtomic(layout.record(record.id), sealEnvelope({ format: POINTER_FORMAT, snapshot: record }, key))
     if (index) await index.write(layout.index(record.id), record.id)

@@ -80,7 +80,7 @@ function addCounts(counts: TreeCounts, type: number, size: number, sign: 1 | -1)
 }
 
 /** FNV-1a (32 bits) of bytes: the path hash the rows carry, so loading an index hashes nothing. */
-function fnv1a(buf: Buffer, start: number, end: number): number {
+export function fnv1a(buf: Buffer, start: number, end: number): number {
   let h = 0x811c9dc5
   for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193)
   return h >>> 0
@@ -204,6 +204,13 @@ export class IndexRows {
   bytes(from: number, to: number): Buffer {
     return this.buf.subarray(this.starts[from]!, this.starts[to]!)
   }
+}
+
+/** Entries by number, decoded on demand. */
+export interface EntryList {
+  readonly length: number
+  path(n: number): string
+  value(n: number): string
 }
 
 /**
@@ -353,13 +360,29 @@ export class MasterIndex {
     return counts
   }
 
-  /** Every entry, as path and value, in scan order. Decodes every row: for full builds. */
-  *entries(): Generator<[string, string]> {
+  /**
+   * Every entry, in scan order, by number: path and value are decoded only when asked, so a full
+   * archive can sort a million entries holding little more than their paths.
+   */
+  entryList(): EntryList {
+    const refs: number[] = [] // >= 0: a previous row; < 0: -(k + 1) for filled slot k
+    const filled: IndexSlot[] = []
     for (const part of this.parts) {
       if (part instanceof RowRun) {
-        for (let i = part.from; i < part.to; i++) yield [this.previous.path(i), this.previous.value(i)]
-      } else if (part.sig !== undefined) yield [part.path, indexValue(part.sig, part.payload)]
-      else if (part.standIn >= 0) yield [part.path, this.previous.value(part.standIn)]
+        for (let i = part.from; i < part.to; i++) refs.push(i)
+      } else if (part.sig !== undefined) refs.push(-filled.push(part))
+      else if (part.standIn >= 0) refs.push(part.standIn)
+    }
+    const previous = this.previous
+    return {
+      length: refs.length,
+      path: (n) => (refs[n]! >= 0 ? previous.path(refs[n]!) : filled[-refs[n]! - 1]!.path),
+      value: (n) => {
+        const ref = refs[n]!
+        if (ref >= 0) return previous.value(ref)
+        const slot = filled[-ref - 1]!
+        return indexValue(slot.sig!, slot.payload)
+      },
     }
   }
 
@@ -367,7 +390,7 @@ export class MasterIndex {
   async write(file: string, id: number): Promise<void> {
     const c = this.counts()
     const out = new ChunkedOutput()
-    out.text(`${HEADER} ${id} ${c.files + c.dirs + c.links} ${c.files} ${c.dirs} ${c.links} ${c.bytes}\n`)
+    out.text(encodeIndexHeader(id, c))
     await writeStreamAtomic(file, async (handle) => {
       for (const part of this.parts) {
         if (part instanceof RowRun) out.bytes(this.previous.bytes(part.from, part.to))
@@ -381,7 +404,7 @@ export class MasterIndex {
   }
 }
 
-async function writeAll(handle: FileHandle, b: Buffer): Promise<void> {
+export async function writeAll(handle: FileHandle, b: Buffer): Promise<void> {
   for (let done = 0; done < b.length; ) done += (await handle.write(b, done, b.length - done)).bytesWritten
 }
 
@@ -410,25 +433,8 @@ class ChunkedOutput {
 
   /** One row (see the module comment). */
   row(path: string, sig: string, payload: string): void {
-    const isFile = sig.charCodeAt(0) === TYPE_F
-    const target = sig.charCodeAt(0) === 0x6c ? payload : ''
-    const max = ROW_HEAD + sig.length + 3 * (path.length + target.length) + 3 + SHA_BYTES
-    this.room(max)
-    const c = this.chunk
-    const rowStart = this.used
-    let p = rowStart + ROW_HEAD
-    p += c.write(sig, p, 'latin1')
-    c[p++] = 0
-    const pathStart = p
-    p += c.write(path, p, 'utf8')
-    const pathEnd = p
-    c[p++] = 0
-    p += c.write(target, p, 'utf8')
-    c[p++] = 0
-    c.writeUInt32LE(fnv1a(c, pathStart, pathEnd), rowStart)
-    c.writeUInt16LE(p - rowStart - ROW_HEAD, rowStart + 4)
-    if (isFile) p += c.write(payload, p, 'hex')
-    this.used = p
+    this.room(rowBytes(path, sig, payload))
+    this.used = writeRow(this.chunk, this.used, path, sig, payload)
   }
 
   /** The buffers ready to be written; with `all`, the unfinished one too. */
@@ -452,6 +458,35 @@ class ChunkedOutput {
     this.chunk = Buffer.allocUnsafe(CHUNK)
     this.used = 0
   }
+}
+
+/** The most bytes a row of these fields can take (UTF-8 takes at most 3 bytes per UTF-16 unit). */
+export function rowBytes(path: string, sig: string, payload: string): number {
+  const target = sig.charCodeAt(0) === 0x6c ? payload : ''
+  return ROW_HEAD + sig.length + 3 * (path.length + target.length) + 3 + SHA_BYTES
+}
+
+/** Encodes one row (see the module comment) into `c` at `at`; returns where it ends. */
+export function writeRow(c: Buffer, at: number, path: string, sig: string, payload: string): number {
+  const isFile = sig.charCodeAt(0) === TYPE_F
+  const target = sig.charCodeAt(0) === 0x6c ? payload : ''
+  let p = at + ROW_HEAD
+  p += c.write(sig, p, 'latin1')
+  c[p++] = 0
+  const pathStart = p
+  p += c.write(path, p, 'utf8')
+  const pathEnd = p
+  c[p++] = 0
+  p += c.write(target, p, 'utf8')
+  c[p++] = 0
+  c.writeUInt32LE(fnv1a(c, pathStart, pathEnd), at)
+  c.writeUInt16LE(p - at - ROW_HEAD, at + 4)
+  if (isFile) p += c.write(payload, p, 'hex')
+  return p
+}
+
+export function encodeIndexHeader(id: number, c: TreeCounts): string {
+  return `${HEADER} ${id} ${c.files + c.dirs + c.links} ${c.files} ${c.dirs} ${c.links} ${c.bytes}\n`
 }
 
 /** Loads an index file. Throws IndexVersionError for an index of another version. */

@@ -1,0 +1,92 @@
+import type { ArchivePair } from '../core/snapshot-record.js'
+import { TreeDigest } from '../core/tree-digest.js'
+import { CARRIED_MODE_BITS } from '../core/tree-entry.js'
+import { SourceChangedError, writeArchivePair } from './archive-writer.js'
+import { indexSig, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
+import { entryFromIndex, sigOf, type EntryList } from './master-index.js'
+import type { SourceReader } from './source-reader.js'
+
+/**
+ * The whole tree in one archive, in path order, while the index holds the entries in scan order.
+ * Only the paths are decoded and sorted (by entry number); each entry's row is decoded when its
+ * turn comes, so a million entries cost their paths and two arrays of numbers, not an object each.
+ */
+
+/** Entry numbers in the order of their paths (JS string order, the archive's), and the paths. */
+export function pathOrder(list: EntryList): { order: number[]; paths: string[] } {
+  const paths: string[] = []
+  const order: number[] = []
+  for (let n = 0; n < list.length; n++) {
+    paths.push(list.path(n))
+    order.push(n)
+  }
+  order.sort((a, b) => (paths[a]! < paths[b]! ? -1 : 1)) // paths are unique: never equal
+  return { order, paths }
+}
+
+/**
+ * A first build's archive: every file is read here, hashed into its row and into the tree digest.
+ * A file gone since the scan is left out, with a warning.
+ */
+export async function writeFirstFull(objectsDir: string, id: number, now: Date, scan: WholeTreeScan, reader: SourceReader): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
+  const { index, warnings } = scan
+  const digest = new TreeDigest()
+  const { order, paths } = pathOrder(index)
+  const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
+    for (const n of order) {
+      if (index.type(n) !== 'f') {
+        const entry = index.entry(n)
+        digest.add(entry)
+        await sink.add(entry)
+        continue
+      }
+      const path = paths[n]!
+      const r = reader.read(path, index.sig(n))
+      if ('gone' in r) {
+        warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
+        index.dropFile(n)
+        continue
+      }
+      const sha256 = sha256Hex(r.data)
+      index.fillFile(n, sha256, indexSig(r.stat, r.sig, scan.scanStartNs))
+      const entry = { type: 'f' as const, path, mode: Number(r.stat.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, sha256 }
+      digest.add(entry)
+      await sink.add(entry, r.data)
+    }
+  })
+  return { pair, digest }
+}
+
+/**
+ * A full archive after a delta: the index knows every file's hash; each file is read again, or
+ * taken from what the delta pass kept, and must still hash to its entry, or the tree moved under
+ * us (SourceChangedError).
+ */
+export async function writeFullFromIndex(objectsDir: string, id: number, now: Date, scan: MetadataScan, reader: SourceReader, contents: ReadonlyMap<string, Buffer>): Promise<ArchivePair> {
+  const list = scan.index.entryList()
+  const { order, paths } = pathOrder(list)
+  return writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
+    for (const n of order) {
+      const path = paths[n]!
+      const value = list.value(n)
+      const entry = entryFromIndex(path, value)
+      if (entry.type !== 'f') {
+        await sink.add(entry)
+        continue
+      }
+      const data = contents.get(path) ?? readExpected(reader, path, value)
+      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
+        throw new SourceChangedError(`${path} changed while the snapshot was being written`)
+      }
+      await sink.add(entry, data)
+    }
+  })
+}
+
+/** Reads a file the index already describes, using its stat signature as the scan's. */
+function readExpected(reader: SourceReader, path: string, value: string): Buffer {
+  // A racy entry's signature never matches a stat: it gets the slow, stable read.
+  const read = reader.read(path, sigOf(value))
+  if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
+  return read.data
+}

@@ -1,0 +1,165 @@
+import type { TreeEntry } from '../core/tree-entry.js'
+import { writeStreamAtomic } from '../fs/durable.js'
+import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
+import { encodeIndexHeader, fnv1a, indexValue, payloadOf, rowBytes, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
+
+/**
+ * The index of a first build (no previous index), made straight from the scan: every entry's row
+ * of index format 2 (master-index.ts), in scan order, appended to large buffers, with the files'
+ * hashes left blank until the full archive reads them. A million entries cost their rows (~145
+ * bytes each, outside the JS heap) and one number, not an object and three strings each.
+ *
+ * The rare file that moved between scan and read is recorded beside the rows: a new signature
+ * (the row is re-encoded when written) or a drop (left out).
+ */
+const CHUNK = 16 << 20
+const SHA_BYTES = 32
+const ROW_HEAD = 6
+const TYPE_F = 0x66
+const ADDRESS_SPLIT = 2 ** 32 // an address is chunk * 2^32 + offset
+
+export class WholeTreeIndex implements EntryList {
+  private readonly chunks: Buffer[] = [Buffer.allocUnsafe(CHUNK)]
+  private readonly chunkUsed: number[] = [0]
+  private readonly addresses: number[] = []
+  private readonly newSigs = new Map<number, string>() // files whose read found another signature, or a racy one
+  private readonly dropped = new Set<number>()
+  private readonly tally: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
+
+  get length(): number {
+    return this.addresses.length
+  }
+
+  /** Appends a scan record as the next row; a file's hash is blank until `fillFile`. */
+  add(raw: RawScanRecord, sig: string): void {
+    const recordLength = raw.end - raw.start
+    const isFile = raw.buf[raw.start] === TYPE_F
+    const rowLength = ROW_HEAD + recordLength + (isFile ? SHA_BYTES : 0)
+    let c = this.chunks.length - 1
+    if (this.chunkUsed[c]! + rowLength > this.chunks[c]!.length) {
+      this.chunks.push(Buffer.allocUnsafe(Math.max(CHUNK, rowLength)))
+      this.chunkUsed.push(0)
+      c++
+    }
+    const buf = this.chunks[c]!
+    const at = this.chunkUsed[c]!
+    buf.writeUInt32LE(fnv1a(raw.buf, raw.pathStart, raw.targetStart - 1), at)
+    buf.writeUInt16LE(recordLength, at + 4)
+    raw.buf.copy(buf, at + ROW_HEAD, raw.start, raw.end)
+    if (isFile) buf.fill(0, at + ROW_HEAD + recordLength, at + rowLength)
+    this.chunkUsed[c] = at + rowLength
+    this.addresses.push(c * ADDRESS_SPLIT + at)
+    const type = raw.buf[raw.start]!
+    if (isFile) {
+      this.tally.files++
+      this.tally.bytes += sizeOfSig(sig)
+    } else if (type === 0x64) this.tally.dirs++
+    else this.tally.links++
+  }
+
+  type(n: number): 'f' | 'd' | 'l' {
+    const [buf, at] = this.locate(n)
+    return String.fromCharCode(buf[at + ROW_HEAD]!) as 'f' | 'd' | 'l'
+  }
+
+  path(n: number): string {
+    const [buf, at] = this.locate(n)
+    const start = buf.indexOf(0, at + ROW_HEAD) + 1
+    return buf.toString('utf8', start, buf.indexOf(0, start))
+  }
+
+  /** The scan's stat signature of entry `n`. */
+  sig(n: number): string {
+    const [buf, at] = this.locate(n)
+    return buf.toString('latin1', at + ROW_HEAD, buf.indexOf(0, at + ROW_HEAD))
+  }
+
+  /** A directory's or symlink's entry, straight from its row. */
+  entry(n: number): Exclude<TreeEntry, { type: 'f' }> {
+    const [buf, at] = this.locate(n)
+    const sigEnd = buf.indexOf(0, at + ROW_HEAD)
+    const pathEnd = buf.indexOf(0, sigEnd + 1)
+    const path = buf.toString('utf8', sigEnd + 1, pathEnd)
+    if (buf[at + ROW_HEAD] === 0x64) return { type: 'd', path, mode: modeOfSig(buf.toString('latin1', at + ROW_HEAD, sigEnd)) }
+    return { type: 'l', path, target: buf.toString('utf8', pathEnd + 1, buf.indexOf(0, pathEnd + 1)) }
+  }
+
+  value(n: number): string {
+    const [buf, at] = this.locate(n)
+    const sig = this.newSigs.get(n) ?? this.sig(n)
+    const end = at + ROW_HEAD + buf.readUInt16LE(at + 4)
+    if (buf[at + ROW_HEAD] === TYPE_F) return indexValue(sig, buf.toString('hex', end, end + SHA_BYTES))
+    const targetStart = buf.indexOf(0, buf.indexOf(0, at + ROW_HEAD) + 1) + 1
+    return indexValue(sig, buf.toString('utf8', targetStart, end - 1))
+  }
+
+  /** A file as read: its hash, and its signature for the index if not the scan's (see indexSig). */
+  fillFile(n: number, sha256Hex: string, sig: string): void {
+    const [buf, at] = this.locate(n)
+    buf.write(sha256Hex, at + ROW_HEAD + buf.readUInt16LE(at + 4), 'hex')
+    const scanned = this.sig(n)
+    if (sig === scanned) return
+    this.newSigs.set(n, sig)
+    this.tally.bytes += sizeOfSig(sig) - sizeOfSig(scanned)
+  }
+
+  /** A file that vanished or changed kind before it was read: left out of the index. */
+  dropFile(n: number): void {
+    if (this.dropped.has(n)) return
+    this.dropped.add(n)
+    this.tally.files--
+    this.tally.bytes -= sizeOfSig(this.sig(n)) // never filled: the scan's size is the one counted
+  }
+
+  counts(): TreeCounts {
+    return { ...this.tally }
+  }
+
+  /** Writes the index durably: rows copied a chunk at a time, the few exceptions re-encoded. */
+  async write(file: string, id: number): Promise<void> {
+    const special = [...new Set([...this.newSigs.keys(), ...this.dropped])].sort((a, b) => a - b)
+    const c = this.tally
+    await writeStreamAtomic(file, async (handle) => {
+      await writeAll(handle, Buffer.from(encodeIndexHeader(id, c)))
+      let from = 0
+      for (const n of [...special, this.length]) {
+        for (const part of this.rowBytes(from, n)) await writeAll(handle, part)
+        if (n < this.length && !this.dropped.has(n)) {
+          const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, payloadOf(this.value(n))]
+          const row = Buffer.allocUnsafe(rowBytes(path, sig, sha))
+          await writeAll(handle, row.subarray(0, writeRow(row, 0, path, sig, sha)))
+        }
+        from = n + 1
+      }
+      return { result: undefined }
+    })
+  }
+
+  /** The bytes of rows `from` to `to` (exclusive), as slices of the chunks they span. */
+  private rowBytes(from: number, to: number): Buffer[] {
+    const parts: Buffer[] = []
+    while (from < to) {
+      const c = Math.floor(this.addresses[from]! / ADDRESS_SPLIT)
+      const start = this.addresses[from]! - c * ADDRESS_SPLIT
+      // rows of one chunk are contiguous: find where this chunk's run ends (binary search)
+      let lo = from
+      let hi = to
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1
+        if (Math.floor(this.addresses[mid]! / ADDRESS_SPLIT) === c) lo = mid + 1
+        else hi = mid
+      }
+      const next = lo
+      const end = next < this.length && Math.floor(this.addresses[next]! / ADDRESS_SPLIT) === c ? this.addresses[next]! - c * ADDRESS_SPLIT : this.chunkUsed[c]!
+      parts.push(this.chunks[c]!.subarray(start, end))
+      from = next
+    }
+    return parts
+  }
+
+  private locate(n: number): [Buffer, number] {
+    const address = this.addresses[n]!
+    const c = Math.floor(address / ADDRESS_SPLIT)
+    return [this.chunks[c]!, address - c * ADDRESS_SPLIT]
+  }
+}

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict'
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, test } from 'node:test'
+import { TreeDigest } from '../src/core/tree-digest.js'
+import { scanWholeTree, sha256Hex } from '../src/master/build-scan.js'
+import { pathOrder, writeFirstFull } from '../src/master/full-archive.js'
+import { entryFromIndex, readIndex } from '../src/master/master-index.js'
+import { SourceReader } from '../src/master/source-reader.js'
+
+/**
+ * A first build keeps its index as rows in buffers (whole-tree-index.ts) and fills the files'
+ * hashes in as the archive reads them in path order. Files that move between the scan and the
+ * read must end up in the index as they were read, and a file gone must leave no row.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'first-build-'))
+after(() => rmSync(dir, { recursive: true, force: true }))
+
+test('pathOrder sorts entry numbers by path in JS string order, as the archive needs', () => {
+  const paths = ['b', 'a/b', 'a', 'a-b', 'a/a', '\u{1F600}', '\uFFFD', 'A']
+  const { order } = pathOrder({ length: paths.length, path: (n) => paths[n]!, value: () => '' })
+  assert.deepEqual(order.map((n) => paths[n]), [...paths].sort())
+})
+
+test('files changed or deleted between scan and read: the index and digest follow what was read', async () => {
+  const source = join(dir, 'source')
+  const objects = join(dir, 'objects')
+  mkdirSync(join(source, 'lists', 'deep'), { recursive: true })
+  mkdirSync(objects)
+  for (let i = 0; i < 300; i++) writeFileSync(join(source, 'lists', i % 2 ? 'deep' : '', `p${i}.m3u`), `#EXTM3U\nsong-${i}.mp3\n`)
+  symlinkSync('lists/p0.m3u', join(source, 'current'))
+
+  const scan = await scanWholeTree(source)
+  assert.equal(scan.index.length, 300 + 2 + 1) // files, lists and lists/deep, the link
+  appendFileSync(join(source, 'lists', 'p10.m3u'), 'grown after the scan\n')
+  unlinkSync(join(source, 'lists', 'deep', 'p11.m3u'))
+
+  const { pair, digest } = await writeFirstFull(objects, 1, new Date(), scan, new SourceReader(source))
+  assert.equal(pair.entries, 302)
+  assert.deepEqual(scan.warnings.map((w) => w.replace(/\(.*\)/, '')), ['skipped "lists/deep/p11.m3u": it changed during the build '])
+
+  const indexFile = join(dir, 'index.bin')
+  await scan.index.write(indexFile, 1)
+  const rows = await readIndex(indexFile)
+  const entries = new Map([...rows.entries()].map(([path, value]) => [path, entryFromIndex(path, value)]))
+  assert.equal(entries.size, 302)
+  assert.ok(!entries.has('lists/deep/p11.m3u'))
+  const grown = readFileSync(join(source, 'lists', 'p10.m3u'))
+  assert.deepEqual(entries.get('lists/p10.m3u'), { type: 'f', path: 'lists/p10.m3u', mode: 0o644, size: grown.length, sha256: sha256Hex(grown) })
+  assert.match([...rows.entries()].find(([p]) => p === 'lists/p10.m3u')![1], /^f 644 \d+ racy\t/) // just written: read again next time
+  assert.deepEqual(entries.get('current'), { type: 'l', path: 'current', target: 'lists/p0.m3u' })
+  const p2 = readFileSync(join(source, 'lists', 'p2.m3u'))
+  assert.equal((entries.get('lists/p2.m3u') as { sha256: string }).sha256, sha256Hex(p2))
+
+  const fromIndex = new TreeDigest()
+  for (const e of entries.values()) fromIndex.add(e)
+  assert.equal(digest.toHex(), fromIndex.toHex())
+  const files = [...entries.values()].filter((e) => e.type === 'f')
+  assert.deepEqual(scan.index.counts(), { files: files.length, dirs: 2, links: 1, bytes: files.reduce((n, e) => n + (e.type === 'f' ? e.size : 0), 0) })
+  assert.deepEqual(rows.counts, scan.index.counts())
+})
