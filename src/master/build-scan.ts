@@ -32,6 +32,11 @@ export class FileToRead extends IndexSlot {
   /** What reading it gave, once read (null: gone). */
   read?: FileRead | null
 
+  /** Packed: the bytes read during the scan, if any, are let go (readIntoIndex is done with it). */
+  release(): void {
+    if (this.read) this.read = null
+  }
+
   constructor(
     path: string,
     /** The scan's stat signature, which the read must find again (source-reader.ts). */

@@ -138,8 +138,6 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const scan = await scanMetadata(opts.source, base, reader)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
-  const contents = new Map<string, Buffer>() // changed files' bytes, so a full after the delta need not read them again
-  let kept = 0
   const unchanged = (previous: SnapshotRecord): BuildResult => ({
     created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...scan.index.counts(),
     changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed(),
@@ -156,17 +154,13 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     for (const item of scan.toRead) {
       const path = item.path
       while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
-      const readEarly = item.read !== undefined // then its data is a copy of its own already
       const read = readIntoIndex(reader, item, scan)
+      item.release() // a copy read during the scan is not kept past its packing
       if (!read) continue
       const before = scan.index.previousEntry(item)
       if (before && sameEntry(before, read.entry)) continue // touched, not changed
       changed.set(path, read.entry)
       if (before) scan.previous.set(path, before)
-      if (kept + read.data.length <= CONTENT_BUDGET) {
-        contents.set(path, readEarly ? read.data : Buffer.from(read.data))
-        kept += read.data.length
-      }
       await sink.add(read.entry, read.data)
     }
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
@@ -186,7 +180,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   if (decision.full) {
     log(`packing full archive (${decision.reason})`)
     try {
-      full = await writeFullFromIndex(layout.objectsDir, id, now, scan, reader, contents)
+      full = await writeFullFromIndex(layout.objectsDir, id, now, scan, reader)
     } catch (err) {
       if (!(err instanceof SourceChangedError)) throw err
       log(`warning: ${err.message}; the full archive waits for the next build`)
@@ -215,8 +209,6 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
   }
 }
-
-const CONTENT_BUDGET = 64 << 20
 
 interface Built {
   readonly id: number

@@ -58,11 +58,12 @@ export async function writeFirstFull(objectsDir: string, id: number, now: Date, 
 }
 
 /**
- * A full archive after a delta: the index knows every file's hash; each file is read again, or
- * taken from what the delta pass kept, and must still hash to its entry, or the tree moved under
- * us (SourceChangedError).
+ * A full archive after a delta: the index knows every file's hash; each file is read again and
+ * must still hash to its entry, or the tree moved under us (SourceChangedError). The delta's own
+ * files are read again too: keeping their bytes would cost the memory of every delta build for
+ * the sake of the rare one followed by a full.
  */
-export async function writeFullFromIndex(objectsDir: string, id: number, now: Date, scan: MetadataScan, reader: SourceReader, contents: ReadonlyMap<string, Buffer>): Promise<ArchivePair> {
+export async function writeFullFromIndex(objectsDir: string, id: number, now: Date, scan: MetadataScan, reader: SourceReader): Promise<ArchivePair> {
   const list = scan.index.entryList()
   const { order, paths } = pathOrder(list)
   return writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
@@ -74,7 +75,7 @@ export async function writeFullFromIndex(objectsDir: string, id: number, now: Da
         await sink.add(entry)
         continue
       }
-      const data = contents.get(path) ?? readExpected(reader, path, value)
+      const data = readExpected(reader, path, value)
       if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
