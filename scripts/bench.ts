@@ -43,7 +43,10 @@ async function snapshot(args: string[], label: string, flushFirst = true): Promi
   const startedMs = Date.now()
   const m = await measureCommand([process.execPath, bin, ...args, '--json', '--quiet'])
   if (m.exitCode !== 0) throw new Error(`${label}: snapshot ${args.join(' ')} exited ${m.exitCode}\n${m.stderr}`)
-  return { label, m, json: JSON.parse(m.stdout) as Record<string, unknown>, startedMs }
+  const json = JSON.parse(m.stdout) as Record<string, unknown>
+  // Logged as it happens: a long run stopped before its table still leaves its figures.
+  if (label.startsWith('ours')) logLine(`bench: ${label}: ${m.seconds.toFixed(2)} s, peak RSS ${(m.peakRssBytes / 1048576).toFixed(1)} MiB, swapped after ${typeof json.swappedAtMs === 'number' ? ((json.swappedAtMs - startedMs) / 1000).toFixed(2) : '-'} s`)
+  return { label, m, json, startedMs }
 }
 
 /** A pull's time to its swap (the new tree is live); the spare's catch-up comes after. */
@@ -137,6 +140,7 @@ async function main(): Promise<void> {
     const many = await Promise.all(Array.from({ length: replicas }, (_, k) => pull(k + 1, 'many', false)))
     const lastSwapSeconds = Math.max(...many.map((p) => toSwapSeconds(p, manyStartMs)))
     const allDoneSeconds = (Date.now() - manyStartMs) / 1000
+    logLine(`bench: ${replicas} replicas at once: last swap after ${lastSwapSeconds.toFixed(2)} s, all done after ${allDoneSeconds.toFixed(2)} s, peak RSS ${(Math.max(...many.map((p) => p.m.peakRssBytes)) / 1048576).toFixed(1)} MiB`)
     rows.push({
       label: `ours: build + ${replicas} replicas pulling at once (build start to last swap)`,
       seconds: delta.m.seconds + lastSwapSeconds,
