@@ -11,6 +11,7 @@
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
  *           (reported from the start of the build to the last swap); a 1k-change hour on top;
  *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
+ * Before a timed pull the replica's trees are warmed (metadata), as the baselines' destinations are.
  * Before every timed step, ours and theirs, dirty pages are written out (`sync`, flushDirtyPages):
  * master and replicas share one filesystem here, and a replica's syncfs must not pay for the
  * master's writes. Every replica is checked against the master at the end. Figures are in the table; ratios
@@ -19,7 +20,7 @@
 import { spawn } from 'node:child_process'
 import { mkdir, readdir, stat } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -45,7 +46,8 @@ async function snapshot(args: string[], label: string, flushFirst = true): Promi
   if (m.exitCode !== 0) throw new Error(`${label}: snapshot ${args.join(' ')} exited ${m.exitCode}\n${m.stderr}`)
   const json = JSON.parse(m.stdout) as Record<string, unknown>
   // Logged as it happens: a long run stopped before its table still leaves its figures.
-  if (label.startsWith('ours')) logLine(`bench: ${label}: ${m.seconds.toFixed(2)} s, peak RSS ${(m.peakRssBytes / 1048576).toFixed(1)} MiB, swapped after ${typeof json.swappedAtMs === 'number' ? ((json.swappedAtMs - startedMs) / 1000).toFixed(2) : '-'} s`)
+  const swap = typeof json.swappedAtMs === 'number' ? `, swapped after ${((json.swappedAtMs - startedMs) / 1000).toFixed(2)} s` : ''
+  if (label.startsWith('ours')) logLine(`bench: ${label}: ${m.seconds.toFixed(2)} s, peak RSS ${(m.peakRssBytes / 1048576).toFixed(1)} MiB${swap}`)
   return { label, m, json, startedMs }
 }
 
@@ -103,6 +105,13 @@ async function main(): Promise<void> {
   // Three trees: the live one, the previous one for instant rollback, and a spare caught up after
   // each swap, so a pull replays one hour before it swaps (slot-policy.ts).
   // With --trees 2 a pull rebuilds the previous tree, replaying two hours before its swap.
+  // Like the baselines' destinations, a replica's trees are warmed (metadata) before a timed pull:
+  // on a replica of its own the tree a pull writes into was live or caught up an hour before, not
+  // pushed out of the cache by ten other replicas' trees and the baselines' copies on one disk.
+  const warmReplica = async (i: number): Promise<void> => {
+    const trees = join(dirname(target(i)), `.${basename(target(i))}.snapshot`, 'trees')
+    for (const name of await readdir(trees)) await warmTree(join(trees, name), 'metadata')
+  }
   const pull = (i: number, label: string, flushFirst = true) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label, flushFirst)
 
   try {
@@ -131,10 +140,12 @@ async function main(): Promise<void> {
     await warmTree(source, 'metadata')
     const delta = await build('ours: delta build (one hour)')
     ours(delta, { storeBytes: delta.json.deltaBytes as number, transferredBytes: delta.json.deltaBytes as number, notes: `${delta.json.filesRead} files read` })
+    await warmReplica(0)
     const one = await pull(0, 'ours: delta pull --swap, 1 replica')
     const applied = one.json.applied as { filesWritten: number }
     rows.push({ label: one.label, seconds: toSwapSeconds(one), peakRssMiB: one.m.peakRssBytes / 1048576, transferredBytes: (one.json.plan as { downloadBytes: number }).downloadBytes, notes: `${applied.filesWritten} files written, to the swap${catchUpNote(one)}` })
 
+    for (let i = 1; i <= replicas; i++) await warmReplica(i)
     await flushDirtyPages()
     const manyStartMs = Date.now()
     const many = await Promise.all(Array.from({ length: replicas }, (_, k) => pull(k + 1, 'many', false)))
