@@ -29,7 +29,7 @@ export interface MetadataScan {
 
 /** A file to read: its slot in the new index, filled once it is read. */
 export class FileToRead extends IndexSlot {
-  /** What reading it gave, once read (null: gone). */
+  /** What reading it during the scan gave (null: gone, or packed and let go: see release). */
   read?: FileRead | null
 
   /** Packed: the bytes read during the scan, if any, are let go (readIntoIndex is done with it). */
@@ -144,12 +144,6 @@ function recordProblem(rec: ScanRecord): string | null {
   return rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.path, rec.target) : null)
 }
 
-/** A file's signature for the index: one modified within the racy window never matches a scan. */
-export function indexSig(stat: { mtimeNs: bigint; ctimeNs: bigint }, sig: string, scanStartNs: bigint): string {
-  const racy = stat.mtimeNs >= scanStartNs - RACY_WINDOW_NS || stat.ctimeNs >= scanStartNs - RACY_WINDOW_NS
-  return racy ? racySig(sig) : sig
-}
-
 /**
  * Reads one file the scan flagged, hashes it and records it in the index. Returns the entry and
  * its bytes, or null when the file vanished or turned into something else meanwhile (the
@@ -158,24 +152,37 @@ export function indexSig(stat: { mtimeNs: bigint; ctimeNs: bigint }, sig: string
  */
 export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'warnings' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
   if (item.read !== undefined) return item.read
-  const { path } = item
-  const r = reader.read(path, item.scanSig)
+  const read = readSourceFile(reader, item.path, item.scanSig, scan)
+  if (read) {
+    item.fill(read.indexSig, read.entry.sha256)
+    return read
+  }
+  item.read = null
+  item.drop()
+  const before = scan.index.previousEntry(item)
+  if (before) {
+    scan.deleted.push(item.path)
+    scan.previous.set(item.path, before)
+  }
+  return null
+}
+
+/**
+ * Reads and hashes one source file the scan met with `scanSig`; with the signature its index row
+ * should carry (racy if it was written too recently to trust). Null, with a warning, when the file
+ * vanished or turned into something else since the scan.
+ */
+export function readSourceFile(reader: SourceReader, path: string, scanSig: string, scan: { warnings: string[]; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
+  const r = reader.read(path, scanSig)
   if ('gone' in r) {
-    item.read = null
     scan.warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
-    item.drop()
-    const before = scan.index.previousEntry(item)
-    if (before) {
-      scan.deleted.push(path)
-      scan.previous.set(path, before)
-    }
     return null
   }
   const st = r.stat
-  const mode = Number(st.mode & 0o7777n) & CARRIED_MODE_BITS
+  const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
   const sha256 = sha256Hex(r.data)
-  item.fill(indexSig(st, r.sig, scan.scanStartNs), sha256)
-  return { entry: { type: 'f', path, mode, size: r.data.length, sha256 }, data: r.data }
+  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, sha256 }
+  return { entry, data: r.data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
 /** sha256 in hex. crypto.hash (Node >= 20.12) makes no Hash object: 2-4x faster on tiny files. */

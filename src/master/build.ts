@@ -12,7 +12,7 @@ import { SourceChangedError, writeArchivePair } from './archive-writer.js'
 import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
-import { IndexRows, IndexVersionError, readIndex, type TreeCounts } from './master-index.js'
+import { IndexVersionError, readIndex, type IndexRows, type TreeCounts } from './master-index.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
@@ -97,25 +97,11 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
 
   const pointer = await readLocalPointer(layout)
   const latest = pointer?.latest ?? null
-  let base = IndexRows.empty()
-  let hasBase = false
-  if (latest) {
-    try {
-      const loaded = await readIndex(layout.index(latest.id))
-      if (loaded.id === latest.id) {
-        base = loaded
-        hasBase = true
-      }
-    } catch (err) {
-      if (err instanceof IndexVersionError) log(`${err.message}: reading the whole tree`)
-      else if ((err as NodeJS.ErrnoException).code === 'ENOENT') log(`no index for snapshot ${latest.id}: reading the whole tree`)
-      else throw err
-    }
-  }
+  const base = latest ? await loadIndexOf(layout, latest.id, log) : null
 
   const reader = new SourceReader(opts.source)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
-  if (!hasBase || !latest || !pointer) {
+  if (!base || !latest || !pointer) {
     // The first build, or one whose index is lost: the whole tree, read once, into a full archive.
     log(`scanning ${opts.source}`)
     const scan = await scanWholeTree(opts.source)
@@ -245,6 +231,19 @@ async function publishBuilt(layout: StoreLayout, opts: BuildOptions, b: Built): 
 /** The next index, whichever way the build made it. */
 export interface NextIndex {
   write(file: string, id: number): Promise<void>
+}
+
+/** The index the latest snapshot's build left, or null (with the reason logged) to read the whole tree. */
+async function loadIndexOf(layout: StoreLayout, id: number, log: (line: string) => void): Promise<IndexRows | null> {
+  try {
+    const loaded = await readIndex(layout.index(id))
+    return loaded.id === id ? loaded : null
+  } catch (err) {
+    if (err instanceof IndexVersionError) log(`${err.message}: reading the whole tree`)
+    else if ((err as NodeJS.ErrnoException).code === 'ENOENT') log(`no index for snapshot ${id}: reading the whole tree`)
+    else throw err
+    return null
+  }
 }
 
 /** Record, index, pointer: in this order (see the module comment), each written atomically. */

@@ -1,8 +1,7 @@
 import type { ArchivePair } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import { CARRIED_MODE_BITS } from '../core/tree-entry.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { indexSig, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
+import { readSourceFile, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
 import { entryFromIndex, sigOf, type EntryList } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 
@@ -29,7 +28,7 @@ export function pathOrder(list: EntryList): { order: number[]; paths: string[] }
  * A file gone since the scan is left out, with a warning.
  */
 export async function writeFirstFull(objectsDir: string, id: number, now: Date, scan: WholeTreeScan, reader: SourceReader): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
-  const { index, warnings } = scan
+  const { index } = scan
   const digest = new TreeDigest()
   const { order, paths } = pathOrder(index)
   const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
@@ -40,18 +39,14 @@ export async function writeFirstFull(objectsDir: string, id: number, now: Date, 
         await sink.add(entry)
         continue
       }
-      const path = paths[n]!
-      const r = reader.read(path, index.sig(n))
-      if ('gone' in r) {
-        warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
+      const read = readSourceFile(reader, paths[n]!, index.sig(n), scan)
+      if (!read) {
         index.dropFile(n)
         continue
       }
-      const sha256 = sha256Hex(r.data)
-      index.fillFile(n, sha256, indexSig(r.stat, r.sig, scan.scanStartNs))
-      const entry = { type: 'f' as const, path, mode: Number(r.stat.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, sha256 }
-      digest.add(entry)
-      await sink.add(entry, r.data)
+      index.fillFile(n, read.entry.sha256, read.indexSig)
+      digest.add(read.entry)
+      await sink.add(read.entry, read.data)
     }
   })
   return { pair, digest }

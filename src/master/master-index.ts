@@ -30,9 +30,9 @@ export const INDEX_VERSION = 2
 const MAGIC = 'playlist-snapshot-index/'
 const HEADER = `${MAGIC}${INDEX_VERSION}`
 const RACY_SIG = 'racy'
-const SHA_BYTES = 32
-const ROW_HEAD = 6 // u32 path hash, u16 record length
-const TYPE_F = 0x66
+export const SHA_BYTES = 32
+export const ROW_HEAD = 6 // u32 path hash, u16 record length
+export const TYPE_F = 0x66
 
 export interface TreeCounts {
   files: number
@@ -170,18 +170,11 @@ export class IndexRows {
   }
 
   path(i: number): string {
-    const pathStart = this.buf.indexOf(0, this.starts[i]! + ROW_HEAD) + 1
-    return this.buf.toString('utf8', pathStart, this.buf.indexOf(0, pathStart))
+    return rowPathAt(this.buf, this.starts[i]!)
   }
 
   value(i: number): string {
-    const p = this.starts[i]! + ROW_HEAD
-    const end = p + (this.buf[p - 2]! | (this.buf[p - 1]! << 8))
-    const sigEnd = this.buf.indexOf(0, p)
-    const sig = this.buf.toString('latin1', p, sigEnd)
-    if (this.buf[p] === TYPE_F) return indexValue(sig, this.buf.toString('hex', end, end + SHA_BYTES))
-    const targetStart = this.buf.indexOf(0, sigEnd + 1) + 1
-    return indexValue(sig, this.buf.toString('utf8', targetStart, end - 1))
+    return rowValueAt(this.buf, this.starts[i]!)
   }
 
   /** Adds (or subtracts) row `i`'s entry to a tree's counts, straight from its bytes. */
@@ -458,6 +451,30 @@ class ChunkedOutput {
     this.chunk = Buffer.allocUnsafe(CHUNK)
     this.used = 0
   }
+}
+
+/** The PATH of the row that starts at `at`. */
+export function rowPathAt(buf: Buffer, at: number): string {
+  const pathStart = buf.indexOf(0, at + ROW_HEAD) + 1
+  return buf.toString('utf8', pathStart, buf.indexOf(0, pathStart))
+}
+
+/** The SIG of the row that starts at `at`. */
+export function rowSigAt(buf: Buffer, at: number): string {
+  return buf.toString('latin1', at + ROW_HEAD, buf.indexOf(0, at + ROW_HEAD))
+}
+
+/** Where the sha256 of the file row that starts at `at` is. */
+export function rowHashAt(buf: Buffer, at: number): number {
+  return at + ROW_HEAD + (buf[at + 4]! | (buf[at + 5]! << 8))
+}
+
+/** The value (module comment) of the row that starts at `at`; `sig` in place of the row's own. */
+export function rowValueAt(buf: Buffer, at: number, sig = rowSigAt(buf, at)): string {
+  const end = rowHashAt(buf, at)
+  if (buf[at + ROW_HEAD] === TYPE_F) return indexValue(sig, buf.toString('hex', end, end + SHA_BYTES))
+  const targetStart = buf.indexOf(0, buf.indexOf(0, at + ROW_HEAD) + 1) + 1
+  return indexValue(sig, buf.toString('utf8', targetStart, end - 1))
 }
 
 /** The most bytes a row of these fields can take (UTF-8 takes at most 3 bytes per UTF-16 unit). */

@@ -1,7 +1,7 @@
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
 import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
-import { encodeIndexHeader, fnv1a, indexValue, payloadOf, rowBytes, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
+import { encodeIndexHeader, fnv1a, ROW_HEAD, rowBytes, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
 
 /**
  * The index of a first build (no previous index), made straight from the scan: every entry's row
@@ -13,14 +13,12 @@ import { encodeIndexHeader, fnv1a, indexValue, payloadOf, rowBytes, writeAll, wr
  * (the row is re-encoded when written) or a drop (left out).
  */
 const CHUNK = 16 << 20
-const SHA_BYTES = 32
-const ROW_HEAD = 6
-const TYPE_F = 0x66
 const ADDRESS_SPLIT = 2 ** 32 // an address is chunk * 2^32 + offset
 
 export class WholeTreeIndex implements EntryList {
   private readonly chunks: Buffer[] = [Buffer.allocUnsafe(CHUNK)]
   private readonly chunkUsed: number[] = [0]
+  private readonly chunkFirstRow: number[] = [0] // a chunk's rows are contiguous
   private readonly addresses: number[] = []
   private readonly newSigs = new Map<number, string>() // files whose read found another signature, or a racy one
   private readonly dropped = new Set<number>()
@@ -39,6 +37,7 @@ export class WholeTreeIndex implements EntryList {
     if (this.chunkUsed[c]! + rowLength > this.chunks[c]!.length) {
       this.chunks.push(Buffer.allocUnsafe(Math.max(CHUNK, rowLength)))
       this.chunkUsed.push(0)
+      this.chunkFirstRow.push(this.addresses.length)
       c++
     }
     const buf = this.chunks[c]!
@@ -63,15 +62,12 @@ export class WholeTreeIndex implements EntryList {
   }
 
   path(n: number): string {
-    const [buf, at] = this.locate(n)
-    const start = buf.indexOf(0, at + ROW_HEAD) + 1
-    return buf.toString('utf8', start, buf.indexOf(0, start))
+    return rowPathAt(...this.locate(n))
   }
 
   /** The scan's stat signature of entry `n`. */
   sig(n: number): string {
-    const [buf, at] = this.locate(n)
-    return buf.toString('latin1', at + ROW_HEAD, buf.indexOf(0, at + ROW_HEAD))
+    return rowSigAt(...this.locate(n))
   }
 
   /** A directory's or symlink's entry, straight from its row. */
@@ -86,17 +82,13 @@ export class WholeTreeIndex implements EntryList {
 
   value(n: number): string {
     const [buf, at] = this.locate(n)
-    const sig = this.newSigs.get(n) ?? this.sig(n)
-    const end = at + ROW_HEAD + buf.readUInt16LE(at + 4)
-    if (buf[at + ROW_HEAD] === TYPE_F) return indexValue(sig, buf.toString('hex', end, end + SHA_BYTES))
-    const targetStart = buf.indexOf(0, buf.indexOf(0, at + ROW_HEAD) + 1) + 1
-    return indexValue(sig, buf.toString('utf8', targetStart, end - 1))
+    return rowValueAt(buf, at, this.newSigs.get(n))
   }
 
-  /** A file as read: its hash, and its signature for the index if not the scan's (see indexSig). */
+  /** A file as read: its hash, and its signature for the index if not the scan's (readSourceFile). */
   fillFile(n: number, sha256Hex: string, sig: string): void {
     const [buf, at] = this.locate(n)
-    buf.write(sha256Hex, at + ROW_HEAD + buf.readUInt16LE(at + 4), 'hex')
+    buf.write(sha256Hex, rowHashAt(buf, at), 'hex')
     const scanned = this.sig(n)
     if (sig === scanned) return
     this.newSigs.set(n, sig)
@@ -123,9 +115,10 @@ export class WholeTreeIndex implements EntryList {
       await writeAll(handle, Buffer.from(encodeIndexHeader(id, c)))
       let from = 0
       for (const n of [...special, this.length]) {
-        for (const part of this.rowBytes(from, n)) await writeAll(handle, part)
+        for (const part of this.rowSlices(from, n)) await writeAll(handle, part)
         if (n < this.length && !this.dropped.has(n)) {
-          const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, payloadOf(this.value(n))]
+          const [buf, at] = this.locate(n)
+          const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, buf.toString('hex', rowHashAt(buf, at), rowHashAt(buf, at) + SHA_BYTES)]
           const row = Buffer.allocUnsafe(rowBytes(path, sig, sha))
           await writeAll(handle, row.subarray(0, writeRow(row, 0, path, sig, sha)))
         }
@@ -136,25 +129,18 @@ export class WholeTreeIndex implements EntryList {
   }
 
   /** The bytes of rows `from` to `to` (exclusive), as slices of the chunks they span. */
-  private rowBytes(from: number, to: number): Buffer[] {
-    const parts: Buffer[] = []
+  private rowSlices(from: number, to: number): Buffer[] {
+    const slices: Buffer[] = []
     while (from < to) {
       const c = Math.floor(this.addresses[from]! / ADDRESS_SPLIT)
+      const chunkEnd = this.chunkFirstRow[c + 1] ?? this.length
+      const next = Math.min(to, chunkEnd)
       const start = this.addresses[from]! - c * ADDRESS_SPLIT
-      // rows of one chunk are contiguous: find where this chunk's run ends (binary search)
-      let lo = from
-      let hi = to
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1
-        if (Math.floor(this.addresses[mid]! / ADDRESS_SPLIT) === c) lo = mid + 1
-        else hi = mid
-      }
-      const next = lo
-      const end = next < this.length && Math.floor(this.addresses[next]! / ADDRESS_SPLIT) === c ? this.addresses[next]! - c * ADDRESS_SPLIT : this.chunkUsed[c]!
-      parts.push(this.chunks[c]!.subarray(start, end))
+      const end = next < chunkEnd ? this.addresses[next]! - c * ADDRESS_SPLIT : this.chunkUsed[c]!
+      slices.push(this.chunks[c]!.subarray(start, end))
       from = next
     }
-    return parts
+    return slices
   }
 
   private locate(n: number): [Buffer, number] {
