@@ -247,7 +247,7 @@ export async function buildInSlot(
   if (plan.baseId === null) await emptyTree(layout, slot)
 
   const applied: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
-  for (const step of plan.steps) {
+  for (const [i, step] of plan.steps.entries()) {
     const pair = pairOf(step)
     crashPoint('pull:download:before')
     const manifestFile = await ensureObject(layout, source, pair.manifest)
@@ -264,6 +264,7 @@ export async function buildInSlot(
       tarChunks: decompressFile(archiveFile, pair.archive.tarBytes, `the archive of snapshot ${step.record.id}`),
       tarBytes: pair.archive.tarBytes,
       ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
+      intoEmptyTree: plan.baseId === null && i === 0,
       onProgress: (n: number, bytes: number) => {
         crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
         progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
