@@ -11,7 +11,7 @@
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
  *           (reported from the start of the build to the last swap); a 1k-change hour on top;
  *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
- * Before a timed pull the replica's trees are warmed (metadata), as the baselines' destinations are.
+ * Before a timed pull the tree it writes into is warmed (metadata), as the baselines' destinations are.
  * Before every timed step, ours and theirs, dirty pages are written out (`sync`, flushDirtyPages):
  * master and replicas share one filesystem here, and a replica's syncfs must not pay for the
  * master's writes. Every replica is checked against the master at the end. Figures are in the table; ratios
@@ -25,6 +25,10 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { zstdBackend } from '../src/archive/zstd-codec.js'
+import { slotNames } from '../src/replica/pull.js'
+import { ReplicaLayout } from '../src/replica/replica-layout.js'
+import { loadState } from '../src/replica/replica-state.js'
+import { chooseSlot } from '../src/replica/slot-policy.js'
 import { prepareBaselines, measureDeltaBaselines, cleanupBaselines, type BaselineStep } from './bench-baselines.js'
 import { flushDirtyPages, formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, type BenchRow, type Measurement } from './bench-lib.js'
 import { generateCorpus, mutateCorpus } from './corpus.js'
@@ -105,12 +109,15 @@ async function main(): Promise<void> {
   // Three trees: the live one, the previous one for instant rollback, and a spare caught up after
   // each swap, so a pull replays one hour before it swaps (slot-policy.ts).
   // With --trees 2 a pull rebuilds the previous tree, replaying two hours before its swap.
-  // Like the baselines' destinations, a replica's trees are warmed (metadata) before a timed pull:
-  // on a replica of its own the tree a pull writes into was live or caught up an hour before, not
-  // pushed out of the cache by ten other replicas' trees and the baselines' copies on one disk.
+  // Like the baselines' destinations, the tree a pull will write into is warmed (metadata) before
+  // a timed pull: on a replica of its own that tree was caught up an hour before, not pushed out
+  // of the cache by ten other replicas' trees and the baselines' copies on one disk. Only that
+  // tree: eleven replicas' trees together do not fit in the page cache at a million files.
   const warmReplica = async (i: number): Promise<void> => {
-    const trees = join(dirname(target(i)), `.${basename(target(i))}.snapshot`, 'trees')
-    for (const name of await readdir(trees)) await warmTree(join(trees, name), 'metadata')
+    const layout = new ReplicaLayout(target(i))
+    const names = slotNames(Number(values.trees))
+    const state = await loadState(layout.stateFile, names)
+    if (state) await warmTree(layout.tree(chooseSlot(state)), 'metadata')
   }
   const pull = (i: number, label: string, flushFirst = true) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label, flushFirst)
 

@@ -55,6 +55,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     unpin: opts.unpin ?? false,
     maxDeletePercent: opts.maxDelete,
     force: opts.force ?? false,
+    // The catch-up after the swap yields the CPU; a --cron process keeps running, so only where
+    // it may raise its priority back afterwards.
+    lowPriorityCatchUp: opts.cron === undefined || process.getuid?.() === 0,
     hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),

@@ -8,7 +8,7 @@ import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayl
 import { parseSnapshotRecord, recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
 import { crashPoint } from '../fs/crash-points.js'
-import { swapSymlink, syncFilesystem, writeFileAtomic } from '../fs/durable.js'
+import { BackgroundFlush, swapSymlink, syncFilesystem, writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import type { ObjectSource } from '../http/object-source.js'
 import { applyArchive, type ApplyStats } from './apply-archive.js'
@@ -17,6 +17,7 @@ import { ensureObject, isCached } from './object-cache.js'
 import { ReplicaLayout } from './replica-layout.js'
 import { runHook } from './swap-hooks.js'
 import { freshState, loadState, saveState, type ReplicaState } from './replica-state.js'
+import { atLowPriority } from './low-priority.js'
 import { catchUpSlot, chooseSlot, slotBase } from './slot-policy.js'
 
 /**
@@ -40,6 +41,8 @@ export interface PullOptions {
   /** Swap even when the mass-deletion guard trips. */
   readonly force?: boolean
   readonly hooks?: SwapHooks
+  /** Run the spare's catch-up after the swap at the lowest CPU priority (low-priority.ts). */
+  readonly lowPriorityCatchUp?: boolean
   readonly progress?: (phase: string, done: number, total: number, bytes: number) => void
   readonly log?: (line: string) => void
   readonly now?: () => Date
@@ -210,15 +213,17 @@ async function catchUpSpare(opts: PullOptions, layout: ReplicaLayout, state: Rep
   const started = process.hrtime.bigint()
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
   try {
-    const baseId = slotBase(state.slots[slot]!)
-    const liveRecord = records.get(live.id) ?? (pointer.latest.id === live.id ? pointer.latest : await loadCachedRecord(layout, live.id))
-    if (!liveRecord) throw new SnapshotError(`the record of the live snapshot ${live.id} is not cached`)
-    for (const [id, r] of await collectRecords(opts.source, layout, opts.trustedKeys, pointer, baseId, liveRecord)) records.set(id, r)
-    const plan = await planFor(layout, records, baseId, live.id)
-    log(`catching up tree ${slot}: ${describePlan(plan)}`)
-    const applied = await buildInSlot(layout, state, slot, liveRecord, plan, opts.source, log)
-    log(`tree ${slot} caught up to snapshot ${live.id}`)
-    return { slot, id: live.id, filesWritten: applied.filesWritten, seconds: seconds() }
+    return await atLowPriority(opts.lowPriorityCatchUp === true, async () => {
+      const baseId = slotBase(state.slots[slot]!)
+      const liveRecord = records.get(live.id) ?? (pointer.latest.id === live.id ? pointer.latest : await loadCachedRecord(layout, live.id))
+      if (!liveRecord) throw new SnapshotError(`the record of the live snapshot ${live.id} is not cached`)
+      for (const [id, r] of await collectRecords(opts.source, layout, opts.trustedKeys, pointer, baseId, liveRecord)) records.set(id, r)
+      const plan = await planFor(layout, records, baseId, live.id)
+      log(`catching up tree ${slot}: ${describePlan(plan)}`)
+      const applied = await buildInSlot(layout, state, slot, liveRecord, plan, opts.source, log)
+      log(`tree ${slot} caught up to snapshot ${live.id}`)
+      return { slot, id: live.id, filesWritten: applied.filesWritten, seconds: seconds() }
+    })
   } catch (err) {
     const message = asSnapshotError(err, `catching up tree ${slot}`).message
     log(`warning: could not catch up tree ${slot} (${message}); the next pull replays it`)
@@ -247,6 +252,7 @@ export async function buildInSlot(
   if (plan.baseId === null) await emptyTree(layout, slot)
 
   const applied: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
+  const flush = new BackgroundFlush(layout.tree(slot))
   for (const [i, step] of plan.steps.entries()) {
     const pair = pairOf(step)
     crashPoint('pull:download:before')
@@ -267,6 +273,7 @@ export async function buildInSlot(
       intoEmptyTree: plan.baseId === null && i === 0,
       onProgress: (n: number, bytes: number) => {
         crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
+        flush.nudge()
         progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
       },
     })
@@ -274,6 +281,7 @@ export async function buildInSlot(
     for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
   }
   crashPoint('pull:flush')
+  await flush.settle()
   syncFilesystem(layout.tree(slot))
   state.slots[slot] = { status: 'ready', id: target.id, digest: target.treeDigest }
   await saveState(layout.stateFile, state)
