@@ -181,18 +181,21 @@ async function main(): Promise<void> {
     const small = await pull(0, 'ours: 1k-change delta pull --swap, 1 replica')
     rows.push({ label: small.label, seconds: toSwapSeconds(small), peakRssMiB: small.m.peakRssBytes / 1048576, notes: `${(small.json.applied as { filesWritten: number }).filesWritten} files written, to the swap${catchUpNote(small)}` })
 
+    const machine = `${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, zstd ${zstdBackend()}`
+    process.stdout.write(`\n${files} files, ${replicas} replicas with ${values.trees} trees each; ${machine}; ${started.toISOString()}\n\n`)
+    process.stdout.write(formatTextTable(rows))
+    process.stdout.write('\n' + ratios(rows, baselineSteps, replicas) + '\n')
+    process.stdout.write('\nMarkdown:\n\n' + formatMarkdownTable(rows))
+
+    // After the table, so that a long run's figures are out before this last whole-tree pass;
+    // a difference still fails the run.
     logLine('bench: checking every replica against the master')
     for (let i = 0; i <= replicas; i++) {
       if (i > 0) await pull(i, 'catch up') // the 1k hour
       const diff = await treeDifference(source, target(i) + '/', files <= 200_000 ? 'content' : 'listing') // '/': through the symlink
       if (diff) throw new Error(`replica ${i} differs from the master: ${diff}`)
     }
-
-    const machine = `${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, zstd ${zstdBackend()}`
-    process.stdout.write(`\n${files} files, ${replicas} replicas with ${values.trees} trees each; ${machine}; ${started.toISOString()}\n\n`)
-    process.stdout.write(formatTextTable(rows))
-    process.stdout.write('\n' + ratios(rows, baselineSteps, replicas) + '\n')
-    process.stdout.write('\nMarkdown:\n\n' + formatMarkdownTable(rows))
+    process.stdout.write(`\nevery replica (${replicas + 1}) matches the master (${files <= 200_000 ? 'content' : 'listing'})\n`)
     if (prepared && !values.keep) await cleanupBaselines(prepared)
   } finally {
     await server.stop()
