@@ -205,7 +205,7 @@ class TreeSampler {
     for (const pid of seen.keys()) if (!inTree.has(pid)) this.foreign.add(pid)
     if (!this.includeRoot) inTree.delete(this.root)
     let rss = 0
-    for (const pid of inTree) rss += seen.get(pid)!.rssPages * this.page
+    for (const pid of inTree) if (!isUnexecedFork(pid, seen.get(pid)!.ppid, inTree)) rss += seen.get(pid)!.rssPages * this.page
     this.samples++
     if (rss > this.peakRss) this.peakRss = rss
 
@@ -223,6 +223,17 @@ class TreeSampler {
       if (pss > this.peakPss) this.peakPss = pss
     }
   }
+}
+
+/**
+ * A child between fork() and exec() (say, a pull starting `sync -f`) maps every page of its
+ * parent, shared: its RSS repeats the parent's and would double the tree's sum for a moment.
+ * It is told apart by having its parent's exact command line (an exec'd child has its own).
+ */
+function isUnexecedFork(pid: number, ppid: number, inTree: ReadonlySet<number>): boolean {
+  if (!inTree.has(ppid)) return false
+  const mine = readProc(`/proc/${pid}/cmdline`)
+  return mine !== null && mine === readProc(`/proc/${ppid}/cmdline`)
 }
 
 function kibField(text: string, field: string): number {

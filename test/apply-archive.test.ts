@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { chmodSync, existsSync, linkSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -136,6 +136,21 @@ describe('applyArchive never writes through what a dirty staging tree holds', ()
         await apply(w.root, deltaManifest([fLine('victim', 'mine\n')]), tarOf(tarFile('victim', 'mine\n')))
         assert.ok(lstatSync(join(w.root, 'victim')).isFile())
         assert.equal(readFileSync(join(w.root, 'victim'), 'utf8'), 'mine\n')
+        assertOutsideUntouched(w)
+      },
+    ),
+  )
+  test(
+    'replaces a file that shares its inode with an outside file (a hard link) without writing into that inode',
+    withWork(
+      ({ root, outside }) => {
+        rmSync(join(root, 'top.m3u'))
+        linkSync(join(outside, 'victim.txt'), join(root, 'top.m3u'))
+      },
+      async (w) => {
+        await apply(w.root, deltaManifest([fLine('top.m3u', 'new top\n')]), tarOf(tarFile('top.m3u', 'new top\n')))
+        assert.equal(readFileSync(join(w.root, 'top.m3u'), 'utf8'), 'new top\n')
+        assert.equal(lstatSync(join(w.root, 'top.m3u')).nlink, 1)
         assertOutsideUntouched(w)
       },
     ),
