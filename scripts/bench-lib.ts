@@ -169,6 +169,7 @@ class TreeSampler {
   private readonly rootStart: number
   private readonly page = pageSize()
   private nextPssAt = 0
+  private readonly privateCache = new Map<number, { at: number; bytes: number }>()
 
   constructor(
     private readonly root: number,
@@ -176,6 +177,17 @@ class TreeSampler {
     private readonly samplePss: boolean,
   ) {
     this.rootStart = procStat(root)?.start ?? 0
+  }
+
+  /** A forked child's own memory: its private pages (smaps_rollup), read at most once a second per child. */
+  private privateBytes(pid: number): number {
+    const now = performance.now()
+    const cached = this.privateCache.get(pid)
+    if (cached && now - cached.at < 1000) return cached.bytes
+    const text = readProc(`/proc/${pid}/smaps_rollup`) ?? ''
+    const bytes = kibField(text, '\nPrivate_Clean:') + kibField(text, '\nPrivate_Dirty:')
+    this.privateCache.set(pid, { at: now, bytes })
+    return bytes
   }
 
   sample(): void {
@@ -205,7 +217,10 @@ class TreeSampler {
     for (const pid of seen.keys()) if (!inTree.has(pid)) this.foreign.add(pid)
     if (!this.includeRoot) inTree.delete(this.root)
     let rss = 0
-    for (const pid of inTree) if (!isUnexecedFork(pid, seen.get(pid)!.ppid, inTree)) rss += seen.get(pid)!.rssPages * this.page
+    for (const pid of inTree) {
+      const st = seen.get(pid)!
+      rss += sharesParentImage(pid, st.ppid, inTree) ? this.privateBytes(pid) : st.rssPages * this.page
+    }
     this.samples++
     if (rss > this.peakRss) this.peakRss = rss
 
@@ -226,11 +241,11 @@ class TreeSampler {
 }
 
 /**
- * A child between fork() and exec() (say, a pull starting `sync -f`) maps every page of its
- * parent, shared: its RSS repeats the parent's and would double the tree's sum for a moment.
- * It is told apart by having its parent's exact command line (an exec'd child has its own).
+ * A child that runs its parent's program image (same command line): a fork not yet exec'd (a pull
+ * starting `sync -f`), or a worker that never execs (rsync's receiver). It maps its parent's pages
+ * copy-on-write, so its RSS repeats the parent's: only its private pages are its own.
  */
-function isUnexecedFork(pid: number, ppid: number, inTree: ReadonlySet<number>): boolean {
+function sharesParentImage(pid: number, ppid: number, inTree: ReadonlySet<number>): boolean {
   if (!inTree.has(ppid)) return false
   const mine = readProc(`/proc/${pid}/cmdline`)
   return mine !== null && mine === readProc(`/proc/${ppid}/cmdline`)
