@@ -20,7 +20,7 @@
 import { spawn } from 'node:child_process'
 import { mkdir, readdir, stat } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
-import { basename, dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'

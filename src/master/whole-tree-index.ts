@@ -118,7 +118,8 @@ export class WholeTreeIndex implements EntryList {
         for (const part of this.rowSlices(from, n)) await writeAll(handle, part)
         if (n < this.length && !this.dropped.has(n)) {
           const [buf, at] = this.locate(n)
-          const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, buf.toString('hex', rowHashAt(buf, at), rowHashAt(buf, at) + SHA_BYTES)]
+          const hashAt = rowHashAt(buf, at)
+          const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, buf.toString('hex', hashAt, hashAt + SHA_BYTES)]
           const row = Buffer.allocUnsafe(rowBytes(path, sig, sha))
           await writeAll(handle, row.subarray(0, writeRow(row, 0, path, sig, sha)))
         }

@@ -242,8 +242,8 @@ class Applier {
    * Creates the file afresh (O_EXCL), after unlinking whatever stood at its path, as GNU tar does.
    * Never in place: overwriting 200 bytes of an old file whose block is not in the page cache
    * makes the kernel read that block first, a random read per file (scripts/rewrite-bench.ts
-   * --cold, 10k files on a 1 KiB-block ext4, caches dropped: 250-900 us per file in place against
-   * 75-95 us for unlink + create). Nor with O_TRUNC: ext4 flushes a truncated-and-rewritten file
+   * --cold, 10k of 100k files on a 1 KiB-block ext4, caches dropped: 189-249 us per file in place
+   * against 52-66 us for unlink + create, BENCHMARKS.md). Nor with O_TRUNC: ext4 flushes a truncated-and-rewritten file
    * when it is closed (auto_da_alloc). A new inode is also never shared with another tree. The tree
    * is not live, and one syncfs flushes it all before the swap.
    */

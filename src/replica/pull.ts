@@ -273,7 +273,7 @@ export async function buildInSlot(
       intoEmptyTree: plan.baseId === null && i === 0,
       onProgress: (n: number, bytes: number) => {
         crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
-        flush.nudge()
+        if (n < pair.entries) flush.nudge() // at the end the syncFilesystem below flushes: a nudge would sync twice
         progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
       },
     })
