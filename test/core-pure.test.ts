@@ -99,6 +99,7 @@ test('paths and link targets that could leave the tree are refused', () => {
   assert.ok(linkTargetProblem('a/l', 'up/..'), "'..' after a name could climb out through a link")
   assert.equal(linkTargetProblem('a/b/c', '../../x'), null)
   assert.equal(linkTargetProblem('a/l', 'sub/dir/file'), null)
+  assert.match(linkTargetProblem('a/l', Buffer.from('target\xfe', 'latin1').toString('utf8')) ?? '', /not valid UTF-8/)
 })
 
 test('a manifest round-trips and its order is enforced', () => {

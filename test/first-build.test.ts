@@ -60,3 +60,13 @@ test('files changed or deleted between scan and read: the index and digest follo
   assert.deepEqual(scan.index.counts(), { files: files.length, dirs: 2, links: 1, bytes: files.reduce((n, e) => n + (e.type === 'f' ? e.size : 0), 0) })
   assert.deepEqual(rows.counts, scan.index.counts())
 })
+
+test('a symlink whose target is not UTF-8 is skipped with a warning, not published as another target', async () => {
+  const source = join(dir, 'bad-link')
+  mkdirSync(source)
+  writeFileSync(join(source, 'a.m3u'), 'a\n')
+  symlinkSync(Buffer.from('a.m3u\xfe', 'latin1'), join(source, 'odd'))
+  const scan = await scanWholeTree(source)
+  assert.equal(scan.index.length, 1)
+  assert.deepEqual(scan.warnings, ['skipped "odd": symlink target is not valid UTF-8'])
+})

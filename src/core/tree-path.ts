@@ -68,6 +68,8 @@ export function depthOf(path: string): number {
 export function linkTargetProblem(linkPath: string, target: string): string | null {
   if (target.length === 0) return 'empty symlink target'
   if (target.includes('\0')) return 'NUL byte in symlink target'
+  // A target read as UTF-8 with bytes that are not would be published as U+FFFD, another target.
+  if (target.includes('\uFFFD')) return 'symlink target is not valid UTF-8'
   if (target.startsWith('/')) return `absolute symlink target '${target}'`
   if (Buffer.byteLength(target) > MAX_PATH_BYTES) return 'symlink target too long'
   let climbs = 0
