@@ -35,10 +35,10 @@
 import { copyFile, mkdir, mkdtemp, readFile, stat } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ExitCode, SnapshotError, UsageError } from '../src/core/errors.js'
 import { generateCorpus, mutateCorpus, type CorpusSummary } from './corpus.js'
+import { isRunAsMain } from './run-as-main.js'
 import {
   BenchError,
   dropCaches,
@@ -458,7 +458,7 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isRunAsMain(import.meta.url)) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     const code = err instanceof SnapshotError ? err.exitCode : (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? ExitCode.Usage : ExitCode.Failure
     process.stderr.write(`bench-baselines: ${err instanceof Error ? err.message : String(err)}\n`)

@@ -33,6 +33,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import { ExitCode, SnapshotError, UsageError } from '../src/core/errors.js'
+import { isRunAsMain } from './run-as-main.js'
 
 export const MIN_FILE_BYTES = 100
 export const MAX_FILE_BYTES = 300
@@ -545,7 +546,7 @@ async function main(argv: string[]): Promise<void> {
   process.stdout.write(JSON.stringify(summary) + '\n')
 }
 
-if (isMainThread && process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isMainThread && isRunAsMain(import.meta.url)) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     const code = err instanceof SnapshotError ? err.exitCode : (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? ExitCode.Usage : ExitCode.Failure
     process.stderr.write(`corpus: ${err instanceof Error ? err.message : String(err)}\n`)

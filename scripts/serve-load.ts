@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { isRunAsMain } from './run-as-main.js'
 
 export interface LoadOptions {
   store: string
@@ -214,7 +215,7 @@ async function main(argv: string[]): Promise<void> {
   if (r.errors > 0) process.exitCode = 1
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isRunAsMain(import.meta.url)) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`serve-load: ${err instanceof Error ? err.message : String(err)}\n`)
     process.exitCode = 2

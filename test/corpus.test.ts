@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { after, before, describe, test } from 'node:test'
 import { MAX_FILE_BYTES, MIN_FILE_BYTES, generateCorpus, listTree, mutateCorpus } from '../scripts/corpus.js'
 
@@ -103,5 +105,13 @@ describe('synthetic corpus', () => {
     const second = changed(s1, s2)
     const both = [...second].filter((p) => first.has(p)).length
     assert.ok(both < 0.3 * second.size, `${both} of ${second.size} files changed in both hours`)
+  })
+
+  test('npm run corpus works through a symlinked checkout (it once exited 0 having written nothing)', () => {
+    const scripts = join(dirname(fileURLToPath(import.meta.url)), '../scripts')
+    symlinkSync(scripts, at('linked-scripts'))
+    const out = execFileSync(process.execPath, [join(at('linked-scripts'), 'corpus.js'), '--files', '300', '--out', at('via-link')], { encoding: 'utf8' })
+    assert.equal(JSON.parse(out).files, 300)
+    assert.equal(listTree(at('via-link')).files.length, 300)
   })
 })
