@@ -9,7 +9,8 @@
  *   both    the old trees the baselines start from (bench-baselines.ts, before the change);
  *   change  one hour: 10% modified, 0.5% deleted, 0.5% added;
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
- *           (reported from the start of the build to the last swap); a 1k-change hour on top;
+ *           (reported from the start of the build to the last swap); a 1k-change hour on top,
+ *           and the same on a replica of a tree a tenth the size (prepared likewise, untimed);
  *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
  * Before a timed pull the tree it writes into is warmed (metadata), as the baselines' destinations are.
  * Before every timed step, ours and theirs, dirty pages are written out (`sync`, flushDirtyPages):
@@ -113,12 +114,7 @@ async function main(): Promise<void> {
   // a timed pull: on a replica of its own that tree was caught up an hour before, not pushed out
   // of the cache by ten other replicas' trees and the baselines' copies on one disk. Only that
   // tree: eleven replicas' trees together do not fit in the page cache at a million files.
-  const warmReplica = async (i: number): Promise<void> => {
-    const layout = new ReplicaLayout(target(i))
-    const names = slotNames(Number(values.trees))
-    const state = await loadState(layout.stateFile, names)
-    if (state) await warmTree(layout.tree(chooseSlot(state)), 'metadata')
-  }
+  const warmReplica = (i: number): Promise<void> => warmTreeToWrite(target(i), values.trees)
   const pull = (i: number, label: string, flushFirst = true) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label, flushFirst)
 
   try {
@@ -174,13 +170,22 @@ async function main(): Promise<void> {
       rows.push(...results.rows)
     }
 
-    logLine('bench: a 1k-change hour on top, for the flatness row')
-    await mutateCorpus({ out: source, seed: 'bench-small', modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files })
-    await sleep(2100)
-    await build('prepare')
-    await warmReplica(0) // as before the other timed pulls: at 1M the baselines' copies have pushed it out of the cache
-    const small = await pull(0, 'ours: 1k-change delta pull --swap, 1 replica')
-    rows.push({ label: small.label, seconds: toSwapSeconds(small), peakRssMiB: small.m.peakRssBytes / 1048576, notes: `${(small.json.applied as { filesWritten: number }).filesWritten} files written, to the swap${catchUpNote(small)}` })
+    // The flatness row compares a 1k-change pull on this tree with the same on a tree a tenth the
+    // size, both in this run: the disk's speed varies from run to run, a ratio across runs with it.
+    logLine(`bench: a replica of a ${Math.round(files / 10)}-file tree, for the flatness row (untimed)`)
+    const tenth = await prepareTenthTree(join(run, 'tenth'), Math.round(files / 10), values.trees)
+    try {
+      logLine('bench: a 1k-change hour on top, for the flatness row')
+      await mutateCorpus({ out: source, seed: 'bench-small', ...oneThousandChanges(files) })
+      await sleep(2100)
+      await build('prepare')
+      await warmReplica(0) // as before the other timed pulls: at 1M the baselines' copies have pushed it out of the cache
+      const small = await pull(0, 'ours: 1k-change delta pull --swap, 1 replica')
+      rows.push(smallPullRow(small))
+      rows.push(smallPullRow(await tenth.pullOneThousand(`ours: the same 1k-change pull on a ${Math.round(files / 10)}-file tree`)))
+    } finally {
+      await tenth.stop()
+    }
 
     const machine = `${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, zstd ${zstdBackend()}`
     process.stdout.write(`\n${files} files, ${replicas} replicas with ${values.trees} trees each; ${machine}; ${started.toISOString()}\n\n`)
@@ -204,6 +209,67 @@ async function main(): Promise<void> {
   }
 }
 
+function smallPullRow(o: Ours): BenchRow {
+  const written = (o.json.applied as { filesWritten: number }).filesWritten
+  return { label: o.label, seconds: toSwapSeconds(o), peakRssMiB: o.m.peakRssBytes / 1048576, notes: `${written} files written, to the swap${catchUpNote(o)}` }
+}
+
+/** Warms the metadata of the tree the replica's next pull writes into (slot-policy.ts). */
+async function warmTreeToWrite(replica: string, trees: string): Promise<void> {
+  const layout = new ReplicaLayout(replica)
+  const state = await loadState(layout.stateFile, slotNames(Number(trees)))
+  if (state) await warmTree(layout.tree(chooseSlot(state)), 'metadata')
+}
+
+/** ~1,000 changes whatever the tree's size: 800 modified, 100 deleted, 100 added. */
+function oneThousandChanges(files: number): { modifyFraction: number; deleteFraction: number; addFraction: number } {
+  return { modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files }
+}
+
+/**
+ * A master and one replica of a smaller tree, on the same filesystem, brought to the steady state
+ * as the big one (a full pull, two hours), untimed; then its timed 1k-change pull, prepared and
+ * warmed like the big tree's.
+ */
+async function prepareTenthTree(dir: string, files: number, trees: string): Promise<{ pullOneThousand(label: string): Promise<Ours>; stop(): Promise<void> }> {
+  const source = join(dir, 'master')
+  const store = join(dir, 'store')
+  const replica = join(dir, 'replica')
+  await mkdir(store, { recursive: true })
+  await generateCorpus({ files, out: source, seed: 'bench-tenth' })
+  await sleep(2100)
+  await snapshot(['keygen', '--out', join(dir, 'keys')], 'keygen')
+  const server = await startServe(store)
+  const build = () => snapshot(['build', '--source', source, '--store', store, '--key', join(dir, 'keys/snapshot.key')], 'prepare')
+  const pull = (label: string) => snapshot(['pull', '--from', server.url, '--target', replica, '--pubkey', join(dir, 'keys/snapshot.pub'), '--swap', '--max-delete', '100', '--trees', trees], label)
+  try {
+    await build()
+    await pull('prepare')
+    for (const hour of [1, 2]) {
+      await mutateCorpus({ out: source, seed: `bench-tenth-hour-${hour}` })
+      await sleep(2100)
+      await build()
+      await pull('prepare')
+    }
+  } catch (err) {
+    await server.stop()
+    throw err
+  }
+  return {
+    async pullOneThousand(label) {
+      await mutateCorpus({ out: source, seed: 'bench-tenth-small', ...oneThousandChanges(files) })
+      await sleep(2100)
+      await build()
+      await warmTreeToWrite(replica, trees)
+      const pulled = await pull(label)
+      const diff = await treeDifference(source, replica + '/', 'listing')
+      if (diff) throw new Error(`the ${files}-file replica differs from its master: ${diff}`)
+      return pulled
+    },
+    stop: () => server.stop(),
+  }
+}
+
 /** The issue's target ratios, from this run's own figures. */
 function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], replicas: number): string {
   const ours = (prefix: string): BenchRow | undefined => rows.find((r) => r.label.startsWith(prefix))
@@ -221,6 +287,7 @@ function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], repli
   add('delta archive bytes / tar level 1 bytes', ours('ours: delta build')?.transferredBytes, theirs('level1Create')?.archiveBytes, '<= 1.2', '<= 1')
   const peak = Math.max(...rows.filter((r) => r.label.startsWith('ours:')).map((r) => r.peakRssMiB ?? 0))
   lines.push(`${'peak RSS of any build or pull (MiB)'.padEnd(52)}${peak.toFixed(0).padStart(13)}   ${'<= 512'.padStart(6)} ${'<=256'.padStart(5)}`)
+  add('1k-change pull: this tree / a tree a tenth the size', ours('ours: 1k-change')?.seconds, ours('ours: the same 1k-change')?.seconds, '<= 1.5', 'flat')
   const manyRow = ours('ours: build +')
   lines.push(`${`${replicas} replicas, build start to last swap (s)`.padEnd(52)}${(manyRow?.seconds ?? NaN).toFixed(1).padStart(13)}   ${'< 120'.padStart(6)} ${'< 60'.padStart(5)}`)
   return lines.join('\n')
