@@ -89,24 +89,20 @@ async function main(): Promise<void> {
   const run = join(resolve(values.work), `run-${Date.now()}`)
   const source = join(run, 'master')
   const store = join(run, 'store')
-  const keys = join(run, 'keys')
   const target = (i: number): string => join(run, `replica-${String(i).padStart(2, '0')}`)
-  await mkdir(store, { recursive: true })
+  await mkdir(run, { recursive: true })
   const started = new Date()
   logLine(`bench: ${files} files, ${replicas} replicas with ${values.trees} trees each, in ${run}; zstd backend ${zstdBackend()}, Node ${process.version}`)
 
   const corpus = await generateCorpus({ files, out: source, seed: 'bench' })
   logLine(`bench: corpus of ${corpus.files} files in ${corpus.dirs} dirs, ${corpus.bytes} bytes, in ${corpus.seconds.toFixed(1)} s`)
   await sleep(2100) // past the racy window: files this fresh would be read again by the next build
-  await snapshot(['keygen', '--out', keys], 'keygen')
-  const key = join(keys, 'snapshot.key')
-  const pub = join(keys, 'snapshot.pub')
-  const server = await startServe(store)
+  const site = await openSite(run, source, values.trees)
   const rows: BenchRow[] = []
   const ours = (o: Ours, extra: Omit<BenchRow, 'label' | 'seconds' | 'peakRssMiB'> = {}): void => {
     rows.push({ label: o.label, seconds: o.m.seconds, peakRssMiB: o.m.peakRssBytes / 1048576, ...extra })
   }
-  const build = (label: string) => snapshot(['build', '--source', source, '--store', store, '--key', key], label)
+  const build = site.build
   // Three trees: the live one, the previous one for instant rollback, and a spare caught up after
   // each swap, so a pull replays one hour before it swaps (slot-policy.ts).
   // With --trees 2 a pull rebuilds the previous tree, replaying two hours before its swap.
@@ -115,7 +111,7 @@ async function main(): Promise<void> {
   // of the cache by ten other replicas' trees and the baselines' copies on one disk. Only that
   // tree: eleven replicas' trees together do not fit in the page cache at a million files.
   const warmReplica = (i: number): Promise<void> => warmTreeToWrite(target(i), values.trees)
-  const pull = (i: number, label: string, flushFirst = true) => snapshot(['pull', '--from', server.url, '--target', target(i), '--pubkey', pub, '--swap', '--max-delete', '100', '--trees', values.trees], label, flushFirst)
+  const pull = (i: number, label: string, flushFirst = true) => site.pull(target(i), label, flushFirst)
 
   try {
     await warmTree(source, 'data')
@@ -204,7 +200,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\nevery replica (${replicas + 1}) matches the master (${files <= 200_000 ? 'content' : 'listing'})\n`)
     if (prepared && !values.keep) await cleanupBaselines(prepared)
   } finally {
-    await server.stop()
+    await site.stop()
     if (!values.keep) await removeTree(run)
   }
 }
@@ -233,15 +229,12 @@ function oneThousandChanges(files: number): { modifyFraction: number; deleteFrac
  */
 async function prepareTenthTree(dir: string, files: number, trees: string): Promise<{ pullOneThousand(label: string): Promise<Ours>; stop(): Promise<void> }> {
   const source = join(dir, 'master')
-  const store = join(dir, 'store')
   const replica = join(dir, 'replica')
-  await mkdir(store, { recursive: true })
   await generateCorpus({ files, out: source, seed: 'bench-tenth' })
   await sleep(2100)
-  await snapshot(['keygen', '--out', join(dir, 'keys')], 'keygen')
-  const server = await startServe(store)
-  const build = () => snapshot(['build', '--source', source, '--store', store, '--key', join(dir, 'keys/snapshot.key')], 'prepare')
-  const pull = (label: string) => snapshot(['pull', '--from', server.url, '--target', replica, '--pubkey', join(dir, 'keys/snapshot.pub'), '--swap', '--max-delete', '100', '--trees', trees], label)
+  const site = await openSite(dir, source, trees)
+  const build = () => site.build('prepare')
+  const pull = (label: string) => site.pull(replica, label)
   try {
     await build()
     await pull('prepare')
@@ -252,7 +245,7 @@ async function prepareTenthTree(dir: string, files: number, trees: string): Prom
       await pull('prepare')
     }
   } catch (err) {
-    await server.stop()
+    await site.stop()
     throw err
   }
   return {
@@ -266,6 +259,27 @@ async function prepareTenthTree(dir: string, files: number, trees: string): Prom
       if (diff) throw new Error(`the ${files}-file replica differs from its master: ${diff}`)
       return pulled
     },
+    stop: site.stop,
+  }
+}
+
+/** A master's store and signing keys under `dir`, and the server its replicas pull from. */
+interface Site {
+  build(label: string): Promise<Ours>
+  pull(replica: string, label: string, flushFirst?: boolean): Promise<Ours>
+  stop(): Promise<void>
+}
+
+async function openSite(dir: string, source: string, trees: string): Promise<Site> {
+  const store = join(dir, 'store')
+  const keys = join(dir, 'keys')
+  await mkdir(store, { recursive: true })
+  await snapshot(['keygen', '--out', keys], 'keygen')
+  const server = await startServe(store)
+  return {
+    build: (label) => snapshot(['build', '--source', source, '--store', store, '--key', join(keys, 'snapshot.key')], label),
+    pull: (replica, label, flushFirst = true) =>
+      snapshot(['pull', '--from', server.url, '--target', replica, '--pubkey', join(keys, 'snapshot.pub'), '--swap', '--max-delete', '100', '--trees', trees], label, flushFirst),
     stop: () => server.stop(),
   }
 }
