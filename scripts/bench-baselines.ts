@@ -6,7 +6,8 @@
  * Two phases around the caller's mutation of the corpus:
  *   prepareBaselines       before: full archive and its extraction, tar level 0, initial rsync,
  *                          and the old-tree copies the delta steps start from (untimed);
- *   measureDeltaBaselines  after: tar level 1 and its application, rsync to 1 and to N replicas.
+ *   measureDeltaBaselines  after: tar level 1 and its application, rsync to 1 and to N replicas,
+ *                          and tar's level 1 applied onto the N replicas at once (the floor).
  * runBaselines does both with a mutation in between.
  *
  * Copies of the old tree. A hard-linked clone of the corpus (`cp -al`) would be cheap, but the
@@ -236,7 +237,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   return prepared
 }
 
-/** After the mutation: tar level 1 and its application, rsync to one and to N replicas. */
+/** After the mutation: tar level 1 and its application, rsync to one and to N replicas, tar onto N. */
 export async function measureDeltaBaselines(prepared: PreparedBaselines): Promise<BaselineResults> {
   const { options, paths } = prepared
   const { corpusDir, log } = options
@@ -274,6 +275,19 @@ export async function measureDeltaBaselines(prepared: PreparedBaselines): Promis
     // Every replica by listing; the first also by content when asked for.
     await check(prepared, corpusDir, dst, `the ${n}-replica rsync (replica ${i + 1})`, i === 0 ? undefined : 'listing')
   }
+
+  // The floor under our N-replica row: GNU tar applies the same level-1 archive onto the N
+  // replicas at once, then one sync (our pulls flush their tree before they swap). The replicas
+  // already hold the new tree, which changes little: tar unlinks and recreates every file in the
+  // archive all the same, and only the hour's deletions find nothing left to delete.
+  const applies = paths.rsyncMany
+    .map((dst) => `(zstd -dc ${q(paths.level1Archive)} | tar --incremental -C ${q(dst)} -xf -) & pids="$pids $!"`)
+    .join('\n')
+  const applyMany = await timedStep(prepared, 'level1ApplyMany', `zstd -dc | tar --incremental -x: level 1 onto ${n} replicas at once, then sync`,
+    { data: [paths.level1Archive], metadata: paths.rsyncMany },
+    `pids=\n${applies}\nrc=0\nfor p in $pids; do wait "$p" || rc=$?; done\nsync\nexit $rc`)
+  applyMany.transferredBytes = level1.archiveBytes
+  await check(prepared, corpusDir, paths.rsyncMany[0]!, `the level-1 application onto ${n} replicas (replica 1)`, 'listing')
 
   return {
     corpusBefore: prepared.corpusBefore,
@@ -316,7 +330,7 @@ export function baselineRows(steps: readonly BaselineStep[], corpus: TreeStats, 
       rss.sampledTreePssBytes > 0 && rss.sampledTreePssBytes < 0.8 * rss.peakRssBytes
         ? `, PSS ${(rss.sampledTreePssBytes / 1048576).toFixed(1)} MiB`
         : ''
-    const many = s.key === 'rsyncMany' ? `, sent x${replicas}${copies === 'linked' ? ', replicas hard-linked to each other' : ''}` : ''
+    const many = s.key === 'rsyncMany' || s.key === 'level1ApplyMany' ? `, sent x${replicas}${copies === 'linked' ? ', replicas hard-linked to each other' : ''}` : ''
     return rowFromMeasurement(s.label, s.measurement, {
       storeBytes: s.archiveBytes,
       transferredBytes: s.transferredBytes,

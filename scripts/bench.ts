@@ -11,7 +11,8 @@
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
  *           (reported from the start of the build to the last swap); a 1k-change hour on top,
  *           and the same on a replica of a tree a tenth the size (prepared likewise, untimed);
- *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas.
+ *   theirs  tar --listed-incremental level 1 and its apply; rsync -aW --delete to 1 and R replicas;
+ *           tar's level 1 applied onto R replicas at once, then sync (the floor under our R-replica row).
  * Before a timed pull the tree it writes into is warmed (metadata), as the baselines' destinations are.
  * Before every timed step, ours and theirs, dirty pages are written out (`sync`, flushDirtyPages):
  * master and replicas share one filesystem here, and a replica's syncfs must not pay for the
@@ -84,8 +85,9 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
     },
   })
-  const files = Number(values.files)
-  const replicas = Number(values.replicas)
+  // The flatness row pulls 1,000 changes on a tree a tenth the size: that tree needs 1,000 files.
+  const files = wholeNumberAtLeast('--files', values.files, 10_000)
+  const replicas = wholeNumberAtLeast('--replicas', values.replicas, 1)
   const run = join(resolve(values.work), `run-${Date.now()}`)
   const source = join(run, 'master')
   const store = join(run, 'store')
@@ -218,6 +220,12 @@ async function warmTreeToWrite(replica: string, trees: string): Promise<void> {
 }
 
 /** ~1,000 changes whatever the tree's size: 800 modified, 100 deleted, 100 added. */
+function wholeNumberAtLeast(flag: string, text: string, least: number): number {
+  const n = Number(text)
+  if (!Number.isSafeInteger(n) || n < least) throw new Error(`${flag} takes a whole number of at least ${least}, not '${text}'`)
+  return n
+}
+
 function oneThousandChanges(files: number): { modifyFraction: number; deleteFraction: number; addFraction: number } {
   return { modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files }
 }
@@ -296,6 +304,8 @@ function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], repli
   add('delta build / tar level 1 + zstd', ours('ours: delta build')?.seconds, theirs('level1Create')?.measurement.seconds, '<= 2', '<= 1')
   add('delta pull / tar incremental apply', ours('ours: delta pull')?.seconds, theirs('level1Apply')?.measurement.seconds, '<= 1.5', '<= 1')
   add(`${replicas} replicas / rsync to ${replicas}`, ours('ours: build +')?.seconds, theirs('rsyncMany')?.measurement.seconds, '<= 0.5', '<=.25')
+  const tarMany = sum(theirs('level1Create')?.measurement.seconds, theirs('level1ApplyMany')?.measurement.seconds)
+  add(`${replicas} replicas / tar L1 build + apply to ${replicas} + sync`, ours('ours: build +')?.seconds, tarMany, '-', '-')
   add('full build / tar | zstd', ours('ours: full build')?.seconds, theirs('fullCreate')?.measurement.seconds, '<= 3', '<= 2')
   add('full pull / zstd -dc | tar x', ours('ours: full pull')?.seconds, theirs('fullExtract')?.measurement.seconds, '<= 3', '<= 2')
   add('delta archive bytes / tar level 1 bytes', ours('ours: delta build')?.transferredBytes, theirs('level1Create')?.archiveBytes, '<= 1.2', '<= 1')
@@ -305,6 +315,10 @@ function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], repli
   const manyRow = ours('ours: build +')
   lines.push(`${`${replicas} replicas, build start to last swap (s)`.padEnd(52)}${(manyRow?.seconds ?? NaN).toFixed(1).padStart(13)}   ${'< 120'.padStart(6)} ${'< 60'.padStart(5)}`)
   return lines.join('\n')
+}
+
+function sum(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined ? undefined : a + b
 }
 
 /** Runs `work` for first..last, two at a time. */
