@@ -4,17 +4,18 @@
 # (ext4 slows file creation for a while after large deletions). 1 KiB blocks: a 200-byte playlist
 # takes 1 KiB instead of 4, so 11 replicas x 3 trees of 1M files fit (~50M inodes). Needs root (losetup, mount).
 #
-# The loop device does direct I/O by default: otherwise every block written is cached twice, in the
-# filesystem's page cache and in the image file's, and at a million files the kernel spends the run
-# reclaiming the second copy (kswapd ~20k pages/s). The page cache is dropped before the run, so
-# every run starts from the same memory, whatever ran before it.
+# The page cache is dropped before the run, so every run starts from the same memory, whatever ran
+# before it. --direct-io on spares the second copy of every block in the image file's page cache
+# (kswapd reclaims ~20k pages/s at a million files without it), but the loop device then waits for
+# the virtual disk on every write: at 1M files the full build took 45.8 s with it against 41.1 s,
+# the full pull 154.9 s to the swap against 141.0 s (same day, BENCHMARKS.md). So it is off.
 #
 #   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000] [--direct-io on|off]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
 inodes=50000000
-direct_io=on
+direct_io=off
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
