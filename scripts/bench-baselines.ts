@@ -80,6 +80,8 @@ export interface BaselineOptions {
   verify?: VerifyMode
   /** How the N replicas are made: N real copies, or one copy and N - 1 hard-linked clones of it. */
   copies?: CopyMode
+  /** Where the N replicas' copies go (absent directories, on filesystems of their own, say); by default inside the run's directory. */
+  replicaCopies?: string[]
   log?: (line: string) => void
 }
 
@@ -156,7 +158,10 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   // the tree's apparent size), a margin.
   await mkdir(opts.workDir, { recursive: true })
   const blocks = corpusBefore.diskBytes
-  const copies = copyMode === 'real' ? replicas + 2 : 3
+  if (opts.replicaCopies && opts.replicaCopies.length !== replicas) throw new UsageError(`${opts.replicaCopies.length} places for the copies of ${replicas} replicas`)
+  if (opts.replicaCopies && copyMode === 'linked') throw new UsageError('hard-linked copies need one filesystem: leave the replicas\' copies in the work directory')
+  const elsewhere = opts.replicaCopies ? replicas : 0 // their space is checked by whoever made those filesystems
+  const copies = copyMode === 'real' ? replicas + 2 - elsewhere : 3
   const clones = copyMode === 'real' ? 0 : replicas - 1
   requireSpace(
     opts.workDir,
@@ -178,7 +183,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
     snap1: join(runDir, 'snap.1'),
     tarTree: join(runDir, 'tar-tree'),
     rsyncOne: join(runDir, 'rsync-one'),
-    rsyncMany: Array.from({ length: replicas }, (_, i) => join(runDir, 'rsync-many', `r${String(i + 1).padStart(2, '0')}`)),
+    rsyncMany: opts.replicaCopies ?? Array.from({ length: replicas }, (_, i) => join(runDir, 'rsync-many', `r${String(i + 1).padStart(2, '0')}`)),
     statsDir: join(runDir, 'stats'),
   }
   await mkdir(paths.tarTree)
@@ -187,7 +192,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   await mkdir(join(runDir, 'rsync-many'))
 
   const prepared: PreparedBaselines = {
-    options: { corpusDir, workDir: resolve(opts.workDir), replicas, cache, verify, copies: copyMode, log },
+    options: { corpusDir, workDir: resolve(opts.workDir), replicas, cache, verify, copies: copyMode, replicaCopies: paths.rsyncMany, log },
     runDir,
     paths,
     corpusBefore,

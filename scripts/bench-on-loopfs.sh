@@ -10,18 +10,29 @@
 # the virtual disk on every write: at 1M files the full build took 45.8 s with it against 41.1 s,
 # the full pull 154.9 s to the swap against 141.0 s (same day, BENCHMARKS.md). So it is off.
 #
-#   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000] [--direct-io on|off]
+# --fs-per-replica gives each replica a filesystem of its own, as it has on its own machine: a
+# replica's syncfs before its swap then flushes its own tree, not the nine others' pulls and
+# catch-ups too. The baselines' rsync and tar copies for a replica go on that filesystem as well.
+#
+#   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000]
+#                              [--direct-io on|off] [--fs-per-replica]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
 inodes=50000000
 direct_io=off
+per_replica=no
+files=100000
+replicas=10
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size="$2"; shift 2 ;;
     --inodes) inodes="$2"; shift 2 ;;
     --direct-io) direct_io="$2"; shift 2 ;;
+    --fs-per-replica) per_replica=yes; shift ;;
+    --files) files="$2"; args+=("$1" "$2"); shift 2 ;;
+    --replicas) replicas="$2"; args+=("$1" "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -32,7 +43,15 @@ mkdir -p "$work"
 image="$work/loopfs.img"
 mnt="$work/loopfs"
 device=""
+homes="$work/replica-homes"
 cleanup() {
+  for home in "$homes"/replica-*; do
+    [ -d "$home" ] || continue
+    umount "$home" 2>/dev/null || true
+    rm -f "$home.img"
+    rmdir "$home" 2>/dev/null || true
+  done
+  rmdir "$homes" 2>/dev/null || true
   umount "$mnt" 2>/dev/null || true
   [ -z "$device" ] || losetup -d "$device" 2>/dev/null || true
   rm -f "$image"
@@ -40,10 +59,24 @@ cleanup() {
 trap cleanup EXIT
 rm -f "$image"
 truncate -s "$size" "$image"
-mkfs.ext4 -q -F -b 1024 -I 128 -N "$inodes" -E lazy_itable_init=0,lazy_journal_init=0 "$image"
+mkfs.ext4 -q -F -b 1024 -I 128 -N "$inodes" -E lazy_itable_init=0,lazy_journal_init=0 "$image" >&2
 mkdir -p "$mnt"
 device="$(losetup --find --show --direct-io="$direct_io" "$image")"
 mount -o noatime "$device" "$mnt"
+if [ "$per_replica" = yes ]; then
+  [[ "$files" =~ ^[0-9]+$ && "$replicas" =~ ^[0-9]+$ ]] || { echo "bench-on-loopfs: --files and --replicas take whole numbers" >&2; exit 2; }
+  # Three trees, the baselines' copy and the cached archives: ~4.2 inodes and ~5 KiB per file.
+  mkdir -p "$homes"
+  for i in $(seq 0 "$replicas"); do
+    home="$homes/replica-$(printf %02d "$i")"
+    mkdir -p "$home"
+    truncate -s "$((files * 12 + 1048576))K" "$home.img"
+    mkfs.ext4 -q -F -b 1024 -I 128 -N "$((files * 5 + 200000))" -E lazy_itable_init=0,lazy_journal_init=0 "$home.img" >&2
+    mount -o loop,noatime "$home.img" "$home"
+  done
+  args+=(--replica-homes "$homes")
+  echo "bench-on-loopfs: $((replicas + 1)) replica filesystems of $(df -h "$homes/replica-00" | tail -1 | awk '{print $2}') each under $homes" >&2
+fi
 sync
 echo 3 > /proc/sys/vm/drop_caches
 echo "bench-on-loopfs: $(df -h "$mnt" | tail -1); direct I/O $(cat "/sys/block/${device#/dev/}/loop/dio" 2>/dev/null || echo '?'); $(free -m | awk '/^Mem:/ {print $7 " MiB available of " $2}')" >&2

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --files N [--replicas R] [--trees 3] [--work DIR] [--no-baselines]`: our build and pull
+ * `npm run bench -- --files N [--replicas R] [--trees 3] [--work DIR] [--replica-homes DIR] [--no-baselines]`: our build and pull
  * side by side with what a user would pick instead (GNU tar + zstd, rsync), on one corpus, in one
  * run, with the issue's target ratios checked at the end.
  *
@@ -83,6 +83,7 @@ async function main(): Promise<void> {
       'no-baselines': { type: 'boolean', default: false },
       trees: { type: 'string', default: '3' },
       keep: { type: 'boolean', default: false },
+      'replica-homes': { type: 'string' },
     },
   })
   // The flatness row pulls 1,000 changes on a tree a tenth the size: that tree needs 1,000 files.
@@ -91,7 +92,13 @@ async function main(): Promise<void> {
   const run = join(resolve(values.work), `run-${Date.now()}`)
   const source = join(run, 'master')
   const store = join(run, 'store')
-  const target = (i: number): string => join(run, `replica-${String(i).padStart(2, '0')}`)
+  // --replica-homes DIR: replica i lives in DIR/replica-<i>, made beforehand (bench-on-loopfs.sh
+  // --fs-per-replica mounts a filesystem of its own there, as each replica has on its own
+  // machine), beside the copy the baselines' rsync and tar write for that replica.
+  const homes = values['replica-homes'] === undefined ? null : resolve(values['replica-homes'])
+  const home = (i: number): string => join(homes ?? run, `replica-${String(i).padStart(2, '0')}`)
+  const target = (i: number): string => (homes ? join(home(i), 'replica') : home(i))
+  const replicaCopies = homes ? Array.from({ length: replicas }, (_, k) => join(home(k + 1), 'rsync')) : undefined
   await mkdir(run, { recursive: true })
   const started = new Date()
   logLine(`bench: ${files} files, ${replicas} replicas with ${values.trees} trees each, in ${run}; zstd backend ${zstdBackend()}, Node ${process.version}`)
@@ -133,7 +140,7 @@ async function main(): Promise<void> {
       await prepareAll(0)
     }
 
-    const prepared = values['no-baselines'] ? null : await prepareBaselines({ corpusDir: source, workDir: join(run, 'baselines'), replicas })
+    const prepared = values['no-baselines'] ? null : await prepareBaselines({ corpusDir: source, workDir: join(run, 'baselines'), replicas, ...(replicaCopies ? { replicaCopies } : {}) })
     const hour = await mutateCorpus({ out: source, seed: 'bench-hour-3' })
     logLine(`bench: the measured hour: ${hour.modified} modified, ${hour.deleted} deleted, ${hour.added} added`)
     await sleep(2100)
@@ -203,13 +210,22 @@ async function main(): Promise<void> {
     if (prepared && !values.keep) await cleanupBaselines(prepared)
   } finally {
     await site.stop()
-    if (!values.keep) await removeTree(run)
+    if (!values.keep) {
+      await removeTree(run)
+      if (homes) for (let i = 0; i <= replicas; i++) await removeReplica(target(i))
+    }
   }
 }
 
 function smallPullRow(o: Ours): BenchRow {
   const written = (o.json.applied as { filesWritten: number }).filesWritten
   return { label: o.label, seconds: toSwapSeconds(o), peakRssMiB: o.m.peakRssBytes / 1048576, notes: `${written} files written, to the swap${catchUpNote(o)}` }
+}
+
+/** A replica's live symlink and its state directory (its trees, its cache) go. */
+async function removeReplica(replica: string): Promise<void> {
+  await removeTree(new ReplicaLayout(replica).stateDir)
+  await removeTree(replica)
 }
 
 /** Warms the metadata of the tree the replica's next pull writes into (slot-policy.ts). */
@@ -219,13 +235,13 @@ async function warmTreeToWrite(replica: string, trees: string): Promise<void> {
   if (state) await warmTree(layout.tree(chooseSlot(state)), 'metadata')
 }
 
-/** ~1,000 changes whatever the tree's size: 800 modified, 100 deleted, 100 added. */
 function wholeNumberAtLeast(flag: string, text: string, least: number): number {
   const n = Number(text)
   if (!Number.isSafeInteger(n) || n < least) throw new Error(`${flag} takes a whole number of at least ${least}, not '${text}'`)
   return n
 }
 
+/** ~1,000 changes whatever the tree's size: 800 modified, 100 deleted, 100 added. */
 function oneThousandChanges(files: number): { modifyFraction: number; deleteFraction: number; addFraction: number } {
   return { modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files }
 }
