@@ -60,6 +60,7 @@ import {
   treeDifference,
   treeStats,
   warmTree,
+  wholeNumberFlag,
   type BenchRow,
   type Measurement,
   type TreeStats,
@@ -160,8 +161,8 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   const blocks = corpusBefore.diskBytes
   if (opts.replicaCopies && opts.replicaCopies.length !== replicas) throw new UsageError(`${opts.replicaCopies.length} places for the copies of ${replicas} replicas`)
   if (opts.replicaCopies && copyMode === 'linked') throw new UsageError('hard-linked copies need one filesystem: leave the replicas\' copies in the work directory')
-  const elsewhere = opts.replicaCopies ? replicas : 0 // their space is checked by whoever made those filesystems
-  const copies = copyMode === 'real' ? replicas + 2 - elsewhere : 3
+  // Copies placed elsewhere are on filesystems whose maker checked their space.
+  const copies = copyMode === 'linked' ? 3 : opts.replicaCopies ? 2 : replicas + 2
   const clones = copyMode === 'real' ? 0 : replicas - 1
   requireSpace(
     opts.workDir,
@@ -189,7 +190,7 @@ export async function prepareBaselines(opts: BaselineOptions): Promise<PreparedB
   await mkdir(paths.tarTree)
   await mkdir(paths.rsyncOne)
   await mkdir(paths.statsDir)
-  await mkdir(join(runDir, 'rsync-many'))
+  if (!opts.replicaCopies) await mkdir(join(runDir, 'rsync-many'))
 
   const prepared: PreparedBaselines = {
     options: { corpusDir, workDir: resolve(opts.workDir), replicas, cache, verify, copies: copyMode, replicaCopies: paths.rsyncMany, log },
@@ -425,10 +426,8 @@ async function main(argv: string[]): Promise<void> {
     )
     return
   }
-  const files = Number(values.files)
-  if (!Number.isSafeInteger(files) || files < 1) throw new UsageError(`--files N is required (a positive integer), got ${values.files}`)
-  const replicas = Number(values.replicas)
-  if (!Number.isSafeInteger(replicas) || replicas < 1) throw new UsageError(`--replicas must be a positive integer, got ${values.replicas}`)
+  const files = wholeNumberFlag('--files', values.files, 1)
+  const replicas = wholeNumberFlag('--replicas', values.replicas, 1)
   const cache = values.cache as CacheMode
   if (!['warm', 'cold', 'as-is'].includes(cache)) throw new UsageError(`--cache must be warm, cold or as-is, got ${values.cache}`)
   const verify = values.verify as VerifyMode | undefined

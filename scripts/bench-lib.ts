@@ -29,7 +29,7 @@ import { accessSync, closeSync, constants, openSync, readdirSync, readSync, stat
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
-import { NoSpaceError, SnapshotError } from '../src/core/errors.js'
+import { NoSpaceError, SnapshotError, UsageError } from '../src/core/errors.js'
 
 /** A benchmark step could not run or did not do its job. */
 export class BenchError extends SnapshotError {
@@ -619,6 +619,15 @@ export function formatMarkdownTable(rows: readonly BenchRow[]): string {
 // ---------------------------------------------------------------------------------------------
 
 /** Progress lines go to stderr, so stdout keeps only results. */
+/** A command-line count: a whole number of at least `least`, or a UsageError naming the flag. */
+export function wholeNumberFlag(flag: string, text: string | undefined, least: number): number {
+  const n = Number(text)
+  if (text === undefined || text === '' || !Number.isSafeInteger(n) || n < least) {
+    throw new UsageError(`${flag} takes a whole number of at least ${least}, not '${text ?? ''}'`)
+  }
+  return n
+}
+
 export function logLine(line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
 }

@@ -27,12 +27,13 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { zstdBackend } from '../src/archive/zstd-codec.js'
+import { ExitCode, UsageError } from '../src/core/errors.js'
 import { slotNames } from '../src/replica/pull.js'
 import { ReplicaLayout } from '../src/replica/replica-layout.js'
 import { loadState } from '../src/replica/replica-state.js'
 import { chooseSlot } from '../src/replica/slot-policy.js'
 import { prepareBaselines, measureDeltaBaselines, cleanupBaselines, type BaselineStep } from './bench-baselines.js'
-import { flushDirtyPages, formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, type BenchRow, type Measurement } from './bench-lib.js'
+import { flushDirtyPages, formatMarkdownTable, formatTextTable, logLine, measureCommand, removeTree, treeDifference, warmTree, wholeNumberFlag, type BenchRow, type Measurement } from './bench-lib.js'
 import { generateCorpus, mutateCorpus } from './corpus.js'
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -87,8 +88,8 @@ async function main(): Promise<void> {
     },
   })
   // The flatness row pulls 1,000 changes on a tree a tenth the size: that tree needs 1,000 files.
-  const files = wholeNumberAtLeast('--files', values.files, 10_000)
-  const replicas = wholeNumberAtLeast('--replicas', values.replicas, 1)
+  const files = wholeNumberFlag('--files', values.files, 10_000)
+  const replicas = wholeNumberFlag('--replicas', values.replicas, 1)
   const run = join(resolve(values.work), `run-${Date.now()}`)
   const source = join(run, 'master')
   const store = join(run, 'store')
@@ -235,12 +236,6 @@ async function warmTreeToWrite(replica: string, trees: string): Promise<void> {
   if (state) await warmTree(layout.tree(chooseSlot(state)), 'metadata')
 }
 
-function wholeNumberAtLeast(flag: string, text: string, least: number): number {
-  const n = Number(text)
-  if (!Number.isSafeInteger(n) || n < least) throw new Error(`${flag} takes a whole number of at least ${least}, not '${text}'`)
-  return n
-}
-
 /** ~1,000 changes whatever the tree's size: 800 modified, 100 deleted, 100 added. */
 function oneThousandChanges(files: number): { modifyFraction: number; deleteFraction: number; addFraction: number } {
   return { modifyFraction: 800 / files, deleteFraction: 100 / files, addFraction: 100 / files }
@@ -364,6 +359,8 @@ async function startServe(store: string): Promise<{ url: string; stop(): Promise
 }
 
 main().catch((err: Error) => {
-  process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`)
-  process.exitCode = 1
+  // Bad flags: the message alone, exit 2; anything else: the stack, to find where a long run broke.
+  const usage = err instanceof UsageError
+  process.stderr.write(`bench failed: ${usage ? err.message : (err.stack ?? err.message)}\n`)
+  process.exitCode = usage ? ExitCode.Usage : ExitCode.Failure
 })
