@@ -138,3 +138,12 @@ export class StaleError extends SnapshotError {
   override readonly code = 'ERR_STALE'
   override readonly exitCode = ExitCode.Stale
 }
+
+/**
+ * The replica's file system cannot hold a name the snapshot carries: a name longer than its
+ * NAME_MAX, or bytes it refuses (a file system that insists on UTF-8 names, say). Nothing live
+ * changes; the operator must put the replica's trees on a file system that holds Linux names.
+ */
+export class NameUnsupportedError extends SnapshotError {
+  override readonly code = 'ERR_NAME_UNSUPPORTED'
+}

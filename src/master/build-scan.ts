@@ -1,7 +1,9 @@
 import * as nodeCrypto from 'node:crypto'
+import { quotePath } from '../core/byte-path.js'
+import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, scanTree, sizeOfSig, type ScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, scanTree, sizeOfSig, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
@@ -80,7 +82,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     const rec = raw.decode()
     const problem = recordProblem(rec)
     if (problem) {
-      warnings.push(`skipped ${JSON.stringify(rec.path)}: ${problem}`)
+      warnings.push(`skipped ${quotePath(rec.path)}: ${problem}`)
       return // its row, if any, is not taken: the path counts as deleted
     }
     const row = index.take(raw)
@@ -103,7 +105,8 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     }
     index.add(new IndexSlot(rec.path, rec.sig, rec.type === 'l' ? rec.target : ''))
     const before = row >= 0 ? entryFromIndex(rec.path, index.previousValue(row)) : undefined
-    const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig) } : { type: 'l', path: rec.path, target: rec.target }
+    const mtime = mtimeOfSig(rec.sig)
+    const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig), mtime } : { type: 'l', path: rec.path, target: rec.target, mtime }
     if (!before || !sameEntry(before, entry)) {
       changed.set(rec.path, entry)
       if (before) previous.set(rec.path, before)
@@ -134,14 +137,14 @@ export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
   await scanTree(source, (raw) => {
     const rec = raw.decode()
     const problem = recordProblem(rec)
-    if (problem) warnings.push(`skipped ${JSON.stringify(rec.path)}: ${problem}`)
+    if (problem) warnings.push(`skipped ${quotePath(rec.path)}: ${problem}`)
     else index.add(raw, rec.sig)
   })
   return { index, warnings, scanStartNs }
 }
 
 function recordProblem(rec: ScanRecord): string | null {
-  return rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.path, rec.target) : null)
+  return rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.target) : null)
 }
 
 /**
@@ -175,13 +178,13 @@ export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick
 export function readSourceFile(reader: SourceReader, path: string, scanSig: string, scan: { warnings: string[]; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
   const r = reader.read(path, scanSig)
   if ('gone' in r) {
-    scan.warnings.push(`skipped ${JSON.stringify(path)}: it changed during the build (${r.gone})`)
+    scan.warnings.push(`skipped ${quotePath(path)}: it changed during the build (${r.gone})`)
     return null
   }
   const st = r.stat
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
   const sha256 = sha256Hex(r.data)
-  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, sha256 }
+  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, mtime: mtimeFromNs(st.mtimeNs), sha256 }
   return { entry, data: r.data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
@@ -189,8 +192,9 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
 export const sha256Hex: (data: Uint8Array) => string =
   typeof nodeCrypto.hash === 'function' ? (data) => nodeCrypto.hash('sha256', data, 'hex') : (data) => nodeCrypto.createHash('sha256').update(data).digest('hex')
 
+/** Same content and metadata: a change of mtime alone (touch) is a change a replica must get. */
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
-  if (a.type !== b.type) return false
+  if (a.type !== b.type || a.mtime !== b.mtime) return false
   switch (a.type) {
     case 'f':
       return b.type === 'f' && a.mode === b.mode && a.sha256 === b.sha256

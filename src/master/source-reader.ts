@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs'
+import { byteStringOf, fsPath } from '../core/byte-path.js'
 import { readFileStable, FileChangingError } from '../fs/stable-read.js'
 import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
 
@@ -27,11 +28,16 @@ export class SourceReader {
   private noAtime = O_NOATIME
   filesRead = 0
 
-  constructor(private readonly root: string) {}
+  /** The root as a byte string, to which the scan's byte paths are appended. */
+  private readonly root: string
+
+  constructor(root: string) {
+    this.root = byteStringOf(root)
+  }
 
   /** The file's bytes (valid until the next call when small), or why it is gone. */
   read(path: string, scanSig: string): SourceRead {
-    const abs = `${this.root}/${path}` // scanned paths are relative and clean: no join() needed
+    const abs = fsPath(`${this.root}/${path}`) // scanned paths are relative and clean: no join() needed
     try {
       this.filesRead++
       const size = sizeOfSig(scanSig)
@@ -50,7 +56,7 @@ export class SourceReader {
     }
   }
 
-  private readKnown(abs: string, scanSig: string, size: number): SourceRead | null {
+  private readKnown(abs: Buffer, scanSig: string, size: number): SourceRead | null {
     const fd = this.open(abs)
     try {
       // One byte more than expected: a file that grew shows up as a longer read.
@@ -63,7 +69,7 @@ export class SourceReader {
     }
   }
 
-  private open(abs: string): number {
+  private open(abs: Buffer): number {
     if (this.noAtime) {
       try {
         return openSync(abs, READ_FLAGS | this.noAtime)
