@@ -18,6 +18,7 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
+  FleetProblem: 16,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -137,4 +138,10 @@ export class HookFailedError extends SnapshotError {
 export class StaleError extends SnapshotError {
   override readonly code = 'ERR_STALE'
   override readonly exitCode = ExitCode.Stale
+}
+
+/** `snapshot fleet`: a replica is unreachable, stale, lagging or pinned (each named in the report). */
+export class FleetProblemError extends SnapshotError {
+  override readonly code = 'ERR_FLEET'
+  override readonly exitCode = ExitCode.FleetProblem
 }
