@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Registry } from 'prom-client'
 import { NetworkError, SignatureError, StaleError } from '../src/core/errors.js'
 import { parseListenAddress } from '../src/metrics/listen-address.js'
-import { createMasterMetrics, recordBuildOutcome } from '../src/metrics/master-metrics.js'
+import { createBuildMetrics, createPruneMetrics, recordBuildOutcome } from '../src/metrics/master-metrics.js'
 import { parseExposition, seedFromExposition } from '../src/metrics/metrics-file.js'
 import { createReplicaMetrics, recordPullOutcome } from '../src/metrics/replica-metrics.js'
 import { createServeMetrics } from '../src/metrics/serve-metrics.js'
@@ -59,7 +59,7 @@ describe('metrics: recording outcomes', () => {
 
   test('a failed build keeps the last success and counts the failure by its exit code', async () => {
     const registry = new Registry()
-    const m = createMasterMetrics(registry)
+    const m = createBuildMetrics(registry)
     recordBuildOutcome(m, { result: { created: true, id: 3, kind: 'delta', parent: 2, fullReason: null, files: 1, dirs: 1, links: 0, bytes: 1, changed: 5, deleted: 2, filesRead: 5, deltaBytes: 100, fullBytes: null, warnings: [], seconds: 1 }, error: null }, 1, 1_000_000)
     recordBuildOutcome(m, { result: null, error: Object.assign(new Error('disk'), { code: 'ENOSPC' }) }, 2, 2_000_000)
     const s = parseExposition(await registry.metrics())
@@ -123,7 +123,8 @@ describe('metrics: the repository\'s alert rules and dashboard', () => {
   test('every snapshot_* name in the rules and the dashboard is a metric we export', async () => {
     const registry = new Registry()
     createReplicaMetrics(registry)
-    createMasterMetrics(registry)
+    createBuildMetrics(registry)
+    createPruneMetrics(registry)
     createServeMetrics(registry)
     const known = new Set(registry.getMetricsAsArray().map((m) => (m as unknown as { name: string }).name))
     const d = JSON.parse(readFileSync(dashboard, 'utf8')) as { panels: { targets?: { expr: string }[] }[] }
@@ -172,6 +173,9 @@ describe('metrics: through the CLI', () => {
     await runJson(['prune', '--store', store, '--keep', '1', '--grace', '0', '--metrics-file', pruneProm])
     const p = parseExposition(readFileSync(pruneProm, 'utf8'))
     assert.equal(sample(p, 'snapshot_master_prunes_total', { result: 'ok' }), 1)
+    // Its own series only: node_exporter refuses one that two files carry, and "never built" would page someone.
+    assert.deepEqual(p.filter((x) => !x.name.includes('prune')), [])
+    assert.equal(s.filter((x) => x.name.includes('prune')).length, 0, 'a build without --keep does not prune')
     assert.ok((sample(p, 'snapshot_master_last_prune_timestamp_seconds') ?? 0) > 0)
   })
 

@@ -1,7 +1,7 @@
 import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
 import { Registry } from 'prom-client'
 import { buildSnapshot, type BuildResult } from '../master/build.js'
-import { createMasterMetrics, recordBuildOutcome, recordStoreBytes } from '../metrics/master-metrics.js'
+import { createBuildMetrics, createPruneMetrics, recordBuildOutcome, recordStoreBytes } from '../metrics/master-metrics.js'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
@@ -26,14 +26,15 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags>, MetricsFlag
 export async function buildCommand(opts: BuildCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
   const registry = new Registry()
-  const m = createMasterMetrics(registry)
+  const m = createBuildMetrics(registry)
+  const pm = opts.keep !== undefined ? createPruneMetrics(registry) : null // only when this command prunes
   const metrics = await openMetricsOutputs(opts, registry, { longRunning: cron !== undefined, command: 'build', log: (l) => out.log(l) })
   const job = async (): Promise<void> => {
     try {
       await observed<BuildResult>(
         async (keep) => keep(await buildOnce(opts, out)),
         async (outcome, seconds) => {
-          recordBuildOutcome(m, outcome, seconds)
+          recordBuildOutcome(m, outcome, seconds, Date.now(), pm)
           await recordStoreBytes(m, opts.store)
         },
         (l) => out.log(l),

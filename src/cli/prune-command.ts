@@ -1,7 +1,7 @@
 import type { Command } from '@commander-js/extra-typings'
 import { DEFAULT_GRACE_SECONDS, describeIds, pruneStore, type PruneResult } from '../master/prune.js'
 import { Registry } from 'prom-client'
-import { createMasterMetrics, recordPruneOutcome, recordStoreBytes } from '../metrics/master-metrics.js'
+import { createPruneMetrics, recordPruneOutcome } from '../metrics/master-metrics.js'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { metricsFileOption } from './metrics-options.js'
 import { wholeNumber } from './option-parsers.js'
@@ -18,7 +18,7 @@ export interface PruneCommandOptions extends MetricsFlags {
 
 export async function pruneCommand(opts: PruneCommandOptions, out: Output): Promise<void> {
   const registry = new Registry()
-  const m = createMasterMetrics(registry)
+  const m = createPruneMetrics(registry)
   const metrics = await openMetricsOutputs(opts, registry, { longRunning: false, command: 'prune', log: (l) => out.log(l) })
   try {
     await observed<PruneResult>(
@@ -27,10 +27,7 @@ export async function pruneCommand(opts: PruneCommandOptions, out: Output): Prom
         keep(r)
         out.result(r, describePrune(r))
       },
-      async (outcome) => {
-        recordPruneOutcome(m, outcome)
-        await recordStoreBytes(m, opts.store)
-      },
+      (outcome) => recordPruneOutcome(m, outcome),
       (l) => out.log(l),
     )
   } finally {

@@ -5,8 +5,12 @@ import type { PruneResult } from '../master/prune.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { exitCodeName, exitCodeOf } from './exit-code.js'
 
-/** The master's metrics: `snapshot build` (one-shot or `--cron`) and `snapshot prune`. */
-export interface MasterMetrics {
+/**
+ * The master's metrics: `snapshot build` (one-shot or `--cron`) and `snapshot prune`. Builds and
+ * prunes register apart: each one-shot command writes its own textfile, and node_exporter refuses
+ * a series that two files both carry (and a prune's file must not say "never built").
+ */
+export interface BuildMetrics {
   readonly lastBuildTime: Gauge
   readonly lastBuildExitCode: Gauge
   readonly lastBuildDuration: Gauge
@@ -17,6 +21,9 @@ export interface MasterMetrics {
   readonly latestId: Gauge
   readonly storeBytes: Gauge
   readonly builds: Counter
+}
+
+export interface PruneMetrics {
   readonly prunes: Counter
   readonly lastPruneTime: Gauge
   readonly prunedSnapshots: Counter
@@ -25,10 +32,16 @@ export interface MasterMetrics {
 
 export const BUILD_KINDS = ['full', 'delta', 'unchanged'] as const
 
-export function createMasterMetrics(registry: Registry): MasterMetrics {
+function makers(registry: Registry) {
   const registers = [registry]
-  const gauge = (name: string, help: string, labelNames: string[] = []): Gauge => new Gauge({ name, help, labelNames, registers })
-  const counter = (name: string, help: string, labelNames: string[] = []): Counter => new Counter({ name, help, labelNames, registers })
+  return {
+    gauge: (name: string, help: string, labelNames: string[] = []): Gauge => new Gauge({ name, help, labelNames, registers }),
+    counter: (name: string, help: string, labelNames: string[] = []): Counter => new Counter({ name, help, labelNames, registers }),
+  }
+}
+
+export function createBuildMetrics(registry: Registry): BuildMetrics {
+  const { gauge, counter } = makers(registry)
   return {
     lastBuildTime: gauge('snapshot_master_last_build_timestamp_seconds', 'When the last successful build ended (a new snapshot or an unchanged tree), Unix seconds; 0: never.'),
     lastBuildExitCode: gauge('snapshot_master_last_build_exit_code', 'Exit code of the last build (README "Exit codes").'),
@@ -40,6 +53,12 @@ export function createMasterMetrics(registry: Registry): MasterMetrics {
     latestId: gauge('snapshot_master_latest_id', 'Id of the latest snapshot the store publishes.'),
     storeBytes: gauge('snapshot_master_store_bytes', 'Bytes of all objects (archives and manifests) in the store.'),
     builds: counter('snapshot_master_builds_total', 'Builds by result: full, delta, unchanged, or the name of the exit code they failed with (locked, failure, no_space...).', ['result']),
+  }
+}
+
+export function createPruneMetrics(registry: Registry): PruneMetrics {
+  const { gauge, counter } = makers(registry)
+  return {
     prunes: counter('snapshot_master_prunes_total', 'Prunes (`snapshot prune` and `build --keep`) by result: ok, dry_run, or the exit code\'s name.', ['result']),
     lastPruneTime: gauge('snapshot_master_last_prune_timestamp_seconds', 'When the last successful prune ended, Unix seconds; 0: never.'),
     prunedSnapshots: counter('snapshot_master_pruned_snapshots_total', 'Snapshots removed by prunes.'),
@@ -48,7 +67,7 @@ export function createMasterMetrics(registry: Registry): MasterMetrics {
 }
 
 /** Records one build's outcome (the seam `build`, `build --cron` call after each run). */
-export function recordBuildOutcome(m: MasterMetrics, outcome: { result: BuildResult | null; error: unknown }, seconds: number, nowMs: number = Date.now()): void {
+export function recordBuildOutcome(m: BuildMetrics, outcome: { result: BuildResult | null; error: unknown }, seconds: number, nowMs: number = Date.now(), prune: PruneMetrics | null = null): void {
   const code = exitCodeOf(outcome.error)
   const r = outcome.result
   m.lastBuildExitCode.set(code)
@@ -65,10 +84,10 @@ export function recordBuildOutcome(m: MasterMetrics, outcome: { result: BuildRes
   m.lastBuildDeltaBytes.set(r.created ? (r.deltaBytes ?? 0) : 0)
   m.lastBuildFullBytes.set(r.created ? (r.fullBytes ?? 0) : 0)
   m.latestId.set(r.id)
-  if (r.pruned) recordPruneOutcome(m, { result: r.pruned, error: null }, nowMs)
+  if (r.pruned && prune) recordPruneOutcome(prune, { result: r.pruned, error: null }, nowMs)
 }
 
-export function recordPruneOutcome(m: MasterMetrics, outcome: { result: PruneResult | null; error: unknown }, nowMs: number = Date.now()): void {
+export function recordPruneOutcome(m: PruneMetrics, outcome: { result: PruneResult | null; error: unknown }, nowMs: number = Date.now()): void {
   const code = exitCodeOf(outcome.error)
   const r = outcome.result
   if (code !== 0 || !r) {
@@ -83,7 +102,7 @@ export function recordPruneOutcome(m: MasterMetrics, outcome: { result: PruneRes
 }
 
 /** Sums the sizes of the store's objects: a few hundred files, one stat each. */
-export async function recordStoreBytes(m: MasterMetrics, store: string): Promise<void> {
+export async function recordStoreBytes(m: BuildMetrics, store: string): Promise<void> {
   const dir = new StoreLayout(store).objectsDir
   const names = await readdir(dir).catch(() => [] as string[])
   let total = 0
