@@ -14,7 +14,7 @@ import { createReplicaMetrics, recordPullOutcome } from '../src/metrics/replica-
 import { createServeMetrics } from '../src/metrics/serve-metrics.js'
 import type { PullResult } from '../src/replica/pull.js'
 import { runCli, runJson, startServe } from './helpers/cli.js'
-import { getText, requireTool } from './helpers/metrics-processes.js'
+import { eventually, getText, requireTool, startMetricsProcess } from './helpers/metrics-processes.js'
 import { writeTree } from './helpers/tree.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -177,6 +177,52 @@ describe('metrics: through the CLI', () => {
     assert.deepEqual(p.filter((x) => !x.name.includes('prune')), [])
     assert.equal(s.filter((x) => x.name.includes('prune')).length, 0, 'a build without --keep does not prune')
     assert.ok((sample(p, 'snapshot_master_last_prune_timestamp_seconds') ?? 0) > 0)
+  })
+
+  test('a one-shot pull writes its file: a swap, then a refused pull (exit 3) that changes nothing live', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'snapshot-metrics-pull-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    const src = join(dir, 'src')
+    const store = join(dir, 'store')
+    const prom = join(dir, 'replica.prom')
+    writeTree(src, { 'a/1.m3u': 'one\n', 'a/2.m3u': 'two\n' })
+    await runJson(['keygen', '--out', join(dir, 'keys')])
+    await runJson(['keygen', '--out', join(dir, 'foreign')])
+    await runJson(['build', '--source', src, '--store', store, '--key', join(dir, 'keys/snapshot.key')])
+    const pull = (pub: string) => runCli(['pull', '--from', store, '--target', join(dir, 'replica'), '--pubkey', pub, '--swap', '--metrics-file', prom])
+    assert.equal((await pull(join(dir, 'keys/snapshot.pub'))).code, 0)
+    const ok = parseExposition(readFileSync(prom, 'utf8'))
+    assert.equal(sample(ok, 'snapshot_replica_live_id'), 1)
+    assert.equal(sample(ok, 'snapshot_replica_trees_on_disk'), 1)
+    const refused = await pull(join(dir, 'foreign/snapshot.pub'))
+    assert.equal(refused.code, 3, refused.stderr)
+    const s = parseExposition(readFileSync(prom, 'utf8'))
+    assert.equal(sample(s, 'snapshot_replica_pulls_total', { result: 'swapped' }), 1)
+    assert.equal(sample(s, 'snapshot_replica_pulls_total', { result: 'verify_failed' }), 1)
+    assert.equal(sample(s, 'snapshot_replica_refusals_total', { reason: 'ERR_SIGNATURE' }), 1)
+    assert.equal(sample(s, 'snapshot_replica_last_pull_exit_code'), 3)
+    assert.equal(sample(s, 'snapshot_replica_last_success_timestamp_seconds'), sample(ok, 'snapshot_replica_last_success_timestamp_seconds'))
+    assert.equal(sample(s, 'snapshot_replica_live_id'), 1)
+    assert.equal(sample(s, 'snapshot_replica_behind_seconds'), 0)
+  })
+
+  test('build --cron --metrics-listen serves /metrics after its first build, and no /status', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'snapshot-metrics-buildcron-'))
+    const src = join(dir, 'src')
+    writeTree(src, { 'a.m3u': 'a\n' })
+    const p = await startMetricsProcess(['build', '--source', src, '--store', join(dir, 'store'), '--cron', '0 0 1 1 *'])
+    t.after(async () => {
+      await p.stop()
+      rmSync(dir, { recursive: true, force: true })
+    })
+    const s = await eventually('the first build in /metrics', async () => {
+      const samples = parseExposition((await getText(`${p.url}/metrics`)).body)
+      return sample(samples, 'snapshot_master_builds_total', { result: 'full' }) === 1 ? samples : undefined
+    })
+    assert.equal(sample(s, 'snapshot_master_latest_id'), 1)
+    assert.equal(sample(s, 'snapshot_master_last_build_exit_code'), 0)
+    assert.equal((await getText(`${p.url}/status`)).status, 404)
+    assert.equal(await p.stop(), 0)
   })
 
   test('--metrics-listen on a one-shot run is a usage error (exit 2)', async () => {

@@ -32,7 +32,11 @@ export async function openMetricsOutputs(
   if (flags.metricsListen && !o.longRunning) {
     throw new UsageError(`--metrics-listen needs a process that keeps running (${o.command} --cron); a one-shot run writes its metrics with --metrics-file PATH`)
   }
-  if (flags.metricsFile) await seedFromMetricsFile(registry, flags.metricsFile)
+  if (flags.metricsFile) {
+    await seedFromMetricsFile(registry, flags.metricsFile).catch((err: unknown) => {
+      o.log(`warning: could not read the previous --metrics-file ${flags.metricsFile} (counters start afresh): ${err instanceof Error ? err.message : String(err)}`)
+    })
+  }
   let server: Awaited<ReturnType<typeof startMetricsServer>> | null = null
   if (flags.metricsListen) {
     collectDefaultMetrics({ register: registry }) // process_* and nodejs_*: memory, CPU, start time
