@@ -114,5 +114,13 @@ describe('fleet: three real replicas', () => {
     assert.deepEqual(problemLines.map((l) => l.split(' ')[1]!.replace(/:$/, '')).sort(), [urls[1], urls[2]].sort())
     assert.match(human.stdout, /pinned at 1/)
     assert.match(human.stdout, /UNREACHABLE/)
+
+    // A store that does not answer is named too; each replica is then compared with its own last view.
+    const noStore = await runCli(['fleet', '--replica', urls[0]!, '--from', 'http://127.0.0.1:1', '--pubkey', pub, '--json', '--timeout', '2'])
+    assert.equal(noStore.code, 16, noStore.stderr)
+    const ns = JSON.parse(noStore.stdout) as { replicas: { latestId: number; lagSnapshots: number }[]; problems: { url: string; kind: string }[] }
+    assert.deepEqual(ns.problems.map((p) => [p.url, p.kind]), [['http://127.0.0.1:1', 'unreachable']])
+    assert.deepEqual([ns.replicas[0]!.latestId, ns.replicas[0]!.lagSnapshots], [2, 0])
+    assert.match(noStore.stderr, /the store http:\/\/127\.0\.0\.1:1 did not answer; 0 of 1 replicas need attention/)
   })
 })

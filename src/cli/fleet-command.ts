@@ -28,17 +28,30 @@ const STATUS_MAX_BYTES = 1 << 20
  */
 export async function fleetCommand(opts: FleetCommandOptions, out: Output): Promise<void> {
   const nowMs = Date.now()
-  const [fetched, store] = await Promise.all([Promise.all(opts.replica.map((url) => fetchStatus(url, opts.timeout * 1000))), readStore(opts, out)])
+  // A store that does not answer (or does not verify) is itself a problem; the replicas are then
+  // compared with what each one's last pull saw.
+  let storeError: string | null = null
+  const [fetched, store] = await Promise.all([
+    Promise.all(opts.replica.map((url) => fetchStatus(url, opts.timeout * 1000))),
+    readStore(opts, out).catch((err: unknown) => {
+      const e = err as { code?: string; message?: string }
+      storeError = `${e.code ? `[${e.code}] ` : ''}${e.message ?? String(err)}`
+      return null
+    }),
+  ])
   const rows = fetched.map((f) => fleetRow(f, store, nowMs))
-  const problems = fleetProblems(rows, { maxAgeSeconds: opts.maxAge, maxLagSeconds: opts.maxLag })
+  const problems = [
+    ...(storeError !== null ? [{ url: opts.from!, kind: 'unreachable' as const, message: `the store did not answer: ${storeError}` }] : []),
+    ...fleetProblems(rows, { maxAgeSeconds: opts.maxAge, maxLagSeconds: opts.maxLag }),
+  ]
   out.result({ store: store ? { source: opts.from, latest: store.latest } : null, replicas: rows, problems }, [
     ...(store ? [`store ${opts.from}: latest snapshot ${store.latest}`] : []),
     ...table(rows),
     ...(problems.length === 0 ? ['ok: every replica is reachable, current and unpinned'] : problems.map((p) => `PROBLEM ${p.url}: ${p.kind}: ${p.message}`)),
   ])
   if (fleetExitCode(problems) !== 0) {
-    const named = [...new Set(problems.map((p) => p.url))]
-    throw new FleetProblemError(`${named.length} of ${rows.length} replicas need attention: ${named.join(', ')}`)
+    const named = [...new Set(problems.filter((p) => p.url !== opts.from || storeError === null).map((p) => p.url))]
+    throw new FleetProblemError(`${storeError !== null ? `the store ${opts.from} did not answer; ` : ''}${named.length} of ${rows.length} replicas need attention${named.length ? `: ${named.join(', ')}` : ''}`)
   }
 }
 
@@ -47,7 +60,9 @@ async function readStore(opts: FleetCommandOptions, out: Output): Promise<StoreV
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the store\'s pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
-  const listing = await listStore({ source: openSource(opts.from, token ? { token } : {}), trustedKeys: keys })
+  // A check, not a pull: one retry, and the same --timeout as for the replicas.
+  const source = openSource(opts.from, { ...(token ? { token } : {}), retries: 1, timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 } })
+  const listing = await listStore({ source, trustedKeys: keys })
   return { latest: listing.latest, snapshots: listing.snapshots.map((s) => ({ id: s.id, created: s.created })) }
 }
 
