@@ -34,6 +34,7 @@ export async function buildCommand(opts: BuildCommandOptions, out: Output): Prom
       await observed<BuildResult>(
         async (keep) => keep(await buildOnce(opts, out)),
         async (outcome, seconds) => {
+          if (!metrics.enabled) return
           recordBuildOutcome(m, outcome, seconds, Date.now(), pm)
           await recordStoreBytes(m, opts.store)
         },

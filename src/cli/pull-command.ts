@@ -46,7 +46,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
           keep(r)
           checkFreshness(r.latestCreated, opts.maxAge, Date.now())
         },
-        (outcome, seconds) => observer.observe(outcome, seconds),
+        (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
         (l) => out.log(l),
       )
     } finally {
@@ -55,7 +55,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
   }
   try {
     if (cron === undefined) return await job()
-    await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
+    if (metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
     await runOnSchedule(job, { ...opts, cron }, out)
   } finally {
     await metrics.close()

@@ -13,6 +13,8 @@ export interface MetricsFlags {
 }
 
 export interface MetricsOutputs {
+  /** False when neither flag was given: the command need not record anything. */
+  readonly enabled: boolean
   /** Where `/metrics` is served, if it is. */
   readonly url: string | null
   /** After each run: rewrites the metrics file, if any. Never throws: a metrics failure must not fail the job. */
@@ -45,6 +47,7 @@ export async function openMetricsOutputs(
   }
   const file = flags.metricsFile
   return {
+    enabled: Boolean(flags.metricsListen || flags.metricsFile),
     url: server?.url ?? null,
     async afterRun() {
       if (!file) return
