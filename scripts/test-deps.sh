@@ -8,6 +8,9 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "prometheus prometheus"
+  "promtool prometheus"
+  "prometheus-node-exporter prometheus-node-exporter"
 )
 
 missing=()

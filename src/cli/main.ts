@@ -8,6 +8,8 @@ import { registerPruneCommand } from './prune-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput } from './output.js'
+import { metricsFileOption, metricsListenOption } from './metrics-options.js'
+import { registerFleetCommand } from './fleet-command.js'
 import { checked, collect, ratio, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { checkCronExpression, checkTimezone } from './scheduler.js'
@@ -51,6 +53,8 @@ export function makeProgram(): Command {
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', wholeNumber('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object (id, kind, counts, sizes)')
     .option('--quiet', 'no progress lines on stderr')
+    .addOption(metricsListenOption())
+    .addOption(metricsFileOption())
     .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
 
   program
@@ -64,6 +68,7 @@ export function makeProgram(): Command {
     .option('--idle-timeout <seconds>', 'drop a connection with no traffic either way for this long (a stalled download)', wholeNumber('--idle-timeout', 1, 86400), 30)
     .option('--json', 'print the URL as JSON')
     .option('--quiet', 'no request log on stderr')
+    .addOption(metricsListenOption('serve Prometheus metrics (requests and bytes by status) at /metrics on this address; a bare :PORT or PORT is 127.0.0.1'))
     .action(async (o) => serveCommand(o, makeOutput(o)))
 
   program
@@ -91,6 +96,8 @@ export function makeProgram(): Command {
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', wholeNumber('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
+    .addOption(metricsListenOption())
+    .addOption(metricsFileOption())
     .action(async (o) => pullCommand(o, makeOutput(o)))
 
   program
@@ -109,6 +116,7 @@ export function makeProgram(): Command {
   registerVerifyCommand(program)
   registerPruneCommand(program)
   registerRollbackCommand(program)
+  registerFleetCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
 }

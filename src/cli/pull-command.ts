@@ -1,12 +1,15 @@
 import { openSource } from '../http/object-source.js'
 import { StaleError } from '../core/errors.js'
-import { pull } from '../replica/pull.js'
+import { Registry } from 'prom-client'
+import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { ReplicaObserver } from '../metrics/replica-observer.js'
+import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags> {
+export interface PullCommandOptions extends Partial<ScheduleFlags>, MetricsFlags {
   from: string
   target: string
   pubkey: string[]
@@ -31,11 +34,35 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
 /** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  if (cron !== undefined) return runOnSchedule(() => pullOnce(opts, out), { ...opts, cron }, out)
-  await pullOnce(opts, out)
+  const registry = new Registry()
+  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from })
+  const metrics = await openMetricsOutputs(opts, registry, { longRunning: cron !== undefined, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
+  // One pull, with its outcome recorded (the watch loop calls observer.observe the same way).
+  const job = async (): Promise<void> => {
+    try {
+      await observed<PullResult>(
+        async (keep) => {
+          const r = await pullOnce(opts, out)
+          keep(r)
+          checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+        },
+        (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
+        (l) => out.log(l),
+      )
+    } finally {
+      await metrics.afterRun()
+    }
+  }
+  try {
+    if (cron === undefined) return await job()
+    if (metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
+    await runOnSchedule(job, { ...opts, cron }, out)
+  } finally {
+    await metrics.close()
+  }
 }
 
-async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
+async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
@@ -73,7 +100,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
           ...(r.catchUp && !r.catchUp.error ? [`caught up the spare tree ${r.catchUp.slot} to snapshot ${r.catchUp.id} (${r.catchUp.filesWritten} files) in ${r.catchUp.seconds.toFixed(2)} s`] : []),
         ]
   out.result(r, human)
-  checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+  return r
 }
 
 /**

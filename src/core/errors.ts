@@ -18,6 +18,7 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
+  FleetProblem: 16,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -146,4 +147,10 @@ export class StaleError extends SnapshotError {
  */
 export class NameUnsupportedError extends SnapshotError {
   override readonly code = 'ERR_NAME_UNSUPPORTED'
+}
+
+/** `snapshot fleet`: a replica is unreachable, stale, lagging or pinned (each named in the report). */
+export class FleetProblemError extends SnapshotError {
+  override readonly code = 'ERR_FLEET'
+  override readonly exitCode = ExitCode.FleetProblem
 }

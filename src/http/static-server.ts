@@ -41,6 +41,8 @@ export interface StaticServerOptions {
   idleTimeoutMs?: number
   /** close() lets in-flight responses finish for this long, then cuts them. Default 5 s. */
   closeGraceMs?: number
+  /** Told each response's status and the bytes written for it, headers included (metrics). */
+  onResponse?: (status: number, bytes: number) => void
 }
 
 export interface RunningServer {
@@ -261,7 +263,7 @@ async function looksLikePrivateKey(file: string): Promise<boolean> {
 // Server
 
 interface Resolved {
-  options: Required<Omit<StaticServerOptions, 'token' | 'log'>>
+  options: Required<Omit<StaticServerOptions, 'token' | 'log' | 'onResponse'>>
   token: Buffer | undefined
   log: ((line: string) => void) | undefined
 }
@@ -356,6 +358,11 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   const handler = new RequestHandler(realRoot, token, log)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     clearTimeout(awaitingFirstRequest.get(req.socket))
+    if (opts.onResponse) {
+      const hook = opts.onResponse
+      const before = req.socket.bytesWritten // keep-alive: this socket may have served earlier requests
+      res.once('close', () => hook(res.statusCode, req.socket.bytesWritten - before))
+    }
     handler.handle(req, res).catch((err: unknown) => handler.fail(res, err))
   })
 
