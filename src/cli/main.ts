@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from '@commander-js/extra-typings'
+import { zstdBackend, zstdSetting } from '../archive/zstd-codec.js'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
@@ -22,7 +24,7 @@ import { swapCommand } from './swap-command.js'
 export function makeProgram(): Command {
   const program = new Command('snapshot')
     .description('Distribute a tree of millions of tiny files: build hourly snapshots on a master, pull --swap them on replicas over HTTP.')
-    .version('0.1.0')
+    .version(versionLine())
     .showHelpAfterError()
     .exitOverride()
 
@@ -111,6 +113,21 @@ export function makeProgram(): Command {
   registerRollbackCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
+}
+
+/**
+ * `snapshot --version`: the package's version (from its package.json, two levels above dist/src),
+ * the Node that runs it and the zstd backend in use, which decides the speed of builds and pulls.
+ */
+export function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { name: string; version: string }
+  let zstd: string
+  try {
+    zstd = zstdSetting(zstdBackend())
+  } catch (err) {
+    zstd = `none (${(err as Error).message})` // a bad SNAPSHOT_ZSTD: the version still prints
+  }
+  return `${pkg.name} ${pkg.version} (node ${process.version}, zstd: ${zstd})`
 }
 
 /** Options every replica-side command shares. */
