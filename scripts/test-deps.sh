@@ -8,6 +8,8 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "systemd-analyze systemd"
+  "unshare util-linux"
 )
 
 missing=()

@@ -39,7 +39,7 @@ before(() => {
 test('the tarball holds the CLI, its docs and service units, and no tests, scripts, sources or maps', () => {
   assert.equal(tarball, join(work, `${PKG.name}-${PKG.version}.tgz`))
   const files = run('tar', ['-tzf', tarball]).stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''))
-  for (const needed of ['package.json', 'README.md', 'bin/snapshot', 'dist/src/cli/main.js', 'dist/src/archive/zstd-codec.js', 'docs/FORMAT.md']) {
+  for (const needed of ['package.json', 'README.md', 'bin/snapshot', 'dist/src/cli/main.js', 'dist/src/archive/zstd-codec.js', 'docs/FORMAT.md', 'deploy/systemd/snapshot-pull.service', 'deploy/systemd/replica.json']) {
     assert.ok(files.includes(needed), `${needed} is missing from the tarball`)
   }
   const stray = files.filter((f) => /^(dist\/(test|scripts)\/|src\/|test\/|scripts\/)|\.map$|\.ts$|^tsconfig/.test(f))
