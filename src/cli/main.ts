@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from '@commander-js/extra-typings'
 import { zstdBackend, zstdSetting } from '../archive/zstd-codec.js'
+import { parseRate } from '../http/rate-limit.js'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
@@ -80,6 +81,7 @@ export function makeProgram(): Command {
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
     .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
+    .option('--limit-rate <rate>', 'download at most this many bytes per second over the whole pull, e.g. 500k, 10M, 1.5M (k, M, G: 1024, 1024², 1024³; at least 16k)', checked(parseRate))
     .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', wholeNumber('--wait', 0, 86400), 0)
     .option('--unpin', 'clear the pin a rollback left, then pull as usual')
     .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', wholeNumber('--max-delete', 0, 100), 20)

@@ -1,4 +1,5 @@
 import { openSource } from '../http/object-source.js'
+import { RateLimiter } from '../http/rate-limit.js'
 import { StaleError } from '../core/errors.js'
 import { pull } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
@@ -17,6 +18,8 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
   token?: string
   retries: number
   timeout: number
+  /** --limit-rate, in bytes per second */
+  limitRate?: number
   wait: number
   unpin?: boolean
   maxDelete: number
@@ -43,6 +46,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     ...(token ? { token } : {}),
     retries: opts.retries,
     timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+    ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
   })
   const r = await pull({
     source,
