@@ -10,6 +10,8 @@ needs=(
   "tar tar"
   "systemd-analyze systemd"
   "unshare util-linux"
+  "ip iproute2"
+  "tc iproute2"
 )
 
 missing=()
