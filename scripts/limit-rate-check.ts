@@ -7,7 +7,9 @@
  * cap (the link's own speed) and once with `--limit-rate`; and samples the host end's transmit
  * counter every second while each pull runs. Prints the pull's wall time, the bytes on the wire
  * and the most bytes the link carried in any one sampled second. The namespace, the server and
- * the files are removed on exit, also on an error or a signal.
+ * the files are removed on exit, also on an error or a signal. `--rmem-max N` caps the replica
+ * namespace's TCP receive buffers (net.ipv4.tcp_rmem), which otherwise let the kernel take in
+ * megabytes ahead of a reader that paces itself.
  *
  *   npx tsc -p tsconfig.json && node dist/scripts/limit-rate-check.js [--mb 20] [--rate 2M] [--link-mbit 100]
  *
@@ -26,21 +28,39 @@ import { isRunAsMain } from './run-as-main.js'
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/snapshot')
 
-export interface LinkSample {
-  /** ms since the pull started */
-  atMs: number
-  /** bytes the host end sent since the previous sample */
-  bytes: number
-  /** length of that interval, ms */
-  intervalMs: number
-}
-
 export interface PullMeasure {
   label: string
+  /** the pull command, start to exit (download, then writing, verifying and flushing the tree) */
   seconds: number
+  /** first to last 100 ms with traffic on the link: the download itself */
+  transferSeconds: number
   wireBytes: number
+  /** bytes in each whole second since the pull started, from the counter read once a second */
+  perSecond: number[]
+  /** the most bytes in any window of at most one second, from the counter read every 100 ms */
   maxSecondBytes: number
-  samples: LinkSample[]
+}
+
+/** Cumulative bytes the link carried, read every 100 ms: [ms since start, bytes]. */
+type Counter = Array<[number, number]>
+
+/** Pure: the figures of a run from its counter readings. */
+export function summarize(counter: Counter): Pick<PullMeasure, 'transferSeconds' | 'wireBytes' | 'perSecond' | 'maxSecondBytes'> {
+  const perSecond: number[] = []
+  for (let s = 1, i = 0, prev = 0; ; s++) {
+    while (i < counter.length && counter[i]![0] < s * 1000) i++
+    if (i >= counter.length) break
+    perSecond.push(counter[i]![1] - prev)
+    prev = counter[i]![1]
+  }
+  let maxSecondBytes = 0
+  for (let i = 0, j = 0; i < counter.length; i++) {
+    while (j + 1 < counter.length && counter[j + 1]![0] - counter[i]![0] <= 1000) j++
+    maxSecondBytes = Math.max(maxSecondBytes, counter[j]![1] - counter[i]![1])
+  }
+  const busy = counter.map(([at, bytes], i) => [at, i === 0 ? bytes : bytes - counter[i - 1]![1]] as const).filter(([, b]) => b > 10_000)
+  const transferSeconds = busy.length === 0 ? 0 : (busy[busy.length - 1]![0] - busy[0]![0] + 100) / 1000
+  return { transferSeconds, wireBytes: counter.at(-1)?.[1] ?? 0, perSecond, maxSecondBytes }
 }
 
 function sh(cmd: string, args: string[], allowFail = false): string {
@@ -59,7 +79,10 @@ class ShapedLink {
   readonly nsAddr: string
   private made = false
 
-  constructor(readonly mbit: number) {
+  constructor(
+    readonly mbit: number,
+    readonly rmemMax: number | undefined,
+  ) {
     const net = 200 + (process.pid % 50) // a private /30 unlikely to clash with another run's
     this.hostAddr = `10.${net}.77.1`
     this.nsAddr = `10.${net}.77.2`
@@ -75,6 +98,10 @@ class ShapedLink {
     sh('ip', ['-n', this.ns, 'addr', 'add', `${this.nsAddr}/30`, 'dev', this.nsIf])
     sh('ip', ['-n', this.ns, 'link', 'set', this.nsIf, 'up'])
     sh('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up'])
+    if (this.rmemMax !== undefined) {
+      // The replica's kernel may grow a socket's receive buffer up to this (per namespace).
+      sh('ip', ['netns', 'exec', this.ns, 'sysctl', '-q', '-w', `net.ipv4.tcp_rmem=4096 131072 ${this.rmemMax}`])
+    }
     // tbf: the rate, a bucket of 64 KiB (above rate/HZ), and at most 50 ms of queue.
     const tbf = ['root', 'tbf', 'rate', `${this.mbit}mbit`, 'burst', '64kb', 'latency', '50ms']
     sh('tc', ['qdisc', 'add', 'dev', this.hostIf, ...tbf])
@@ -94,43 +121,29 @@ class ShapedLink {
   }
 }
 
-/** Runs `snapshot pull` inside the namespace, sampling the link every second until it exits. */
+/** Runs `snapshot pull` inside the namespace, reading the link's counter every 100 ms until it exits. */
 async function measuredPull(link: ShapedLink, label: string, args: string[]): Promise<PullMeasure> {
-  const samples: LinkSample[] = []
+  const counter: Counter = []
   const start = performance.now()
   const startBytes = link.txBytes()
-  let lastBytes = startBytes
-  let lastAt = start
-  const sample = (): void => {
-    const at = performance.now()
-    const bytes = link.txBytes()
-    samples.push({ atMs: Math.round(at - start), bytes: bytes - lastBytes, intervalMs: Math.round(at - lastAt) })
-    lastBytes = bytes
-    lastAt = at
-  }
-  const timer = setInterval(sample, 1000)
+  const read = (): void => void counter.push([Math.round(performance.now() - start), link.txBytes() - startBytes])
+  read()
+  const timer = setInterval(read, 100)
   const child = spawn('ip', ['netns', 'exec', link.ns, process.execPath, BIN, 'pull', ...args, '--json', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const kill = setTimeout(() => child.kill('SIGKILL'), 300_000) // bounded: a 20 MB pull at 16k/s would still fit
+  const kill = setTimeout(() => child.kill('SIGKILL'), 300_000) // bounded: 20 MB at 16k/s would not fit, nor should it
   const code = await new Promise<number>((done) => child.on('close', (c) => done(c ?? -1)))
   clearTimeout(kill)
   clearInterval(timer)
-  sample() // the last, partial interval
+  read()
   const seconds = (performance.now() - start) / 1000
   if (code !== 0) throw new Error(`${label}: pull exited ${code}: ${stderr.trim()}`)
   const action = (JSON.parse(stdout) as { action: string }).action
   if (action !== 'swapped') throw new Error(`${label}: pull said ${action}, not swapped`)
-  const full = samples.filter((s) => s.intervalMs >= 900)
-  return {
-    label,
-    seconds,
-    wireBytes: link.txBytes() - startBytes,
-    maxSecondBytes: Math.max(0, ...full.map((s) => s.bytes)),
-    samples,
-  }
+  return { label, seconds, ...summarize(counter) }
 }
 
 function startServe(store: string, host: string): Promise<{ url: string; child: ChildProcess }> {
@@ -145,11 +158,11 @@ function startServe(store: string, host: string): Promise<{ url: string; child: 
   })
 }
 
-export async function limitRateCheck(opts: { mb: number; rate: string; linkMbit: number; log: (line: string) => void }): Promise<PullMeasure[]> {
+export async function limitRateCheck(opts: { mb: number; rate: string; linkMbit: number; rmemMax?: number; log: (line: string) => void }): Promise<PullMeasure[]> {
   const rate = parseRate(opts.rate)
   if (process.getuid?.() !== 0) throw new Error('limit-rate-check makes a network namespace: run it as root')
   const dir = mkdtempSync(join(tmpdir(), 'limit-rate-check-'))
-  const link = new ShapedLink(opts.linkMbit)
+  const link = new ShapedLink(opts.linkMbit, opts.rmemMax)
   let serve: ChildProcess | undefined
   const cleanup = (): void => {
     serve?.kill('SIGTERM')
@@ -172,7 +185,8 @@ export async function limitRateCheck(opts: { mb: number; rate: string; linkMbit:
     const keys = join(dir, 'keys')
     sh(process.execPath, [BIN, 'keygen', '--out', keys, '--quiet'])
     const built = JSON.parse(sh(process.execPath, [BIN, 'build', '--source', source, '--store', store, '--key', join(keys, 'snapshot.key'), '--json', '--quiet'])) as { fullBytes: number }
-    opts.log(`limit-rate-check: a full of ${(built.fullBytes / 1e6).toFixed(1)} MB through a ${opts.linkMbit} Mbit/s tbf link; --limit-rate ${opts.rate} = ${rate} bytes/s`)
+    const rmem = opts.rmemMax === undefined ? "the kernel's default receive buffers" : `net.ipv4.tcp_rmem max ${opts.rmemMax} in the replica's namespace`
+    opts.log(`limit-rate-check: a full of ${(built.fullBytes / 1e6).toFixed(1)} MB through a ${opts.linkMbit} Mbit/s tbf link, ${rmem}; --limit-rate ${opts.rate} = ${rate} bytes/s`)
 
     link.create()
     const server = await startServe(store, link.hostAddr)
@@ -184,7 +198,7 @@ export async function limitRateCheck(opts: { mb: number; rate: string; linkMbit:
       const m = await measuredPull(link, label, ['--from', server.url, '--target', join(replica, 'playlists'), '--pubkey', join(keys, 'snapshot.pub'), '--swap', ...extra])
       results.push(m)
       opts.log(
-        `${label}: ${m.seconds.toFixed(2)} s, ${(m.wireBytes / 1e6).toFixed(2)} MB on the wire, at most ${(m.maxSecondBytes / 1e6).toFixed(3)} MB in one second; per second (MB): ${m.samples.map((s) => (s.bytes / 1e6).toFixed(2)).join(' ')}`,
+        `${label}: pull ${m.seconds.toFixed(2)} s, download ${m.transferSeconds.toFixed(1)} s, ${(m.wireBytes / 1e6).toFixed(2)} MB on the wire, at most ${(m.maxSecondBytes / 1e6).toFixed(3)} MB in any second; each second (MB): ${m.perSecond.map((b) => (b / 1e6).toFixed(2)).join(' ')}`,
       )
     }
     return results
@@ -196,14 +210,17 @@ export async function limitRateCheck(opts: { mb: number; rate: string; linkMbit:
 }
 
 if (isRunAsMain(import.meta.url)) {
-  const { values } = parseArgs({ options: { mb: { type: 'string', default: '20' }, rate: { type: 'string', default: '2M' }, 'link-mbit': { type: 'string', default: '100' } } })
+  const { values } = parseArgs({
+    options: { mb: { type: 'string', default: '20' }, rate: { type: 'string', default: '2M' }, 'link-mbit': { type: 'string', default: '100' }, 'rmem-max': { type: 'string' } },
+  })
   const mb = Number(values.mb)
   const linkMbit = Number(values['link-mbit'])
-  if (!(mb > 0 && mb <= 1000) || !(linkMbit > 0 && linkMbit <= 10_000)) {
-    console.error('limit-rate-check: --mb takes 1-1000, --link-mbit 1-10000')
+  const rmemMax = values['rmem-max'] === undefined ? undefined : Number(values['rmem-max'])
+  if (!(mb > 0 && mb <= 1000) || !(linkMbit > 0 && linkMbit <= 10_000) || (rmemMax !== undefined && !(Number.isInteger(rmemMax) && rmemMax >= 131072))) {
+    console.error('limit-rate-check: --mb takes 1-1000, --link-mbit 1-10000, --rmem-max a byte count >= 131072')
     process.exit(2)
   }
-  limitRateCheck({ mb, rate: values.rate, linkMbit, log: (l) => console.log(l) }).catch((err: unknown) => {
+  limitRateCheck({ mb, rate: values.rate, linkMbit, ...(rmemMax !== undefined ? { rmemMax } : {}), log: (l) => console.log(l) }).catch((err: unknown) => {
     console.error(`limit-rate-check: ${err instanceof Error ? err.message : String(err)}`)
     process.exitCode = 1
   })
