@@ -11,6 +11,10 @@ needs=(
   "prometheus prometheus"
   "promtool prometheus"
   "prometheus-node-exporter prometheus-node-exporter"
+  "systemd-analyze systemd"
+  "unshare util-linux"
+  "ip iproute2"
+  "tc iproute2"
 )
 
 missing=()

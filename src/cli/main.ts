@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from '@commander-js/extra-typings'
+import { zstdBackend, zstdSetting } from '../archive/zstd-codec.js'
+import { parseRate } from '../http/rate-limit.js'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
@@ -24,7 +27,7 @@ import { swapCommand } from './swap-command.js'
 export function makeProgram(): Command {
   const program = new Command('snapshot')
     .description('Distribute a tree of millions of tiny files: build hourly snapshots on a master, pull --swap them on replicas over HTTP.')
-    .version('0.1.0')
+    .version(versionLine())
     .showHelpAfterError()
     .exitOverride()
 
@@ -83,6 +86,7 @@ export function makeProgram(): Command {
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
     .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
+    .option('--limit-rate <rate>', 'download at most this many bytes per second over the whole pull, e.g. 500k, 10M, 1.5M (k, M, G: 1024, 1024², 1024³; at least 16k)', checked(parseRate))
     .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', wholeNumber('--wait', 0, 86400), 0)
     .option('--unpin', 'clear the pin a rollback left, then pull as usual')
     .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', wholeNumber('--max-delete', 0, 100), 20)
@@ -119,6 +123,21 @@ export function makeProgram(): Command {
   registerFleetCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
+}
+
+/**
+ * `snapshot --version`: the package's version (from its package.json, two levels above dist/src),
+ * the Node that runs it and the zstd backend in use, which decides the speed of builds and pulls.
+ */
+export function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { name: string; version: string }
+  let zstd: string
+  try {
+    zstd = zstdSetting(zstdBackend())
+  } catch (err) {
+    zstd = `none (${(err as Error).message})` // a bad SNAPSHOT_ZSTD: the version still prints
+  }
+  return `${pkg.name} ${pkg.version} (node ${process.version}, zstd: ${zstd})`
 }
 
 /** Options every replica-side command shares. */

@@ -1,4 +1,5 @@
 import { openSource } from '../http/object-source.js'
+import { RateLimiter } from '../http/rate-limit.js'
 import { StaleError } from '../core/errors.js'
 import { Registry } from 'prom-client'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
@@ -20,6 +21,8 @@ export interface PullCommandOptions extends Partial<ScheduleFlags>, MetricsFlags
   token?: string
   retries: number
   timeout: number
+  /** --limit-rate, in bytes per second */
+  limitRate?: number
   wait: number
   unpin?: boolean
   maxDelete: number
@@ -70,6 +73,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
     ...(token ? { token } : {}),
     retries: opts.retries,
     timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+    ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
   })
   const r = await pull({
     source,
