@@ -89,7 +89,11 @@ export function makeProgram(): Command {
     .option('--cron <expr>', 'keep running and pull on this cron schedule (an optional 6th, leading field is seconds); pulls once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', wholeNumber('--jitter', 0, 86400), 0)
-    .option('--json', 'print one JSON object')
+    .option('--watch', 'keep running and pull each new snapshot as soon as it is published (long-poll against `snapshot serve`, else a conditional request every --interval)')
+    .option('--interval <seconds>', 'with --watch: seconds between checks of a store that does not long-poll', wholeNumber('--interval', 1, 86400), 5)
+    .option('--long-poll <seconds>', 'with --watch: how long `snapshot serve` may hold a check until a new snapshot is published; 0: plain polling', wholeNumber('--long-poll', 0, 3600), 30)
+    .option('--max-backoff <seconds>', 'with --watch: cap of the retry delay while the store is unreachable or pulls fail', wholeNumber('--max-backoff', 1, 86400), 15)
+    .option('--json', 'print one JSON object (with --cron or --watch: one per pull)')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => pullCommand(o, makeOutput(o)))
 

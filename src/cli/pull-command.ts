@@ -1,12 +1,15 @@
 import { openSource } from '../http/object-source.js'
-import { StaleError } from '../core/errors.js'
-import { pull } from '../replica/pull.js'
+import { StaleError, UsageError } from '../core/errors.js'
+import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
+import { runPullWatch, type WatchFlags } from './watch-command.js'
+import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags> {
+export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit<WatchFlags, 'from' | 'timeout'>> {
+  watch?: boolean
   from: string
   target: string
   pubkey: string[]
@@ -28,14 +31,21 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
   quiet?: boolean
 }
 
-/** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
+/** With --watch, pulls each new publication; with --cron, on the schedule; otherwise once. */
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  if (cron !== undefined) return runOnSchedule(() => pullOnce(opts, out), { ...opts, cron }, out)
+  if (opts.watch && cron !== undefined) throw new UsageError('--watch and --cron are two ways to keep pulling: give one')
+  if (opts.watch) {
+    const d = WATCH_DEFAULTS
+    const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token ?? process.env.SNAPSHOT_TOKEN, quiet: opts.quiet ?? false }
+    return runPullWatch(() => pullOnce(opts, out), flags, out)
+  }
+  if (cron !== undefined) return runOnSchedule(async () => void (await pullOnce(opts, out)), { ...opts, cron }, out)
   await pullOnce(opts, out)
 }
 
-async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
+/** One pull, its result printed; throws StaleError after printing when the store is stale. */
+async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
@@ -55,9 +65,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     unpin: opts.unpin ?? false,
     maxDeletePercent: opts.maxDelete,
     force: opts.force ?? false,
-    // The catch-up after the swap yields the CPU; a --cron process keeps running, so only where
-    // it may raise its priority back afterwards.
-    lowPriorityCatchUp: opts.cron === undefined || process.getuid?.() === 0,
+    // The catch-up after the swap yields the CPU; a --cron or --watch process keeps running, so
+    // only where it may raise its priority back afterwards.
+    lowPriorityCatchUp: (opts.cron === undefined && !opts.watch) || process.getuid?.() === 0,
     hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
@@ -74,6 +84,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
         ]
   out.result(r, human)
   checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+  return r
 }
 
 /**
