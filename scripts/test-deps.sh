@@ -8,6 +8,10 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "nginx nginx"
+  "ip iproute2"
+  "tc iproute2"
+  "rsync rsync"
 )
 
 missing=()

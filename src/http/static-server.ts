@@ -460,6 +460,8 @@ interface Exchange {
   closed: boolean
   stream: { bytesRead: number } | undefined
   heldMs: number | undefined
+  /** performance.now() when a hold began, while it lasts. */
+  holdStarted: number | undefined
 }
 
 class RequestHandler {
@@ -473,13 +475,14 @@ class RequestHandler {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? ''
     const target = req.url ?? ''
-    const ex: Exchange = { closed: false, stream: undefined, heldMs: undefined }
+    const ex: Exchange = { closed: false, stream: undefined, heldMs: undefined, holdStarted: undefined }
     res.on('close', () => {
       ex.closed = true
       const done = res.writableFinished
       const hasBody = method !== 'HEAD' && res.statusCode !== 304
       const bytes = done ? (hasBody ? Number(res.getHeader('content-length') ?? 0) : 0) : (ex.stream?.bytesRead ?? 0)
-      const held = ex.heldMs === undefined ? '' : ` held ${(ex.heldMs / 1000).toFixed(2)} s`
+      const heldMs = (ex.heldMs ?? 0) + (ex.holdStarted === undefined ? 0 : performance.now() - ex.holdStarted)
+      const held = ex.heldMs === undefined && ex.holdStarted === undefined ? '' : ` held ${(heldMs / 1000).toFixed(2)} s`
       this.writeLog(`${printable(method)} ${printable(target)} ${res.statusCode} ${bytes}${held}${done ? '' : ' aborted'}`)
     })
 
@@ -521,9 +524,11 @@ class RequestHandler {
           res.setHeader(LONG_POLL_HEADER, String(Math.round(holdMs / 1000)))
           // A held request is silent by design: the idle timeout would cut it; our wait bounds it.
           req.socket.setTimeout(0)
-          const started = performance.now()
+          res.statusCode = 304 // what the log says if the client leaves during the hold
+          ex.holdStarted = performance.now()
           const why = await lp.waiters.wait(etag, holdMs, res)
-          ex.heldMs = (ex.heldMs ?? 0) + performance.now() - started
+          ex.heldMs = (ex.heldMs ?? 0) + performance.now() - ex.holdStarted
+          ex.holdStarted = undefined
           if (ex.closed) return
           req.socket.setTimeout(lp.idleTimeoutMs)
           if (why === 'changed') return this.serveFile(req, res, segments, 0, ex)
