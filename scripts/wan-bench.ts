@@ -56,6 +56,8 @@ export interface WanOptions {
 export interface ReplicaFigures {
   replica: number
   seconds: number
+  /** From the end of the build (the publication) to the watch starting its pull; null for rsync. */
+  pullStartSeconds: number | null
   bytesDown: number
   bytesUp: number
   requests: number
@@ -91,6 +93,8 @@ export interface WanResult {
 interface LineProcess {
   child: ChildProcess
   lines: string[]
+  /** Arrival times (epoch ms) of the stderr lines that say a pull starts. */
+  pullStarts: number[]
   /** Resolves with the first line from `from` on that matches. */
   waitFor(match: (line: string) => boolean, what: string, timeoutMs: number, from?: number): Promise<string>
 }
@@ -103,6 +107,7 @@ function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 
   running.add(child)
   child.once('exit', () => running.delete(child))
   const lines: string[] = []
+  const pullStarts: number[] = []
   const wakers = new Set<() => void>()
   createInterface({ input: child.stdout! }).on('line', (l) => {
     lines.push(l)
@@ -110,11 +115,13 @@ function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 
   })
   const errLines = stderrTo ?? []
   createInterface({ input: child.stderr! }).on('line', (l) => {
+    if (l.endsWith('a new pointer: pulling')) pullStarts.push(Date.now())
     if (errLines.length < 10_000) errLines.push(l)
   })
   return {
     child,
     lines,
+    pullStarts,
     waitFor(match, desc, timeoutMs, from = 0) {
       return new Promise((resolvePromise, reject) => {
         const check = (): void => {
@@ -202,10 +209,11 @@ async function measureLinks(topo: Topology, links: Link[]): Promise<Snapshot> {
   }
 }
 
-function figures(links: Link[], before: Snapshot, after: Snapshot, seconds: number[], requests: boolean): ReplicaFigures[] {
+function figures(links: Link[], before: Snapshot, after: Snapshot, seconds: number[], requests: boolean, publishedAtMs: number | null = null): ReplicaFigures[] {
   return links.map((l, i) => ({
     replica: l.replica.index,
     seconds: seconds[i]!,
+    pullStartSeconds: publishedAtMs === null ? null : ((l.watch.pullStarts.find((t) => t >= publishedAtMs) ?? NaN) - publishedAtMs) / 1000,
     bytesDown: after.bytes[i]!.down - before.bytes[i]!.down,
     bytesUp: after.bytes[i]!.up - before.bytes[i]!.up,
     requests: requests ? after.requests[i]! - before.requests[i]! : 0,
@@ -260,9 +268,9 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
   log(`corpus: ${o.files} files`)
   await generateCorpus({ files: o.files, out: tree, seed: 'wan' })
   await runToEnd([process.execPath, bin, 'keygen', '--out', keys, '--quiet'], 'keygen')
-  const build = async (): Promise<{ id: number; seconds: number }> => {
+  const build = async (): Promise<{ id: number; seconds: number; endedAtMs: number }> => {
     const r = await runToEnd([process.execPath, bin, 'build', '--source', tree, '--store', store, '--key', join(keys, 'snapshot.key'), '--json', '--quiet'], 'snapshot build')
-    return { id: (JSON.parse(r.stdout) as { id: number }).id, seconds: r.seconds }
+    return { id: (JSON.parse(r.stdout) as { id: number }).id, seconds: r.seconds, endedAtMs: r.endedAtMs }
   }
 
   const topo = createTopology(o.replicas, { rttMs: o.rttMs, rateMbit: o.rateMbit })
@@ -318,7 +326,7 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
     }
     let swaps = await swapsOf(links, first.id, links.map(() => 0), o.phaseTimeoutMs)
     let after = await measureLinks(topo, links)
-    const firstOurs = figures(links, before, after, swaps.map((s) => (s - t0) / 1000), true)
+    const firstOurs = figures(links, before, after, swaps.map((s) => (s - t0) / 1000), true, t0)
     let rsyncFigures: PhaseFigures['rsync'] = null
     if (o.rsync) {
       const b = await measureLinks(topo, links)
@@ -339,7 +347,7 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
       const b = await build()
       swaps = await swapsOf(links, b.id, from, o.phaseTimeoutMs)
       after = await measureLinks(topo, links)
-      const ours = figures(links, before, after, swaps.map((s) => (s - start) / 1000), true)
+      const ours = figures(links, before, after, swaps.map((s) => (s - start) / 1000), true, b.endedAtMs)
       rsyncFigures = null
       if (o.rsync) {
         const rb = await measureLinks(topo, links)
@@ -379,7 +387,7 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
 }
 
 function report(p: PhaseFigures): string {
-  const ours = `ours ${p.allSeconds.toFixed(2)} s to every replica swapped (${p.replicas.map((r) => r.seconds.toFixed(2)).join(', ')})`
+  const ours = `ours ${p.allSeconds.toFixed(2)} s to every replica swapped (${p.replicas.map((r) => r.seconds.toFixed(2)).join(', ')}; pulls started ${p.replicas.map((r) => r.pullStartSeconds?.toFixed(2) ?? '-').join(', ')} s after the publication)`
   const theirs = p.rsync ? `; rsync ${p.rsync.allSeconds.toFixed(2)} s (${p.rsync.replicas.map((r) => r.seconds.toFixed(2)).join(', ')}), ratio ${(p.allSeconds / p.rsync.allSeconds).toFixed(2)}` : ''
   return `${p.phase}: ${ours}${theirs}`
 }
@@ -388,15 +396,15 @@ function report(p: PhaseFigures): string {
 export function formatWanTable(r: WanResult): string {
   const sum = (xs: ReplicaFigures[], f: (x: ReplicaFigures) => number): number => xs.reduce((a, x) => a + f(x), 0)
   const lines = [
-    '| phase | build | ours: build start to every replica swapped | each replica | on the wire (all replicas, down + up) | requests per replica | rsync -aW --delete to every replica | each replica | on the wire | ours / rsync |',
-    '|---|---:|---:|---|---:|---:|---:|---|---:|---:|',
+    '| phase | build | ours: build start to every replica swapped | each replica | publication to each pull start | on the wire (all replicas, down + up) | requests per replica | rsync -aW --delete to every replica | each replica | on the wire | ours / rsync |',
+    '|---|---:|---:|---|---|---:|---:|---:|---|---:|---:|',
   ]
   for (const p of r.phases) {
     const wire = sum(p.replicas, (x) => x.bytesDown + x.bytesUp)
     const reqs = p.replicas.map((x) => x.requests).join(', ')
     const rs = p.rsync
     lines.push(
-      `| ${p.phase} | ${p.buildSeconds === null ? '-' : `${p.buildSeconds.toFixed(2)} s`} | ${p.allSeconds.toFixed(2)} s | ${p.replicas.map((x) => x.seconds.toFixed(2)).join(', ')} | ${formatBytes(wire)} | ${reqs} | ` +
+      `| ${p.phase} | ${p.buildSeconds === null ? '-' : `${p.buildSeconds.toFixed(2)} s`} | ${p.allSeconds.toFixed(2)} s | ${p.replicas.map((x) => x.seconds.toFixed(2)).join(', ')} | ${p.replicas.map((x) => (x.pullStartSeconds === null ? '-' : x.pullStartSeconds.toFixed(2))).join(', ')} | ${formatBytes(wire)} | ${reqs} | ` +
         (rs ? `${rs.allSeconds.toFixed(2)} s | ${rs.replicas.map((x) => x.seconds.toFixed(2)).join(', ')} | ${formatBytes(sum(rs.replicas, (x) => x.bytesDown + x.bytesUp))} | ${(p.allSeconds / rs.allSeconds).toFixed(2)} |` : '- | - | - | - |'),
     )
   }
