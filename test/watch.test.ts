@@ -10,7 +10,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { runJson } from './helpers/cli.js'
+import { runCli, runJson } from './helpers/cli.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 import { pullResults, startLines, startLoggedServe, type Lines } from './helpers/watch-process.js'
 
@@ -166,6 +166,24 @@ test('SIGTERM during a pull lets it finish and swap, then exits 0', async (t) =>
   assert.ok(w.lines.some((l) => l.includes('SIGTERM: stopping once the pull in progress finishes')), w.lines.join('\n'))
   assert.deepEqual(pullResults(w.lines).map((r) => [r.action, r.id]), [['swapped', 1]])
   assert.deepEqual(treeDiff(f.source, f.target), [])
+})
+
+test('a local store directory is watched by the pointer file\'s stat', async (t) => {
+  const f = await fixture(t)
+  const w = watch(t, f, f.store)
+  await swapped(w, 1)
+  const id = await f.build({ 'd/six.m3u': '#EXTM3U\nsix\n' })
+  await swapped(w, id)
+  assert.deepEqual(treeDiff(f.source, f.target), [])
+  assert.equal(await w.stop('SIGTERM'), 0)
+})
+
+test('--watch with --cron is a usage error (exit 2), and nothing is pulled', async (t) => {
+  const f = await fixture(t)
+  const r = await runCli(['pull', '--watch', '--cron', '* * * * *', '--from', f.store, '--target', f.target, '--pubkey', f.pub, '--swap'])
+  assert.equal(r.code, 2, r.stderr)
+  assert.match(r.stderr, /--watch and --cron/)
+  assert.deepEqual(pullResults(r.stdout.split('\n').map((l) => `out: ${l}`)), [])
 })
 
 async function waitForFile(path: string): Promise<void> {
