@@ -133,3 +133,11 @@ test('backoff stays within the cap whatever the attempt count', () => {
     assert.ok(ms > 0 && ms <= config.backoffMaxMs, `attempt ${attempt}: ${ms}`)
   }
 })
+
+test('a usage error ends the watch instead of retrying it', () => {
+  const s = upAt(v1)
+  const d = afterPull(afterProbe(s, { kind: 'fresh', version: v2 }, 1, config).state, { kind: 'failed', exitCode: ExitCode.Usage, code: 'ERR_USAGE', message: 'cannot read /etc/snapshot/snapshot.pub' }, config)
+  assert.equal(d.step.kind, 'stop')
+  if (d.step.kind === 'stop') assert.equal(d.step.exitCode, ExitCode.Usage)
+  assert.match(d.log ?? '', /stopping the watch/)
+})

@@ -178,6 +178,20 @@ test('a local store directory is watched by the pointer file\'s stat', async (t)
   assert.equal(await w.stop('SIGTERM'), 0)
 })
 
+test('a usage error during a pull (the --pubkey file gone) ends the watch with exit 2, the live tree untouched', async (t) => {
+  const f = await fixture(t)
+  const serve = await startLoggedServe(f.store)
+  t.after(() => serve.stop('SIGKILL'))
+  const w = watch(t, f, serve.url)
+  await swapped(w, 1)
+  rmSync(f.pub)
+  await f.build({ 'a/one.m3u': 'changed\n' })
+  assert.equal(await w.exited(), 2, w.lines.join('\n'))
+  assert.ok(w.lines.some((l) => /cannot read --pubkey .*stopping the watch/.test(l)), w.lines.join('\n'))
+  assert.deepEqual(pullResults(w.lines).map((r) => r.id), [1])
+  assert.equal(readFileSync(join(f.target, 'a/one.m3u'), 'utf8'), '#EXTM3U\none\n')
+})
+
 test('--watch with --cron is a usage error (exit 2), and nothing is pulled', async (t) => {
   const f = await fixture(t)
   const r = await runCli(['pull', '--watch', '--cron', '* * * * *', '--from', f.store, '--target', f.target, '--pubkey', f.pub, '--swap'])

@@ -1,4 +1,4 @@
-import { ExitCode, SnapshotError, StaleError } from '../core/errors.js'
+import { ExitCode, SnapshotError, StaleError, UsageError } from '../core/errors.js'
 import type { PullResult } from '../replica/pull.js'
 import { runWatchLoop, type WatchOutcome } from '../replica/watch-loop.js'
 import { WATCH_DEFAULTS, type PullOutcome } from '../replica/watch-policy.js'
@@ -55,8 +55,9 @@ export async function runPullWatch(pullOnce: () => Promise<PullResult>, flags: W
   out.log(
     `watching ${probe.description}: ${flags.longPoll > 0 ? `a long-poll of up to ${flags.longPoll} s where the server holds it (snapshot serve), otherwise ` : ''}a conditional request every ${flags.interval} s`,
   )
+  let stopped: Awaited<ReturnType<typeof runWatchLoop>>['stopped'] = null
   try {
-    await runWatchLoop({
+    ;({ stopped } = await runWatchLoop({
       probe,
       pull: async () => {
         pulling = true
@@ -81,11 +82,12 @@ export async function runPullWatch(pullOnce: () => Promise<PullResult>, flags: W
       signal: stop.signal,
       log: notice,
       ...(onOutcome ? { onOutcome } : {}),
-    })
+    }))
   } finally {
     probe.close()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
   }
+  if (stopped !== null) throw new UsageError(`the watch stopped: ${stopped.message}`)
   out.log('stopped')
 }

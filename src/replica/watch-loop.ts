@@ -55,6 +55,8 @@ export interface WatchSummary {
   readonly probes: number
   readonly pulls: number
   readonly state: WatchState
+  /** Set when the watch ended on a failure that no retry fixes (see watch-policy.ts). */
+  readonly stopped: Extract<WatchStep, { kind: 'stop' }> | null
 }
 
 export async function runWatchLoop(o: WatchLoopOptions): Promise<WatchSummary> {
@@ -71,6 +73,7 @@ export async function runWatchLoop(o: WatchLoopOptions): Promise<WatchSummary> {
   let probes = 0
   let pulls = 0
   while (!o.signal.aborted) {
+    if (step.kind === 'stop') return { probes, pulls, state, stopped: step }
     if (step.kind === 'probe') {
       await clock.sleep(step.afterMs, o.signal)
       if (o.signal.aborted) break
@@ -98,5 +101,5 @@ export async function runWatchLoop(o: WatchLoopOptions): Promise<WatchSummary> {
       report({ kind: 'pull', at, ms, result, health: state.health, next: step })
     }
   }
-  return { probes, pulls, state }
+  return { probes, pulls, state, stopped: null }
 }

@@ -13,6 +13,8 @@
  * - The origin unreachable (probe errors, pulls failing with exit 4) and other failures (a lock
  *   held by a manual pull, exit 1) are retried with exponential backoff to a cap; the pointer stays
  *   unhandled, so the pull runs as soon as a probe gets through.
+ * - A usage error (exit 2: a key file that is gone, a target that is not ours) ends the watch:
+ *   no retry fixes a wrong command line, and a service manager shows a process that exited.
  * - A log line only when the state changes (down, back, failing with another reason, no snapshot
  *   yet), never one per try.
  * - A long-poll the server held (it said so in a header) is renewed at once, but never more than
@@ -79,7 +81,11 @@ export const WATCH_DEFAULTS = {
   minHeldCycleMs: 1_000,
 } as const
 
-export type WatchStep = { readonly kind: 'pull' } | { readonly kind: 'probe'; readonly afterMs: number }
+export type WatchStep =
+  | { readonly kind: 'pull' }
+  | { readonly kind: 'probe'; readonly afterMs: number }
+  /** A failure no retry can fix (the command line or config is wrong): the watch ends with it. */
+  | { readonly kind: 'stop'; readonly exitCode: number; readonly message: string }
 
 export interface WatchDecision {
   readonly state: WatchState
@@ -156,6 +162,10 @@ export function afterPull(state: WatchState, outcome: PullOutcome, config: Watch
     const next: WatchState = { ...state, handled: state.pending ?? state.handled, pending: null, health: 'up', problem: null, failures: 0, refusals: 0 }
     // Probe at once: a publication made while the pull ran is picked up without waiting.
     return { state: next, step: { kind: 'probe', afterMs: 0 }, log }
+  }
+  if (outcome.exitCode === ExitCode.Usage) {
+    const message = `[${outcome.code}] ${outcome.message}`
+    return { state: { ...state, pending: null, health: 'failing', problem: 'usage' }, step: { kind: 'stop', exitCode: outcome.exitCode, message }, log: `${message}: stopping the watch (fix the command line or the config; retrying cannot)` }
   }
   if (isRefusal(outcome.exitCode)) {
     const refusals = state.refusals + 1
