@@ -15,6 +15,8 @@ needs=(
   "unshare util-linux"
   "ip iproute2"
   "tc iproute2"
+  "nginx nginx"
+  "rsync rsync"
 )
 
 missing=()
