@@ -65,7 +65,7 @@ export interface PullResult {
   readonly latestCreated: string | null
   /** Wall-clock time (epoch ms) of the swap's rename; null when nothing was swapped. */
   readonly swappedAtMs: number | null
-  /** The spare tree brought up to the new live snapshot after the swap (three or more trees). */
+  /** The spare tree brought up to the new live snapshot after the swap (a new replica's second tree, or with three or more trees the spare); null when none was. */
   readonly catchUp: CatchUpResult | null
   readonly seconds: number
 }
@@ -201,10 +201,18 @@ export async function planFor(layout: ReplicaLayout, records: ReadonlyMap<number
 }
 
 /**
- * After a swap, with three or more trees: bring the oldest spare up to the new live snapshot (the
- * objects are mostly cached already), so the next pull replays one hour, not two, before it can
- * swap. It runs after the swap, off the critical path; a failure is reported, not thrown: the
- * swap stands, and the spare stays dirty for the next pull to replay. `records` gains what it read.
+ * After a swap: bring a spare (a tree neither live nor kept for rollback, slot-policy.ts) up to
+ * the new live snapshot, from objects mostly cached already, so the next pull replays one hour
+ * before it can swap. With three or more trees that is the oldest spare, after every swap; with
+ * two it is a new replica's second tree, after its first swap: filled here from the full archive
+ * the first pull downloaded, so that the second pull writes one hour of change before its swap
+ * instead of the whole tree (issue 15). Filling it here costs a whole-tree write, but after the
+ * swap and at low priority; a hard-link clone of the live tree (`cp -al`, ~6.5 s at 1M) would be
+ * cheaper but would leave the live and the rollback tree sharing inodes, so that any metadata
+ * change made in place on one (a chmod, a utimes) would change the other, the live one included:
+ * two independent trees keep the rollback tree a real copy whatever the apply does.
+ * It runs after the swap, off the critical path; a failure is reported, not thrown: the swap
+ * stands, and the spare stays dirty for the next pull to replay. `records` gains what it read.
  */
 async function catchUpSpare(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, slots: readonly string[], pointer: PointerPayload, records: Map<number, SnapshotRecord>, log: (l: string) => void): Promise<CatchUpResult | null> {
   const slot = catchUpSlot(state, slots)

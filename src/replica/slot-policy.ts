@@ -2,10 +2,16 @@ import type { ReplicaState, SlotState } from './replica-state.js'
 
 /**
  * Which tree a replica writes into. Three roles: the live tree; the rollback tree (the newest
- * snapshot older than the live one, kept for an instant `snapshot rollback`); and, with three or
- * more trees, a spare that is brought up to the live snapshot right after each swap, so that the
- * next pull only has to apply the next hour's change before it can swap. With two trees there is
- * no spare: the next snapshot is built in the rollback tree, replaying two hours.
+ * snapshot older than the live one, kept for an instant `snapshot rollback`); and a spare: any
+ * other tree, brought up to the live snapshot right after a swap, so that the next pull only has
+ * to apply the next hour's change before it can swap.
+ *
+ * With three or more trees there is always a spare. With two there is one only until a replica
+ * has a rollback tree: right after its first swap the second tree is empty, and filling it then,
+ * off the critical path, is what lets the second pull apply one hour onto a tree one hour behind
+ * instead of writing the whole tree again before it can swap. From the second swap on, the tree
+ * that is not live is the previous live one: it is kept for rollback, never caught up, and the
+ * next snapshot is built in it, replaying two hours (two trees leave nowhere else to build).
  */
 
 /** The snapshot a tree holds, or starts from when dirty; null for an empty tree. */
@@ -45,13 +51,14 @@ export function chooseSlot(state: ReplicaState): string {
 }
 
 /**
- * The spare to bring up to the live snapshot after a swap, or null: none with fewer than three
- * trees, none when a tree already holds the live snapshot (or a newer staged one). The oldest
- * tree goes first (an empty one counts as oldest), so the others stay for rollback.
+ * The spare to bring up to the live snapshot after a swap, or null: never the live tree nor the
+ * rollback tree (so with two trees only while there is no rollback tree yet: a new replica's
+ * second tree), none when a tree already holds the live snapshot (or a newer staged one). The
+ * oldest tree goes first (an empty one counts as oldest), so the others stay for rollback.
  */
 export function catchUpSlot(state: ReplicaState, names: readonly string[]): string | null {
   const live = state.live
-  if (!live || names.length < 3) return null
+  if (!live) return null
   const keep = rollbackSlot(state)
   const candidates = nonLive(state, names).filter((s) => s !== keep)
   if (candidates.length === 0) return null
