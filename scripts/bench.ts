@@ -5,7 +5,8 @@
  *
  * Steps, on a corpus of N playlists (scripts/corpus.ts):
  *   ours    full build; a fresh replica's full pull over loopback HTTP;
- *           two hours of change to reach the steady state (every replica's second tree filled);
+ *           two hours of change to reach the steady state (every replica's second tree filled),
+ *           the first of them timed on the fresh replica: a new replica's second hour (build + pull);
  *   both    the old trees the baselines start from (bench-baselines.ts, before the change);
  *   change  one hour: 10% modified, 0.5% deleted, 0.5% added;
  *   ours    the delta build; one replica's delta pull --swap; R replicas pulling at once
@@ -130,15 +131,25 @@ async function main(): Promise<void> {
     const fresh = await pull(0, 'ours: full pull into an empty replica')
     rows.push({ label: fresh.label, seconds: toSwapSeconds(fresh), peakRssMiB: fresh.m.peakRssBytes / 1048576, transferredBytes: (fresh.json.plan as { downloadBytes: number }).downloadBytes, notes: `to the swap${catchUpNote(fresh)}` })
 
-    logLine('bench: two hours of change to reach the steady state on every replica (untimed)')
+    logLine('bench: two hours of change to reach the steady state on every replica (untimed, but for the new replica\'s second hour)')
     // Untimed, so two at a time: at a million files this is ~30 whole-tree extractions.
     const prepareAll = (from: number): Promise<void> => inPairs(from, replicas, (i) => pull(i, 'prepare'))
     await prepareAll(1)
     for (const hour of [1, 2]) {
       await mutateCorpus({ out: source, seed: `bench-hour-${hour}` })
       await sleep(2100)
-      await build('prepare')
-      await prepareAll(0)
+      if (hour === 2) {
+        await build('prepare')
+        await prepareAll(0)
+        continue
+      }
+      // Replica 0's second pull: a new replica's second hour (issue 15), timed like the steady hour
+      // below (its build, then its pull to the swap), before the other replicas pull.
+      const secondBuild = await build("ours: a new replica's second hour, delta build")
+      await warmReplica(0)
+      const second = await pull(0, "ours: a new replica's second hour, delta pull --swap")
+      rows.push(secondHourRow(secondBuild, second))
+      await inPairs(1, replicas, (i) => pull(i, 'prepare'))
     }
 
     const prepared = values['no-baselines'] ? null : await prepareBaselines({ corpusDir: source, workDir: join(run, 'baselines'), replicas, ...(replicaCopies ? { replicaCopies } : {}) })
@@ -215,6 +226,19 @@ async function main(): Promise<void> {
       await removeTree(run)
       if (homes) for (let i = 0; i <= replicas; i++) await removeReplica(target(i))
     }
+  }
+}
+
+/** A new replica's second hour, build start to the swap, to set beside the steady hour's build + pull. */
+function secondHourRow(build: Ours, pulled: Ours): BenchRow {
+  const written = (pulled.json.applied as { filesWritten: number }).filesWritten
+  const steps = ((pulled.json.plan as { steps: { id: number; use: string }[] }).steps).map((s) => `${s.use} ${s.id}`).join(' + ')
+  return {
+    label: "ours: a new replica's second hour (build + pull --swap, 1 replica)",
+    seconds: build.m.seconds + toSwapSeconds(pulled),
+    peakRssMiB: Math.max(build.m.peakRssBytes, pulled.m.peakRssBytes) / 1048576,
+    transferredBytes: (pulled.json.plan as { downloadBytes: number }).downloadBytes,
+    notes: `build ${build.m.seconds.toFixed(2)} s + pull ${toSwapSeconds(pulled).toFixed(2)} s to the swap, via ${steps}, ${written} files written before it${catchUpNote(pulled)}`,
   }
 }
 
@@ -322,6 +346,8 @@ function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], repli
   add('delta archive bytes / tar level 1 bytes', ours('ours: delta build')?.transferredBytes, theirs('level1Create')?.archiveBytes, '<= 1.2', '<= 1')
   const peak = Math.max(...rows.filter((r) => r.label.startsWith('ours:')).map((r) => r.peakRssMiB ?? 0))
   lines.push(`${'peak RSS of any build or pull (MiB)'.padEnd(52)}${peak.toFixed(0).padStart(13)}   ${'<= 512'.padStart(6)} ${'<=256'.padStart(5)}`)
+  const steady = sum(ours('ours: delta build')?.seconds, ours('ours: delta pull')?.seconds)
+  add("a new replica's second hour / a steady hour (build + pull)", ours("ours: a new replica's second hour")?.seconds, steady, '<= 2', '<= 1')
   add('1k-change pull: this tree / a tree a tenth the size', ours('ours: 1k-change')?.seconds, ours('ours: the same 1k-change')?.seconds, '<= 1.5', 'flat')
   const manyRow = ours('ours: build +')
   lines.push(`${`${replicas} replicas, build start to last swap (s)`.padEnd(52)}${(manyRow?.seconds ?? NaN).toFixed(1).padStart(13)}   ${'< 120'.padStart(6)} ${'< 60'.padStart(5)}`)

@@ -82,7 +82,7 @@ export function makeProgram(): Command {
     .option('--pubkey <file>', 'trusted ed25519 public key; repeat during a key rotation', collect, [] as string[])
     .option('--swap', 'make the new snapshot live at once (otherwise it is only staged: see `snapshot swap`)')
     .option('--state <dir>', 'where trees and downloads live (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'trees to keep: the live one, the previous one (instant rollback), and from 3 a spare, caught up after each swap, so the next pull applies one hour of change, not two', wholeNumber('--trees', 2, 26), 2)
+    .option('--trees <n>', 'trees to keep: the live one, the previous one (instant rollback), and from 3 a spare, caught up after each swap, so the next pull applies one hour of change, not two (with 2, a new replica\'s second tree is filled after its first swap)', wholeNumber('--trees', 2, 26), 2)
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
     .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
