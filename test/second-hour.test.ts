@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { after, before, test } from 'node:test'
+import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { after, before, test, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { generateCorpus, mutateCorpus } from '../scripts/corpus.js'
 import { runCli, runJson } from './helpers/cli.js'
@@ -191,3 +193,55 @@ test('--trees 2: a crash while filling the second tree leaves the swap standing;
   const rb = await runJson<{ to: number; instant: boolean }>(['rollback', '--target', s.replica, '--trees', '2'])
   assert.deepEqual([rb.to, rb.instant], [first.id, true])
 })
+
+test('--trees 2: no room for the second tree: the fill gives up, removes what it wrote, and the pull stands', { timeout: 240_000 }, async (t) => {
+  const root = join(dir, 'no-room')
+  const source = join(root, 'master')
+  const store = join(root, 'store')
+  const replica = join(root, 'replica')
+  mkdirSync(store, { recursive: true })
+  mkdirSync(join(source, 'lists'), { recursive: true })
+  for (let i = 0; i < 50; i++) writeFileSync(join(source, 'lists', `${i}.m3u`), `#EXTM3U\n#EXTINF:${i},a\n`)
+  writeFileSync(join(source, 'blob.bin'), randomBytes(1 << 20)) // does not compress: the tree and the archive are ~1 MiB each
+  await settle()
+  // Room for the downloaded archive and one tree, not for a second tree.
+  const fs = mountSmall(t, join(root, 'replica-fs'), '2600k')
+  if (!fs) return
+  const stateDir = join(fs, 'state')
+  const pullArgs = ['pull', '--from', store, '--target', replica, '--state', stateDir, '--swap', '--quiet', '--trees', '2']
+  await runJson(['build', '--source', source, '--store', store, '--quiet'])
+  const p1 = await runJson<Pulled>(pullArgs)
+  assert.equal(p1.action, 'swapped')
+  assert.match(p1.catchUp?.error ?? '', /disk is full/, JSON.stringify(p1.catchUp))
+  const state = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as State
+  assert.deepEqual(state.slots.b, { status: 'empty' })
+  assert.ok(!existsSync(join(stateDir, 'trees', 'b')), 'the half-filled tree is gone')
+  assert.deepEqual(treeDiff(source, replica), [], 'the live tree is intact')
+
+  remount(fs, '16m')
+  writeFileSync(join(source, 'lists', 'new.m3u'), '#EXTM3U\n')
+  await settle()
+  await runJson(['build', '--source', source, '--store', store, '--quiet'])
+  const p2 = await runJson<Pulled>(pullArgs)
+  assert.equal(p2.action, 'swapped')
+  assert.deepEqual(treeDiff(source, replica), [])
+})
+
+/** A tmpfs of `size` at `path`, unmounted after the test; null (the test skipped, saying why) where mounts are not allowed. */
+function mountSmall(t: TestContext, path: string, size: string): string | null {
+  mkdirSync(path, { recursive: true })
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', path], { encoding: 'utf8' })
+  if (r.status !== 0) {
+    t.skip(`cannot mount a small tmpfs here (${(r.stderr || r.error?.message || '').trim()}): needs root or CAP_SYS_ADMIN, as in CI`)
+    return null
+  }
+  t.after(() => {
+    if (spawnSync('umount', [path]).status !== 0) spawnSync('umount', ['-l', path])
+  })
+  return path
+}
+
+function remount(path: string, size: string): void {
+  const r = spawnSync('mount', ['-o', `remount,size=${size}`, path], { encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+}

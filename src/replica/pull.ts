@@ -233,7 +233,9 @@ async function catchUpSpare(opts: PullOptions, layout: ReplicaLayout, state: Rep
       return { slot, id: live.id, filesWritten: applied.filesWritten, seconds: seconds() }
     })
   } catch (err) {
-    const message = asSnapshotError(err, `catching up tree ${slot}`).message
+    // A half-written spare on a full disk only holds space the next pull needs: it goes, as in a pull.
+    const e = asSnapshotError(err, `catching up tree ${slot}`)
+    const message = e instanceof NoSpaceError ? (await discardFullTree(layout, state, slot, live.id, err, log)).message : e.message
     log(`warning: could not catch up tree ${slot} (${message}); the next pull replays it`)
     return { slot, id: live.id, filesWritten: 0, seconds: seconds(), error: message }
   }
