@@ -18,6 +18,7 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
+  Skipped: 16,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -136,5 +137,22 @@ export class HookFailedError extends SnapshotError {
 /** The store's newest snapshot is older than the freshness bound: a frozen mirror, or a stopped master. */
 export class StaleError extends SnapshotError {
   override readonly code = 'ERR_STALE'
+  override readonly exitCode = ExitCode.Stale
+}
+
+/** `build --strict`: the build would leave entries out of the snapshot; it publishes nothing. */
+export class SkippedEntriesError extends SnapshotError {
+  override readonly code = 'ERR_SKIPPED'
+  override readonly exitCode = ExitCode.Skipped
+}
+
+/** An object the store's records name is not there (404, or no such file): pruned or lost. */
+export class ObjectMissingError extends NetworkError {
+  readonly objectMissing = true
+}
+
+/** The newest snapshot is older than its parent: the master's clock went backwards, not a frozen mirror. */
+export class ClockSkewError extends SnapshotError {
+  override readonly code = 'ERR_CLOCK_SKEW'
   override readonly exitCode = ExitCode.Stale
 }
