@@ -67,6 +67,6 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> 
 /** `skipped: 3 entries (vanished 2, special 1)`, or null when nothing was skipped. */
 export function describeSkips(s: { count: number; byReason: Partial<Record<string, number>> }): string | null {
   if (s.count === 0) return null
-  const reasons = Object.entries(s.byReason).map(([reason, n]) => `${reason} ${n}`).join(', ')
+  const reasons = Object.entries(s.byReason).sort(([a], [b]) => (a < b ? -1 : 1)).map(([reason, n]) => `${reason} ${n}`).join(', ')
   return `skipped: ${s.count} ${s.count === 1 ? 'entry' : 'entries'} left out of the snapshot (${reasons})`
 }
