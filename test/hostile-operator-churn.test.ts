@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { hasGnuFind } from '../src/fs/tree-scan.js'
+import { hasGnuFind, scanTree } from '../src/fs/tree-scan.js'
 import { runCli, runJson } from './helpers/cli.js'
 import { treeDiff } from './helpers/tree.js'
 
@@ -109,7 +111,7 @@ test('10 builds under churn of ~50 entries a second all publish; the store verif
   }
   const rate = ticks / ((Date.now() - started) / 1000)
   const published = results.filter((r) => r.code === 0 && r.built?.created)
-  const vanished = results.reduce((sum, r) => sum + (r.built?.skipped.byReason.vanished ?? 0), 0)
+  const vanished = results.reduce((sum, r) => sum + (r.built?.skipped?.byReason.vanished ?? 0), 0)
   t.diagnostic(`${published.length} of ${BUILDS} builds published under churn (${ticks} changes, ${rate.toFixed(0)} a second); ${vanished} entries vanished mid-build, skipped with a warning`)
   for (const r of results) assert.equal(r.code, 0, r.stderr)
   assert.equal(published.length, BUILDS)
@@ -129,4 +131,49 @@ test('10 builds under churn of ~50 entries a second all publish; the store verif
   const replica = join(dir, 'replica')
   await runJson(['pull', '--from', store, '--target', replica, '--swap'])
   assert.deepEqual(treeDiff(source, replica), [])
+})
+
+/**
+ * The same race, made certain: a shell loop creates and removes directories as fast as it can
+ * while the scan runs again and again, until each walk (find's and the portable one) has met an
+ * entry that vanished. On main the first such scan threw.
+ */
+test('scanTree reports entries that vanish mid-walk and completes, with find and with the portable walk', { timeout: 120_000 }, async (t) => {
+  assert.ok(hasGnuFind(), 'GNU find is needed for this test: run scripts/test-deps.sh')
+  const dir = mkdtempSync(join(tmpdir(), 'snapshot-vanish-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  for (let i = 0; i < 400; i++) {
+    mkdirSync(join(dir, `s${i % 20}`), { recursive: true })
+    writeFileSync(join(dir, `s${i % 20}`, `f${i}`), 'x')
+  }
+  // Another process, so that it races the portable walk too (which runs in this one, synchronously).
+  // Bounded in count (200,000 rounds) and time (killed when the scans are done).
+  const round = "const d='c/d'+i;fs.mkdirSync(d+'/e',{recursive:true});fs.writeFileSync(d+'/e/f','');fs.writeFileSync(d+'/g','');fs.rmSync(d,{recursive:true})"
+  const churn = spawn(process.execPath, ['-e', `const fs=require('fs');for(let i=0;i<200000;i++){${round}}`], { cwd: dir, stdio: 'ignore' })
+  const churnDone = once(churn, 'exit')
+  const saw: Record<string, number> = {}
+  const previous = process.env.SNAPSHOT_SCAN
+  try {
+    for (const method of ['find', 'node']) {
+      process.env.SNAPSHOT_SCAN = method
+      saw[method] = 0
+      const deadline = Date.now() + 20_000
+      for (let scans = 0; saw[method] === 0 && scans < 2000 && Date.now() < deadline; scans++) {
+        let records = 0
+        await scanTree(dir, () => void records++, (path, why) => {
+          assert.match(path, /^c(\/|$)/, `only the churned subtree vanishes, not ${path}`)
+          assert.match(why, /No such file or directory|Not a directory/)
+          saw[method]!++
+        })
+        assert.ok(records >= 420, `a scan met only ${records} records`) // the 400 files and 20 directories stand
+      }
+    }
+  } finally {
+    if (previous === undefined) delete process.env.SNAPSHOT_SCAN
+    else process.env.SNAPSHOT_SCAN = previous
+    churn.kill('SIGKILL')
+    await churnDone
+  }
+  t.diagnostic(`vanished entries met: find ${saw.find}, portable walk ${saw.node}`)
+  assert.ok(saw.find! > 0 && saw.node! > 0, `the churn never raced a scan: ${JSON.stringify(saw)}`)
 })
