@@ -79,6 +79,15 @@ export class SkipLog {
     if (isDir) this.subtree = { prefix: `${path}/`, reason, warning, text, below: 0 }
   }
 
+  /**
+   * An entry find or the walk listed and then found gone. It may be reported (find's stderr) while
+   * a skipped subtree's entries are still coming on stdout: that subtree stays open.
+   */
+  vanished(path: string, why: string): void {
+    this.tally('vanished')
+    if (this.warned++ < MAX_WARNINGS_PER_KIND) this.warnings.push(`skipped ${JSON.stringify(path)}: it vanished during the scan (${why})`)
+  }
+
   /** A file or directory carried without its setuid or setgid bit (replicas refuse them). */
   setIdBits(path: string, mode: number): void {
     this.setIdDropped++
@@ -127,9 +136,10 @@ function hasSetIdBits(raw: RawScanRecord): boolean {
   return digits >= 4 && ((first - 0x30) & 6) !== 0
 }
 
-/** The whole permission field of a SIG, setuid and setgid included (modeOfSig drops them). */
-function setIdModeOf(sig: string): number {
-  return parseInt(sig.slice(sig.indexOf(' ') + 1, sig.indexOf(' ', sig.indexOf(' ') + 1)), 8)
+/** Said for an entry carried without them; the whole permission field of its SIG (modeOfSig drops them). */
+function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
+  const sig = rec.sig
+  skips.setIdBits(rec.path, parseInt(sig.slice(sig.indexOf(' ') + 1, sig.indexOf(' ', sig.indexOf(' ') + 1)), 8))
 }
 
 /** A file to read: its slot in the new index, filled once it is read. */
@@ -183,11 +193,10 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   let earlyBytes = 0
 
   await scanTree(source, (raw) => {
-    if (hasSetIdBits(raw)) {
-      const rec = raw.decode()
-      skips.setIdBits(rec.path, setIdModeOf(rec.sig))
+    if (index.carryNextIfSame(raw)) {
+      if (hasSetIdBits(raw)) setIdDropped(skips, raw.decode())
+      return
     }
-    if (index.carryNextIfSame(raw)) return
     const rec = raw.decode()
     if (skips.below(rec.path)) return
     const problem = recordProblem(rec)
@@ -195,6 +204,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       skips.skip(rec.path, problem.reason, problem.why, rec.type === 'd')
       return // its row, if any, is not taken: the path counts as deleted
     }
+    if (hasSetIdBits(raw)) setIdDropped(skips, rec)
     const row = index.take(raw)
     if (row >= 0 && index.isRecord(row, raw)) {
       index.carry(row) // met out of the previous order, but unchanged
@@ -220,7 +230,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       changed.set(rec.path, entry)
       if (before) previous.set(rec.path, before)
     }
-  }, (path, why) => skips.skip(path, 'vanished', `it vanished during the scan (${why})`))
+  }, (path, why) => skips.vanished(path, why))
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   for (const [path, value] of index.finish()) {
@@ -251,10 +261,10 @@ export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
     const problem = recordProblem(rec)
     if (problem) skips.skip(rec.path, problem.reason, problem.why, rec.type === 'd')
     else {
-      if (hasSetIdBits(raw)) skips.setIdBits(rec.path, setIdModeOf(rec.sig))
+      if (hasSetIdBits(raw)) setIdDropped(skips, rec)
       index.add(raw, rec.sig)
     }
-  }, (path, why) => skips.skip(path, 'vanished', `it vanished during the scan (${why})`))
+  }, (path, why) => skips.vanished(path, why))
   return { index, warnings, skips, scanStartNs }
 }
 
