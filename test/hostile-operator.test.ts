@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { checkFreshness } from '../src/cli/pull-command.js'
 import { ClockSkewError, StaleError } from '../src/core/errors.js'
+import { TarPacker } from '../src/archive/tar-pack.js'
 import { buildSnapshot } from '../src/master/build.js'
+import { LARGE_FILE_BYTES, SourceReader } from '../src/master/source-reader.js'
 import { BIN, runCli, runJson, startServe } from './helpers/cli.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 
@@ -287,4 +289,35 @@ test('a build killed with kill -9 leaves a temp file as large as its archive; th
   assert.deepEqual(readdirSync(join(store, 'objects')).filter((n) => n.startsWith('.')), [])
   const v = await runCli(['verify', '--store', store])
   assert.equal(v.code, 0, v.stdout + v.stderr)
+})
+
+test('a large file is hashed, then streamed; one rewritten between the two is refused, by name, never packed torn', async (t) => {
+  const dir = tempDir(t)
+  const big = randomBytes(LARGE_FILE_BYTES + 12345)
+  writeFileSync(join(dir, 'big.bin'), big)
+  const reader = new SourceReader(dir)
+  const read = reader.read('big.bin', 'f 644 0 x x 0') // a signature no stat matches: the careful read
+  assert.ok('large' in read, 'a file of 16 MiB and more is not read whole')
+  assert.equal(read.large.size, big.length)
+  assert.equal(read.large.sha256, createHash('sha256').update(big).digest('hex'))
+
+  // Packed: a tar stream GNU tar reads back, byte for byte.
+  const chunks: Buffer[] = []
+  const packer = new TarPacker(async (c) => void chunks.push(c), new Date('2026-01-01T00:00:00Z'))
+  await packer.addFile('big.bin', 0o644, read.large)
+  await packer.addFile('after.txt', 0o644, Buffer.from('after\n'))
+  const length = await packer.finish()
+  const tar = Buffer.concat(chunks)
+  assert.equal(tar.length, length)
+  const out = join(dir, 'out')
+  mkdirSync(out)
+  const x = spawnSync('tar', ['-x', '-C', out], { input: tar })
+  assert.equal(x.status, 0, 'GNU tar is needed: run scripts/test-deps.sh')
+  assert.ok(readFileSync(join(out, 'big.bin')).equals(big))
+  assert.equal(readFileSync(join(out, 'after.txt'), 'utf8'), 'after\n')
+
+  // Rewritten (same size) after its hashing: streaming it refuses, naming the file.
+  writeFileSync(join(dir, 'big.bin'), randomBytes(big.length))
+  const sink = new TarPacker(async () => undefined, new Date())
+  await assert.rejects(sink.addFile('big.bin', 0o644, read.large), /"big\.bin" \(\d+ bytes\) changed between its hashing and its packing: nothing was published/)
 })
