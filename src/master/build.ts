@@ -140,21 +140,27 @@ async function realpathOfNew(path: string): Promise<string> {
 
 /** Temp files of atomic writes (durable.ts tempPathFor: `.${name}.${uuid}.tmp`), as prune.ts knows them. */
 const TEMP_NAME = /^\..+\.tmp$/
-/** The lock's own temp files (lock-file.ts): a rival's, alive, may be about to link one. */
-const LOCK_TEMP = /^\.build\.lock\./
 
 /**
  * A build killed with kill -9 leaves its temp files behind, the archive's as large as the archive.
- * Under the store's lock no build, prune or fleet rollback is writing, so every temp file there is
- * one that died: removed now, not after prune's grace period, or a crash-looping build fills the disk.
+ * Under the store's lock no build, prune or fleet rollback is writing, so every temp file a build
+ * writes is one that died: removed now, not after prune's grace period, or a crash-looping build
+ * fills the disk. Only the names builds and fleet rollbacks write are touched: objects' and
+ * records' temps, the pointer's, the index's, rollback work directories (the lock's own temp
+ * files, `.build.lock.*`, may be a live rival's).
  */
 async function removeDeadBuildTemps(layout: StoreLayout, log: (line: string) => void): Promise<{ files: number; bytes: number }> {
+  const dirs: [string, (name: string) => boolean][] = [
+    [layout.objectsDir, (n) => TEMP_NAME.test(n)],
+    [layout.snapshotsDir, (n) => TEMP_NAME.test(n)],
+    [layout.root, (n) => TEMP_NAME.test(n) && n.startsWith('.latest.json.')],
+    [layout.stateDir, (n) => (TEMP_NAME.test(n) && n.startsWith('.index-')) || n.startsWith(ROLLBACK_WORK_PREFIX)],
+  ]
   let files = 0
   let bytes = 0
-  for (const dir of [layout.root, layout.objectsDir, layout.snapshotsDir, layout.stateDir]) {
+  for (const [dir, dead] of dirs) {
     for (const name of await readdir(dir).catch(() => [] as string[])) {
-      const dead = (TEMP_NAME.test(name) && !LOCK_TEMP.test(name)) || (dir === layout.stateDir && name.startsWith(ROLLBACK_WORK_PREFIX))
-      if (!dead) continue
+      if (!dead(name)) continue
       const st = await lstat(join(dir, name)).catch(() => null)
       if (!st) continue
       await rm(join(dir, name), { recursive: true, force: true })
