@@ -181,7 +181,7 @@ function settleSkips(skips: SkipLog, warnings: readonly string[], opts: BuildOpt
   for (const w of warnings) log(`warning: ${w}`)
   if (opts.strict && summary.count > 0) {
     const reasons = Object.entries(summary.byReason).sort(([a], [b]) => (a < b ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ')
-    throw new SkippedEntriesError(`--strict: ${summary.count} entries would be left out of the snapshot (${reasons}); nothing was published`)
+    throw new SkippedEntriesError(`--strict: ${summary.count} ${summary.count === 1 ? 'entry' : 'entries'} would be left out of the snapshot (${reasons}); nothing was published`)
   }
   return summary
 }
