@@ -38,7 +38,7 @@ function tempDir(t: TestContext): string {
 
 const build = (source: string, store: string, ...extra: string[]) => ['build', '--source', source, '--store', store, ...extra]
 
-test('skips are counted by reason, warned once per subtree, shown with --quiet, and --strict refuses them (exit 16)', async (t) => {
+test('skips are counted by reason, warned once per subtree, shown with --quiet, and --strict refuses them (exit 17)', async (t) => {
   const dir = tempDir(t)
   const source = join(dir, 'source')
   const store = join(dir, 'store')
@@ -69,7 +69,7 @@ test('skips are counted by reason, warned once per subtree, shown with --quiet, 
   const before = readFileSync(join(store, 'latest.json'))
   writeFileSync(join(source, 'a.m3u'), 'a3\n')
   const strict = await runCli([...build(source, store), '--strict'])
-  assert.equal(strict.code, 16, strict.stderr)
+  assert.equal(strict.code, 17, strict.stderr)
   assert.match(strict.stderr, /ERR_SKIPPED.*--strict: 46 entries would be left out .*\(name 45, special 1\); nothing was published/)
   assert.deepEqual(readFileSync(join(store, 'latest.json')), before)
   // Without skips, --strict publishes.

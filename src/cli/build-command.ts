@@ -17,7 +17,7 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags> {
   /** Prune to this many snapshots after each build (see `snapshot prune`); absent: keep all. */
   keep?: number
   grace?: number
-  /** Any skipped entry fails the build (exit 16), nothing published. */
+  /** Any skipped entry fails the build (exit 17), nothing published. */
   strict?: boolean
   /** Seconds to wait for another build, prune or rollback holding the store's lock. */
   wait?: number

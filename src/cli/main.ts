@@ -49,7 +49,7 @@ export function makeProgram(): Command {
     .option('--cron <expr>', 'keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', wholeNumber('--jitter', 0, 86400), 0)
-    .option('--strict', 'fail (exit 16, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
+    .option('--strict', 'fail (exit 17, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
     .option('--wait <seconds>', 'wait this long for another build, prune or rollback holding the store\'s lock', wholeNumber('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object (id, kind, counts, sizes, skipped)')
     .option('--quiet', 'no progress lines on stderr')

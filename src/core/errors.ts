@@ -18,7 +18,7 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
-  Skipped: 16,
+  Skipped: 17, // 16 is FleetProblem on main (issue 17)
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
