@@ -303,9 +303,9 @@ test('a large file is hashed, then streamed; one rewritten between the two is re
 
   // Packed: a tar stream GNU tar reads back, byte for byte.
   const chunks: Buffer[] = []
-  const packer = new TarPacker(async (c) => void chunks.push(c), new Date('2026-01-01T00:00:00Z'))
-  await packer.addFile('big.bin', 0o644, read.large)
-  await packer.addFile('after.txt', 0o644, Buffer.from('after\n'))
+  const packer = new TarPacker(async (c) => void chunks.push(c))
+  await packer.addFile('big.bin', 0o644, 1_767_225_600, read.large)
+  await packer.addFile('after.txt', 0o644, 1_767_225_600, Buffer.from('after\n'))
   const length = await packer.finish()
   const tar = Buffer.concat(chunks)
   assert.equal(tar.length, length)
@@ -318,6 +318,6 @@ test('a large file is hashed, then streamed; one rewritten between the two is re
 
   // Rewritten (same size) after its hashing: streaming it refuses, naming the file.
   writeFileSync(join(dir, 'big.bin'), randomBytes(big.length))
-  const sink = new TarPacker(async () => undefined, new Date())
-  await assert.rejects(sink.addFile('big.bin', 0o644, read.large), /"big\.bin" \(\d+ bytes\) changed between its hashing and its packing: nothing was published/)
+  const sink = new TarPacker(async () => undefined)
+  await assert.rejects(sink.addFile('big.bin', 0o644, 1_767_225_600, read.large), /"big\.bin" \(\d+ bytes\) changed between its hashing and its packing: nothing was published/)
 })

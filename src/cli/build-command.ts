@@ -1,12 +1,15 @@
 import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
-import { buildSnapshot } from '../master/build.js'
+import { Registry } from 'prom-client'
+import { buildSnapshot, type BuildResult } from '../master/build.js'
+import { createBuildMetrics, createPruneMetrics, recordBuildOutcome, recordStoreBytes } from '../metrics/master-metrics.js'
+import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { describePrune } from './prune-command.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface BuildCommandOptions extends Partial<ScheduleFlags> {
+export interface BuildCommandOptions extends Partial<ScheduleFlags>, MetricsFlags {
   source: string
   store: string
   key?: string
@@ -27,11 +30,34 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags> {
 /** With --cron, keeps running and builds on the schedule; otherwise builds once. */
 export async function buildCommand(opts: BuildCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  if (cron !== undefined) return runOnSchedule(() => buildOnce(opts, out), { ...opts, cron }, out)
-  await buildOnce(opts, out)
+  const registry = new Registry()
+  const m = createBuildMetrics(registry)
+  const pm = opts.keep !== undefined ? createPruneMetrics(registry) : null // only when this command prunes
+  const metrics = await openMetricsOutputs(opts, registry, { longRunning: cron !== undefined, command: 'build', log: (l) => out.log(l) })
+  const job = async (): Promise<void> => {
+    try {
+      await observed<BuildResult>(
+        async (keep) => keep(await buildOnce(opts, out)),
+        async (outcome, seconds) => {
+          if (!metrics.enabled) return
+          recordBuildOutcome(m, outcome, seconds, Date.now(), pm)
+          await recordStoreBytes(m, opts.store)
+        },
+        (l) => out.log(l),
+      )
+    } finally {
+      await metrics.afterRun()
+    }
+  }
+  try {
+    if (cron === undefined) return await job()
+    await runOnSchedule(job, { ...opts, cron }, out)
+  } finally {
+    await metrics.close()
+  }
 }
 
-async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> {
+async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<BuildResult> {
   const privateKey = opts.key ? await readPrivateKeyFile(opts.key) : null
   if (!privateKey) out.log('warning: no --key given: the snapshot is unsigned and replicas with --pubkey will refuse it')
   const r = await buildSnapshot({
@@ -62,6 +88,7 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> 
   // the per-entry warnings must still learn that the replicas do not get the whole tree.
   if (skipLine && opts.quiet) process.stderr.write(`snapshot: warning: ${skipLine}\n`)
   out.result(r, human)
+  return r
 }
 
 /** `skipped: 3 entries (vanished 2, special 1)`, or null when nothing was skipped. */

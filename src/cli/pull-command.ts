@@ -1,12 +1,19 @@
 import { openSource } from '../http/object-source.js'
-import { ClockSkewError, StaleError } from '../core/errors.js'
-import { pull } from '../replica/pull.js'
+import { RateLimiter } from '../http/rate-limit.js'
+import { ClockSkewError, StaleError, UsageError } from '../core/errors.js'
+import { Registry } from 'prom-client'
+import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { ReplicaObserver } from '../metrics/replica-observer.js'
+import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
+import { runPullWatch, type WatchFlags } from './watch-command.js'
+import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags> {
+export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit<WatchFlags, 'from' | 'timeout'>>, MetricsFlags {
+  watch?: boolean
   from: string
   target: string
   pubkey: string[]
@@ -17,6 +24,8 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
   token?: string
   retries: number
   timeout: number
+  /** --limit-rate, in bytes per second */
+  limitRate?: number
   wait: number
   unpin?: boolean
   maxDelete: number
@@ -28,14 +37,50 @@ export interface PullCommandOptions extends Partial<ScheduleFlags> {
   quiet?: boolean
 }
 
-/** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
+/** With --watch, pulls each new publication; with --cron, on the schedule; otherwise once. */
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  if (cron !== undefined) return runOnSchedule(() => pullOnce(opts, out), { ...opts, cron }, out)
-  await pullOnce(opts, out)
+  if (opts.watch && cron !== undefined) throw new UsageError('--watch and --cron are two ways to keep pulling: give one')
+  const longRunning = cron !== undefined || opts.watch === true
+  const registry = new Registry()
+  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from })
+  const metrics = await openMetricsOutputs(opts, registry, { longRunning, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
+  // One pull, with its outcome recorded, whichever loop runs it; throws StaleError after a pull
+  // that worked against a store whose newest snapshot is too old.
+  const observedPull = async (): Promise<PullResult> => {
+    let pulled: PullResult | null = null
+    try {
+      await observed<PullResult>(
+        async (keep) => {
+          const r = await pullOnce(opts, out)
+          keep(r)
+          pulled = r
+          checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
+        },
+        (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
+        (l) => out.log(l),
+      )
+    } finally {
+      await metrics.afterRun()
+    }
+    return pulled!
+  }
+  try {
+    if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
+    if (opts.watch) {
+      const d = WATCH_DEFAULTS
+      const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token ?? process.env.SNAPSHOT_TOKEN, quiet: opts.quiet ?? false }
+      return await runPullWatch(observedPull, flags, out)
+    }
+    if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)
+    await observedPull()
+  } finally {
+    await metrics.close()
+  }
 }
 
-async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
+/** One pull, its result printed. */
+async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
@@ -43,6 +88,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     ...(token ? { token } : {}),
     retries: opts.retries,
     timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+    ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
   })
   const r = await pull({
     source,
@@ -55,9 +101,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     unpin: opts.unpin ?? false,
     maxDeletePercent: opts.maxDelete,
     force: opts.force ?? false,
-    // The catch-up after the swap yields the CPU; a --cron process keeps running, so only where
-    // it may raise its priority back afterwards.
-    lowPriorityCatchUp: opts.cron === undefined || process.getuid?.() === 0,
+    // The catch-up after the swap yields the CPU; a --cron or --watch process keeps running, so
+    // only where it may raise its priority back afterwards.
+    lowPriorityCatchUp: (opts.cron === undefined && !opts.watch) || process.getuid?.() === 0,
     hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
@@ -73,7 +119,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
           ...(r.catchUp && !r.catchUp.error ? [`caught up the spare tree ${r.catchUp.slot} to snapshot ${r.catchUp.id} (${r.catchUp.filesWritten} files) in ${r.catchUp.seconds.toFixed(2)} s`] : []),
         ]
   out.result(r, human)
-  checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
+  return r
 }
 
 /**

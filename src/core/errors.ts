@@ -18,7 +18,8 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
-  Skipped: 17, // 16 is FleetProblem on main (issue 17)
+  FleetProblem: 16,
+  Skipped: 17,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -138,6 +139,21 @@ export class HookFailedError extends SnapshotError {
 export class StaleError extends SnapshotError {
   override readonly code = 'ERR_STALE'
   override readonly exitCode = ExitCode.Stale
+}
+
+/**
+ * The replica's file system cannot hold a name the snapshot carries: a name longer than its
+ * NAME_MAX, or bytes it refuses (a file system that insists on UTF-8 names, say). Nothing live
+ * changes; the operator must put the replica's trees on a file system that holds Linux names.
+ */
+export class NameUnsupportedError extends SnapshotError {
+  override readonly code = 'ERR_NAME_UNSUPPORTED'
+}
+
+/** `snapshot fleet`: a replica is unreachable, stale, lagging or pinned (each named in the report). */
+export class FleetProblemError extends SnapshotError {
+  override readonly code = 'ERR_FLEET'
+  override readonly exitCode = ExitCode.FleetProblem
 }
 
 /** `build --strict`: the build would leave entries out of the snapshot; it publishes nothing. */

@@ -1,4 +1,6 @@
 import { VerifyError } from './errors.js'
+import { isMtime } from './mtime.js'
+import { CARRIED_MODE_BITS, type RootMeta } from './tree-entry.js'
 
 /**
  * What the store says about one snapshot. Records reach replicas through untrusted networks, so
@@ -39,6 +41,8 @@ export interface SnapshotRecord {
   readonly full?: ArchivePair
   /** Set when this snapshot republishes an older tree (fleet rollback). */
   readonly rollbackOf?: number
+  /** The root directory's mode and mtime (absent in records written before manifest format 3). */
+  readonly root?: RootMeta
 }
 
 export function recordObjects(r: SnapshotRecord): ObjectRef[] {
@@ -91,6 +95,8 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
   if (o.kind === 'delta' && (!delta || full)) fail('a delta snapshot must carry exactly a delta')
   if (delta && o.parent === null) fail('a delta without a parent')
   if (o.rollbackOf !== undefined && (!isCount(o.rollbackOf) || o.rollbackOf >= o.id)) fail('rollbackOf')
+  const root = o.root as Record<string, unknown> | undefined
+  if (root !== undefined && (typeof root !== 'object' || root === null || !isCount(root.mode) || (root.mode & ~CARRIED_MODE_BITS) !== 0 || !isMtime(root.mtime))) fail('root')
   return {
     id: o.id,
     parent: o.parent as number | null,
@@ -104,5 +110,6 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
     ...(delta ? { delta } : {}),
     ...(full ? { full } : {}),
     ...(o.rollbackOf !== undefined ? { rollbackOf: o.rollbackOf as number } : {}),
+    ...(root !== undefined ? { root: { mode: root.mode as number, mtime: root.mtime as string } } : {}),
   }
 }

@@ -1,7 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
-import { CARRIED_MODE_BITS } from '../core/tree-entry.js'
+import { mtimeFromFindText, mtimeFromNs, type Mtime } from '../core/mtime.js'
+import { CARRIED_MODE_BITS, type RootMeta } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
 
 /**
@@ -24,7 +25,7 @@ import { crashPoint } from './crash-points.js'
 export interface ScanRecord {
   /** f, d, l, or s for anything else (socket, fifo, device): skipped by the caller with a warning. */
   readonly type: 'f' | 'd' | 'l' | 's'
-  readonly path: string
+  readonly path: string // a byte string (byte-path.ts), as is target
   /** The record's SIG: everything that changes when the entry does (see statSignature). */
   readonly sig: string
   readonly target: string // symlink target, '' otherwise
@@ -51,9 +52,9 @@ export class RawScanRecord {
     const type = this.type
     return {
       type,
-      path: this.buf.toString('utf8', this.pathStart, this.targetStart - 1),
+      path: this.buf.toString('latin1', this.pathStart, this.targetStart - 1), // bytes: byte-path.ts
       sig: this.buf.toString('latin1', this.start, this.pathStart - 1),
-      target: type === 'l' ? this.buf.toString('utf8', this.targetStart, this.end - 1) : '',
+      target: type === 'l' ? this.buf.toString('latin1', this.targetStart, this.end - 1) : '',
     }
   }
 }
@@ -96,6 +97,19 @@ function timeText(ns: bigint): string {
 export function modeOfSig(sig: string): number {
   const a = sig.indexOf(' ')
   return parseInt(sig.slice(a + 1, sig.indexOf(' ', a + 1)), 8) & CARRIED_MODE_BITS
+}
+
+/** The mtime a SIG records (its fourth field, find's `%T@`), as carried (core/mtime.ts). */
+export function mtimeOfSig(sig: string): Mtime {
+  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1)
+  const d = sig.indexOf(' ', c + 1)
+  return mtimeFromFindText(sig.slice(c + 1, d < 0 ? sig.length : d))
+}
+
+/** The root directory's own mode and mtime (find -mindepth 1 does not print it). */
+export function rootMeta(root: string): RootMeta {
+  const st = lstatSync(root, { bigint: true })
+  return { mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, mtime: mtimeFromNs(st.mtimeNs) }
 }
 
 /** The size a SIG records (its third field). */

@@ -28,6 +28,7 @@ import {
 } from '../core/errors.js'
 import { crashPoint } from '../fs/crash-points.js'
 import { fsyncDir } from '../fs/durable.js'
+import type { RateLimiter } from './rate-limit.js'
 
 export interface ObjectSource {
   /** The URL (password hidden) or directory, for messages. */
@@ -56,6 +57,8 @@ export interface SourceOptions {
   /** First backoff; it doubles per retry, with jitter, up to 10 s. Default 500 ms. */
   retryBaseMs?: number
   signal?: AbortSignal
+  /** `--limit-rate`: every body byte counts against it, over all objects, retries and resumes. */
+  limiter?: RateLimiter
 }
 
 const DEFAULT_CONNECT_MS = 10_000
@@ -67,9 +70,9 @@ const RETRY_CAP_MS = 10_000
 /** http(s):// (or file://, or a plain path) to the matching source. */
 export function openSource(from: string, opts: SourceOptions = {}): ObjectSource {
   if (/^https?:\/\//i.test(from)) return new HttpSource(from, opts)
-  if (/^file:\/\//i.test(from)) return new DirSource(fileURLToPath(from))
+  if (/^file:\/\//i.test(from)) return new DirSource(fileURLToPath(from), opts.limiter)
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(from)) throw new UsageError(`--from ${from}: expected an http(s):// URL or a directory`)
-  return new DirSource(from)
+  return new DirSource(from, opts.limiter)
 }
 
 /**
@@ -267,6 +270,7 @@ class HttpSource implements ObjectSource {
   private readonly retries: number
   private readonly retryBaseMs: number
   private readonly signal: AbortSignal | undefined
+  private readonly limiter: RateLimiter | undefined
 
   constructor(from: string, opts: SourceOptions) {
     try {
@@ -283,6 +287,7 @@ class HttpSource implements ObjectSource {
     this.retries = opts.retries ?? DEFAULT_RETRIES
     this.retryBaseMs = opts.retryBaseMs ?? DEFAULT_RETRY_BASE_MS
     this.signal = opts.signal
+    this.limiter = opts.limiter
   }
 
   async getSmall(relPath: string, maxBytes: number): Promise<Buffer | null> {
@@ -298,6 +303,8 @@ class HttpSource implements ObjectSource {
         const parts: Buffer[] = []
         let total = 0
         for await (const chunk of ex.stream as AsyncIterable<Buffer>) {
+          ex.watchdog.stop()
+          await this.limiter?.consume(chunk.length, this.signal) // our own wait is no stall
           ex.watchdog.arm()
           total += chunk.length
           if (total > maxBytes) throw new TooLargeError(this.shown(url), maxBytes)
@@ -332,7 +339,8 @@ class HttpSource implements ObjectSource {
           await this.acceptObjectResponse(ex.response, part, from, url)
           const resumed = part.size > 0 // not if the server answered a Range with the whole body
           for await (const chunk of ex.stream as AsyncIterable<Buffer>) {
-            ex.watchdog.stop() // a slow disk is not a stalled server
+            ex.watchdog.stop() // a slow disk is not a stalled server, nor is --limit-rate
+            await this.limiter?.consume(chunk.length, this.signal)
             await part.append(chunk)
             ex.watchdog.arm()
             progress?.(part.size)
@@ -496,7 +504,10 @@ class DirSource implements ObjectSource {
   readonly description: string
   private readonly root: string
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly limiter?: RateLimiter,
+  ) {
     this.root = resolve(dir)
     this.description = dir
     let isDir = false
@@ -542,6 +553,7 @@ class DirSource implements ObjectSource {
       await part.open(false) // a local copy is cheap enough to redo whole
       try {
         for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+          await this.limiter?.consume(chunk.length)
           await part.append(chunk)
           progress?.(part.size)
         }

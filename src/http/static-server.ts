@@ -41,14 +41,31 @@ export interface StaticServerOptions {
   idleTimeoutMs?: number
   /** close() lets in-flight responses finish for this long, then cuts them. Default 5 s. */
   closeGraceMs?: number
+  /** Told each response's status and the bytes written for it, headers included (metrics). */
+  onResponse?: (status: number, bytes: number) => void
+  /**
+   * Long-poll: `GET /latest.json?wait=S` with an If-None-Match that matches is held until the
+   * pointer changes (200) or min(S, this) passes (304). Default 60 s; the idle timeout is
+   * suspended while a request is held, since a held request is silent by design.
+   */
+  longPollMaxMs?: number
+  /** At most this many held requests; beyond, a long-poll is answered at once. Default 1000. */
+  longPollMaxHeld?: number
+  /** How often the pointer is checked while requests are held. Default 200 ms. */
+  longPollCheckMs?: number
 }
 
 export interface RunningServer {
   /** e.g. http://127.0.0.1:PORT */
   url: string
   port: number
-  /** Stops listening, drops idle keep-alive sockets, cuts in-flight ones after the grace period. */
+  /**
+   * Stops listening, answers held long-polls at once (304, Connection: close), drops idle
+   * keep-alive sockets, cuts in-flight ones after the grace period.
+   */
   close(): Promise<void>
+  /** Long-poll requests held right now. */
+  heldRequests(): number
 }
 
 /** A private key inside the directory we are about to publish: refuse rather than risk it. */
@@ -71,7 +88,13 @@ export const STATIC_SERVER_DEFAULTS = {
   keepAliveTimeoutMs: 5_000,
   idleTimeoutMs: 30_000,
   closeGraceMs: 5_000,
+  longPollMaxMs: 60_000,
+  longPollMaxHeld: 1_000,
+  longPollCheckMs: 200,
 } as const
+
+/** Sent with every long-poll answer the server held or could have held: its value is the seconds granted. */
+export const LONG_POLL_HEADER = 'Snapshot-Long-Poll'
 
 const IMMUTABLE = 'public, max-age=31536000, immutable'
 const NO_CACHE = 'no-cache, max-age=0'
@@ -195,6 +218,20 @@ export function ifNoneMatchHits(header: string, etag: string): boolean {
   })
 }
 
+/**
+ * The wait a request asks for, in ms: only a GET of the root `latest.json` with `?wait=S` (whole
+ * seconds) and an If-None-Match can be held; anything else, or a malformed hint, is 0 (answered
+ * at once, as a static host would).
+ */
+export function longPollWaitMs(method: string, target: string, segments: readonly string[], ifNoneMatch: string | undefined, maxMs: number): number {
+  if (method !== 'GET' || ifNoneMatch === undefined || segments.length !== 1 || segments[0] !== 'latest.json') return 0
+  const q = target.indexOf('?')
+  if (q === -1) return 0
+  const wait = new URLSearchParams(target.slice(q + 1)).get('wait')
+  if (wait === null || !/^\d{1,6}$/.test(wait)) return 0
+  return Math.min(Number(wait) * 1000, maxMs)
+}
+
 export function contentTypeFor(name: string): string {
   if (name.endsWith('.json')) return 'application/json'
   if (name.endsWith('.zst')) return 'application/zstd'
@@ -285,7 +322,7 @@ async function holdsPrivateKey(file: string): Promise<boolean> {
 // Server
 
 interface Resolved {
-  options: Required<Omit<StaticServerOptions, 'token' | 'log'>>
+  options: Required<Omit<StaticServerOptions, 'token' | 'log' | 'onResponse'>>
   token: Buffer | undefined
   log: ((line: string) => void) | undefined
 }
@@ -314,6 +351,9 @@ function resolveOptions(opts: StaticServerOptions): Resolved {
     keepAliveTimeoutMs: positiveInt('keepAliveTimeoutMs', opts.keepAliveTimeoutMs, d.keepAliveTimeoutMs),
     idleTimeoutMs: positiveInt('idleTimeoutMs', opts.idleTimeoutMs, d.idleTimeoutMs),
     closeGraceMs: positiveInt('closeGraceMs', opts.closeGraceMs, d.closeGraceMs),
+    longPollMaxMs: positiveInt('longPollMaxMs', opts.longPollMaxMs, d.longPollMaxMs),
+    longPollMaxHeld: positiveInt('longPollMaxHeld', opts.longPollMaxHeld, d.longPollMaxHeld),
+    longPollCheckMs: positiveInt('longPollCheckMs', opts.longPollCheckMs, d.longPollCheckMs),
   }
   if (options.headersTimeoutMs > options.requestTimeoutMs) {
     throw new UsageError(
@@ -377,9 +417,15 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
     socket.once('close', () => clearTimeout(timer))
   })
 
-  const handler = new RequestHandler(realRoot, token, log)
+  const pointerWaiters = new PointerWaiters(join(realRoot, 'latest.json'), options.longPollCheckMs)
+  const handler = new RequestHandler(realRoot, token, log, { waiters: pointerWaiters, maxMs: options.longPollMaxMs, maxHeld: options.longPollMaxHeld, idleTimeoutMs: options.idleTimeoutMs })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     clearTimeout(awaitingFirstRequest.get(req.socket))
+    if (opts.onResponse) {
+      const hook = opts.onResponse
+      const before = req.socket.bytesWritten // keep-alive: this socket may have served earlier requests
+      res.once('close', () => hook(res.statusCode, req.socket.bytesWritten - before))
+    }
     handler.handle(req, res).catch((err: unknown) => handler.fail(res, err))
   })
 
@@ -400,7 +446,11 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   return {
     url: `http://${formatHost(options.host)}:${port}`,
     port,
-    close: onceAsync(() => closeServer(server, options.closeGraceMs)),
+    close: onceAsync(() => {
+      pointerWaiters.releaseAll() // held long-polls would otherwise keep close() waiting their whole wait
+      return closeServer(server, options.closeGraceMs)
+    }),
+    heldRequests: () => pointerWaiters.size,
   }
 }
 
@@ -429,24 +479,42 @@ const STATUS_TEXT: Record<number, string> = {
   500: 'Internal Server Error',
 }
 
+interface LongPoll {
+  waiters: PointerWaiters
+  maxMs: number
+  maxHeld: number
+  idleTimeoutMs: number
+}
+
+/** What one request's pieces share: for the log line, and to stop work for a client that left. */
+interface Exchange {
+  closed: boolean
+  stream: { bytesRead: number } | undefined
+  heldMs: number | undefined
+  /** performance.now() when a hold began, while it lasts. */
+  holdStarted: number | undefined
+}
+
 class RequestHandler {
   constructor(
     private readonly realRoot: string,
     private readonly token: Buffer | undefined,
     private readonly log: ((line: string) => void) | undefined,
+    private readonly longPoll: LongPoll,
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? ''
     const target = req.url ?? ''
-    let stream: { bytesRead: number } | undefined
-    let closed = false
+    const ex: Exchange = { closed: false, stream: undefined, heldMs: undefined, holdStarted: undefined }
     res.on('close', () => {
-      closed = true
+      ex.closed = true
       const done = res.writableFinished
       const hasBody = method !== 'HEAD' && res.statusCode !== 304
-      const bytes = done ? (hasBody ? Number(res.getHeader('content-length') ?? 0) : 0) : (stream?.bytesRead ?? 0)
-      this.writeLog(`${printable(method)} ${printable(target)} ${res.statusCode} ${bytes}${done ? '' : ' aborted'}`)
+      const bytes = done ? (hasBody ? Number(res.getHeader('content-length') ?? 0) : 0) : (ex.stream?.bytesRead ?? 0)
+      const heldMs = (ex.heldMs ?? 0) + (ex.holdStarted === undefined ? 0 : performance.now() - ex.holdStarted)
+      const held = ex.heldMs === undefined && ex.holdStarted === undefined ? '' : ` held ${(heldMs / 1000).toFixed(2)} s`
+      this.writeLog(`${printable(method)} ${printable(target)} ${res.statusCode} ${bytes}${held}${done ? '' : ' aborted'}`)
     })
 
     if (this.token !== undefined && !authorized(req.headers.authorization, this.token)) {
@@ -457,8 +525,14 @@ class RequestHandler {
     const parsed = parseRequestPath(target)
     if (parsed.kind === 'bad-request') return this.sendError(res, 400)
     if (parsed.kind === 'not-found') return this.sendError(res, 404)
+    const holdMs = longPollWaitMs(method, target, parsed.segments, req.headers['if-none-match'], this.longPoll.maxMs)
+    return this.serveFile(req, res, parsed.segments, holdMs, ex)
+  }
 
-    const file = await this.openInsideRoot(parsed.segments)
+  /** Serves one file; a matching long-poll (`holdMs` > 0) waits for the pointer to change first. */
+  private async serveFile(req: IncomingMessage, res: ServerResponse, segments: string[], holdMs: number, ex: Exchange): Promise<void> {
+    const method = req.method ?? ''
+    const file = await this.openInsideRoot(segments)
     if (file === undefined) return this.sendError(res, 404)
     const { fh, st } = file
     let handedOff = false
@@ -466,14 +540,31 @@ class RequestHandler {
       const size = Number(st.size)
       const etag = etagFor(st)
       const lastModified = new Date(Number(st.mtimeMs)).toUTCString()
-      const name = parsed.segments[parsed.segments.length - 1] as string
+      const name = segments[segments.length - 1] as string
       res.setHeader('ETag', etag)
       res.setHeader('Last-Modified', lastModified)
-      res.setHeader('Cache-Control', cacheControlFor(parsed.segments))
+      res.setHeader('Cache-Control', cacheControlFor(segments))
       res.setHeader('Accept-Ranges', 'bytes')
       res.setHeader('X-Content-Type-Options', 'nosniff')
 
       if (notModified(req, etag, st)) {
+        const lp = this.longPoll
+        if (holdMs > 0 && lp.waiters.size < lp.maxHeld && !lp.waiters.released) {
+          handedOff = true
+          await fh.close()
+          res.setHeader(LONG_POLL_HEADER, String(Math.round(holdMs / 1000)))
+          // A held request is silent by design: the idle timeout would cut it; our wait bounds it.
+          req.socket.setTimeout(0)
+          res.statusCode = 304 // what the log says if the client leaves during the hold
+          ex.holdStarted = performance.now()
+          const why = await lp.waiters.wait(etag, holdMs, res)
+          ex.heldMs = (ex.heldMs ?? 0) + performance.now() - ex.holdStarted
+          ex.holdStarted = undefined
+          if (ex.closed) return
+          req.socket.setTimeout(lp.idleTimeoutMs)
+          if (why === 'changed') return this.serveFile(req, res, segments, 0, ex)
+          if (why === 'released') res.setHeader('Connection', 'close') // the server is closing
+        }
         res.writeHead(304) // no Content-Length: a 304 has no body
         res.end()
         return
@@ -503,11 +594,11 @@ class RequestHandler {
         res.end()
         return
       }
-      if (closed) return // the client left while we opened the file
+      if (ex.closed) return // the client left while we opened the file
       // The stream owns the handle from here: it closes it on end, error or destroy.
       const rs = fh.createReadStream({ start, end, autoClose: true })
       handedOff = true
-      stream = rs
+      ex.stream = rs
       res.once('close', () => rs.destroy()) // client abort or idle timeout: release the fd now
       rs.once('error', (err) => {
         // Headers go out with the first chunk, so an early read error can still be a clean 500.
@@ -595,6 +686,75 @@ class RequestHandler {
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENAMETOOLONG'
+}
+
+type WakeReason = 'changed' | 'timeout' | 'closed' | 'released'
+interface Waiter {
+  etag: string
+  wake(why: WakeReason): void
+}
+
+/**
+ * The held long-polls. One timer checks the pointer for all of them (a stat every `checkMs`, only
+ * while one is held): the pointer is replaced by rename, so its ETag (inode, size, mtime) changes
+ * with each publication. Each waiter also ends on its own deadline, or when its client leaves.
+ */
+class PointerWaiters {
+  private readonly waiters = new Set<Waiter>()
+  private timer: NodeJS.Timeout | undefined
+  private checking = false
+  released = false
+
+  constructor(
+    private readonly file: string,
+    private readonly checkMs: number,
+  ) {}
+
+  get size(): number {
+    return this.waiters.size
+  }
+
+  wait(etag: string, ms: number, res: ServerResponse): Promise<WakeReason> {
+    return new Promise<WakeReason>((resolve) => {
+      const deadline = setTimeout(() => waiter.wake('timeout'), ms)
+      const onClose = (): void => waiter.wake('closed')
+      const waiter: Waiter = {
+        etag,
+        wake: (why) => {
+          if (!this.waiters.delete(waiter)) return
+          clearTimeout(deadline)
+          res.off('close', onClose)
+          if (this.waiters.size === 0) this.stopTimer()
+          resolve(why)
+        },
+      }
+      this.waiters.add(waiter)
+      res.once('close', onClose)
+      this.timer ??= setInterval(() => void this.check(), this.checkMs)
+    })
+  }
+
+  /** Answers every held request now, and holds no new one (the server is closing). */
+  releaseAll(): void {
+    this.released = true
+    for (const w of [...this.waiters]) w.wake('released')
+  }
+
+  private async check(): Promise<void> {
+    if (this.checking) return
+    this.checking = true
+    try {
+      const current = await stat(this.file, { bigint: true }).then(etagFor, () => 'missing')
+      for (const w of [...this.waiters]) if (w.etag !== current) w.wake('changed')
+    } finally {
+      this.checking = false
+    }
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
 }
 
 /** If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2). */

@@ -5,6 +5,7 @@ import { TarPacker, type StreamedBody } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
 import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, type ManifestHeader } from '../core/manifest.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
+import { mtimeSeconds } from '../core/mtime.js'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeCompressedObject } from '../store/object-writer.js'
 
@@ -30,7 +31,6 @@ const SPOOL_FLUSH = 1 << 20
 export async function writeArchivePair(
   objectsDir: string,
   header: Omit<ManifestHeader, 'entries' | 'deleted' | 'manifest'>,
-  mtime: Date,
   fill: (sink: ArchiveSink) => Promise<void>,
 ): Promise<ArchivePair> {
   const spoolPath = join(objectsDir, `.manifest-spool.${randomUUID()}.tmp`)
@@ -48,14 +48,15 @@ export async function writeArchivePair(
       pending = 0
     }
     const { ref: archive, result: tarBytes } = await writeCompressedObject(objectsDir, 'tar.zst', async (write) => {
-      const packer = new TarPacker(write, mtime)
+      const packer = new TarPacker(write)
       await fill({
         async add(entry, data) {
           if (lastPath !== null && !(entry.path > lastPath)) throw new SnapshotError(`internal: archive entries out of order at ${entry.path}`)
           lastPath = entry.path
-          if (entry.type === 'd') await packer.addDir(entry.path, entry.mode)
-          else if (entry.type === 'l') await packer.addLink(entry.path, entry.target)
-          else await packer.addFile(entry.path, entry.mode, data!)
+          const mtimeSec = mtimeSeconds(entry.mtime)
+          if (entry.type === 'd') await packer.addDir(entry.path, entry.mode, mtimeSec)
+          else if (entry.type === 'l') await packer.addLink(entry.path, entry.target, mtimeSec)
+          else await packer.addFile(entry.path, entry.mode, mtimeSec, data!)
           const line = encodeEntryLine(entry)
           lines.push(line)
           pending += line.length

@@ -1,7 +1,9 @@
 import * as nodeCrypto from 'node:crypto'
+import { quotePath } from '../core/byte-path.js'
+import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, scanTree, sizeOfSig, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, scanTree, sizeOfSig, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.js'
 import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
 import type { StreamedBody } from '../archive/tar-pack.js'
 import type { SourceReader } from './source-reader.js'
@@ -73,7 +75,7 @@ export class SkipLog {
   skip(path: string, reason: SkipReason, why: string, isDir = false): void {
     this.closeSubtree()
     this.tally(reason)
-    const text = `skipped ${JSON.stringify(path)}: ${why}`
+    const text = `skipped ${quotePath(path)}: ${why}`
     let warning = -1
     if (this.warned++ < MAX_WARNINGS_PER_KIND) warning = this.warnings.push(text) - 1
     if (isDir) this.subtree = { prefix: `${path}/`, reason, warning, text, below: 0 }
@@ -85,14 +87,14 @@ export class SkipLog {
    */
   vanished(path: string, why: string): void {
     this.tally('vanished')
-    if (this.warned++ < MAX_WARNINGS_PER_KIND) this.warnings.push(`skipped ${JSON.stringify(path)}: it vanished during the scan (${why})`)
+    if (this.warned++ < MAX_WARNINGS_PER_KIND) this.warnings.push(`skipped ${quotePath(path)}: it vanished during the scan (${why})`)
   }
 
   /** A file or directory carried without its setuid or setgid bit (replicas refuse them). */
   setIdBits(path: string, mode: number): void {
     this.setIdDropped++
     if (this.setIdWarned++ < MAX_WARNINGS_PER_KIND) {
-      this.warnings.push(`dropped the setuid/setgid bits of ${JSON.stringify(path)} (mode ${mode.toString(8)} carried as ${(mode & CARRIED_MODE_BITS).toString(8)}): replicas never carry them`)
+      this.warnings.push(`dropped the setuid/setgid bits of ${quotePath(path)} (mode ${mode.toString(8)} carried as ${(mode & CARRIED_MODE_BITS).toString(8)}): replicas never carry them`)
     }
   }
 
@@ -225,7 +227,8 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     }
     index.add(new IndexSlot(rec.path, rec.sig, rec.type === 'l' ? rec.target : ''))
     const before = row >= 0 ? entryFromIndex(rec.path, index.previousValue(row)) : undefined
-    const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig) } : { type: 'l', path: rec.path, target: rec.target }
+    const mtime = mtimeOfSig(rec.sig)
+    const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig), mtime } : { type: 'l', path: rec.path, target: rec.target, mtime }
     if (!before || !sameEntry(before, entry)) {
       changed.set(rec.path, entry)
       if (before) previous.set(rec.path, before)
@@ -276,7 +279,7 @@ function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | n
   const path = pathProblem(rec.path)
   if (path) return { reason: 'name', why: path }
   if (rec.type === 'l') {
-    const link = linkTargetProblem(rec.path, rec.target)
+    const link = linkTargetProblem(rec.target)
     return link ? { reason: 'link', why: link } : null
   }
   if (rec.type === 'f' && sizeOfSig(rec.sig) > MAX_FILE_BYTES) return { reason: 'too-large', why: `larger than ${MAX_FILE_BYTES} bytes, the most a tar header holds` }
@@ -321,7 +324,7 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
   const st = r.stat
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
   const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: sha256Hex(r.data), size: r.data.length, data: r.data }
-  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, sha256 }
+  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeFromNs(st.mtimeNs), sha256 }
   return { entry, data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
@@ -329,8 +332,9 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
 export const sha256Hex: (data: Uint8Array) => string =
   typeof nodeCrypto.hash === 'function' ? (data) => nodeCrypto.hash('sha256', data, 'hex') : (data) => nodeCrypto.createHash('sha256').update(data).digest('hex')
 
+/** Same content and metadata: a change of mtime alone (touch) is a change a replica must get. */
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {
-  if (a.type !== b.type) return false
+  if (a.type !== b.type || a.mtime !== b.mtime) return false
   switch (a.type) {
     case 'f':
       return b.type === 'f' && a.mode === b.mode && a.sha256 === b.sha256

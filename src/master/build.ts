@@ -6,6 +6,8 @@ import { decideFull, type FullPolicy } from '../core/full-policy.js'
 import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
 import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
+import type { RootMeta } from '../core/tree-entry.js'
+import { rootMeta } from '../fs/tree-scan.js'
 import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
@@ -208,22 +210,24 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
 
   const pointer = await readLocalPointer(layout)
   const latest = pointer?.latest ?? null
-  const base = latest ? await loadIndexOf(layout, latest.id, log) : null
+  // A record without the root's metadata was written before manifest format 3: read everything.
+  const base = latest?.root ? await loadIndexOf(layout, latest.id, log) : null
 
   const reader = new SourceReader(opts.source)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
   if (!base || !latest || !pointer) {
     // The first build, or one whose index is lost: the whole tree, read once, into a full archive.
     log(`scanning ${opts.source}`)
+    const root = rootMeta(opts.source)
     const scan = await scanWholeTree(opts.source)
     const id = await nextSnapshotId(layout, latest?.id ?? 0)
-    const reason = latest ? 'no index of the previous snapshot' : 'first snapshot'
+    const reason = latest ? (latest.root ? 'no index of the previous snapshot' : 'the previous snapshot is of an older format') : 'first snapshot'
     log(`packing full archive (${reason})`)
-    const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, now, scan, reader)
+    const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, root, scan, reader)
     const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
     const clockWentBack = checkClock(latest, now, log)
     const counts = scan.index.counts()
-    await publishBuilt(layout, opts, { id, now, latest, chain: pointer?.chain ?? [], digest, counts, full, index: scan.index })
+    await publishBuilt(layout, opts, { id, now, latest, chain: pointer?.chain ?? [], digest, counts, root, full, index: scan.index })
     return {
       created: true, id, kind: 'full', parent: latest?.id ?? null, fullReason: reason, ...counts,
       changed: counts.files + counts.dirs + counts.links, deleted: 0, filesRead: reader.filesRead,
@@ -234,6 +238,9 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   }
 
   log(`scanning ${opts.source}`)
+  const root = rootMeta(opts.source)
+  const previousRoot = latest.root!
+  const rootChanged = root.mode !== previousRoot.mode || root.mtime !== previousRoot.mtime
   const scan = await scanMetadata(opts.source, base, reader)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
@@ -243,12 +250,12 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     skipped, setIdDropped: scan.skips.setIdDropped, clockWentBack: null, seconds: elapsed(),
   })
 
-  if (scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0) {
+  if (scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0 && !rootChanged) {
     return unchanged(latest, settleSkips(scan.skips, scan.warnings, opts, log))
   }
   log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
   const dirsAndLinks = [...scan.changed.values()].sort(byPath)
-  const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id }, now, async (sink) => {
+  const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id, root }, async (sink) => {
     let d = 0
     for (const item of scan.toRead) {
       const path = item.path
@@ -266,7 +273,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     for (const p of scan.deleted) sink.deleted(p)
   })
   const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
-  if (changed.size === 0 && scan.deleted.length === 0) {
+  if (changed.size === 0 && scan.deleted.length === 0 && !rootChanged) {
     // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
     // The objects just written are left for prune: named by content, they may be byte for byte
     // ones a published snapshot already names (an empty delta archive is always the same).
@@ -280,7 +287,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   if (decision.full) {
     log(`packing full archive (${decision.reason})`)
     try {
-      full = await writeFullFromIndex(layout.objectsDir, id, now, scan, reader)
+      full = await writeFullFromIndex(layout.objectsDir, id, root, scan, reader)
     } catch (err) {
       if (!(err instanceof SourceChangedError)) throw err
       log(`warning: ${err.message}; the full archive waits for the next build`)
@@ -288,10 +295,12 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   }
 
   const digest = TreeDigest.fromHex(latest.treeDigest)
+  digest.removeRoot(previousRoot)
+  digest.addRoot(root)
   for (const e of scan.previous.values()) digest.remove(e)
   for (const e of changed.values()) digest.add(e)
   const counts = scan.index.counts()
-  await publishBuilt(layout, opts, { id, now, latest, chain: pointer.chain, digest, counts, delta, full, index: scan.index })
+  await publishBuilt(layout, opts, { id, now, latest, chain: pointer.chain, digest, counts, root, delta, full, index: scan.index })
   return {
     created: true,
     id,
@@ -299,7 +308,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     parent: latest.id,
     fullReason: full ? decision.reason : null,
     ...counts,
-    changed: changed.size,
+    changed: changed.size + (rootChanged ? 1 : 0),
     deleted: scan.deleted.length,
     filesRead: reader.filesRead,
     deltaBytes: delta.archive.length + delta.manifest.length,
@@ -320,6 +329,7 @@ interface Built {
   readonly chain: readonly SnapshotRecord[]
   readonly digest: TreeDigest
   readonly counts: TreeCounts
+  readonly root: RootMeta
   readonly delta?: ArchivePair
   readonly full?: ArchivePair | undefined
   readonly index: NextIndex
@@ -337,6 +347,7 @@ async function publishBuilt(layout: StoreLayout, opts: BuildOptions, b: Built): 
     kind: b.full ? 'full' : 'delta',
     treeDigest: b.digest.toHex(),
     ...b.counts,
+    root: b.root,
     ...(b.delta ? { delta: b.delta } : {}),
     ...(b.full ? { full: b.full } : {}),
     ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type BigIntStats } from 'node:fs'
 import type { StreamedBody } from '../archive/tar-pack.js'
+import { byteStringOf, fsPath, quotePath } from '../core/byte-path.js'
 import { readFileStable, FileChangingError } from '../fs/stable-read.js'
 import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
 import { SourceChangedError } from './archive-writer.js'
@@ -43,11 +44,16 @@ export class SourceReader {
   private noAtime = O_NOATIME
   filesRead = 0
 
-  constructor(private readonly root: string) {}
+  /** The root as a byte string, to which the scan's byte paths are appended. */
+  private readonly root: string
+
+  constructor(root: string) {
+    this.root = byteStringOf(root)
+  }
 
   /** The file's bytes (valid until the next call when small), or why it is gone. */
   read(path: string, scanSig: string): SourceRead {
-    const abs = `${this.root}/${path}` // scanned paths are relative and clean: no join() needed
+    const abs = fsPath(`${this.root}/${path}`) // scanned paths are relative and clean: no join() needed
     try {
       this.filesRead++
       const size = sizeOfSig(scanSig)
@@ -68,7 +74,7 @@ export class SourceReader {
     }
   }
 
-  private readKnown(abs: string, scanSig: string, size: number): SourceRead | null {
+  private readKnown(abs: Buffer, scanSig: string, size: number): SourceRead | null {
     const fd = this.open(abs)
     try {
       // One byte more than expected: a file that grew shows up as a longer read.
@@ -82,7 +88,7 @@ export class SourceReader {
   }
 
   /** The first pass over a large file: its sha256, proven by fstat to belong to one version of it. */
-  private readLarge(abs: string, path: string): SourceRead {
+  private readLarge(abs: Buffer, path: string): SourceRead {
     const fd = this.open(abs)
     const chunk = (this.chunk ??= Buffer.allocUnsafe(STREAM_CHUNK))
     try {
@@ -103,7 +109,7 @@ export class SourceReader {
     }
   }
 
-  private open(abs: string): number {
+  private open(abs: Buffer): number {
     if (this.noAtime) {
       try {
         return openSync(abs, READ_FLAGS | this.noAtime)
@@ -124,7 +130,7 @@ export class SourceReader {
  */
 export class LargeFile implements StreamedBody {
   constructor(
-    private readonly abs: string,
+    private readonly abs: Buffer,
     private readonly path: string,
     readonly size: number,
     readonly sha256: string,
@@ -146,7 +152,7 @@ export class LargeFile implements StreamedBody {
         await write(part)
       }
       if (sent !== this.size || hash.digest('hex') !== this.sha256) {
-        throw new SourceChangedError(`${JSON.stringify(this.path)} (${this.size} bytes) changed between its hashing and its packing: nothing was published; run the build again`)
+        throw new SourceChangedError(`${quotePath(this.path)} (${this.size} bytes) changed between its hashing and its packing: nothing was published; run the build again`)
       }
     } finally {
       closeSync(fd)
