@@ -1,6 +1,6 @@
 import { openSource } from '../http/object-source.js'
 import { RateLimiter } from '../http/rate-limit.js'
-import { StaleError, UsageError } from '../core/errors.js'
+import { ClockSkewError, StaleError, UsageError } from '../core/errors.js'
 import { Registry } from 'prom-client'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { ReplicaObserver } from '../metrics/replica-observer.js'
@@ -55,7 +55,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
           const r = await pullOnce(opts, out)
           keep(r)
           pulled = r
-          checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+          checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
         },
         (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
         (l) => out.log(l),
@@ -124,11 +124,17 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
 
 /**
  * A mirror that keeps serving the same old snapshot looks like "up to date" forever. The pointer
- * carries its signed build time: past the bound, say so with an exit code of its own.
+ * carries its signed build time: past the bound, say so with an exit code of its own. A snapshot
+ * built "before" its parent was not built long ago: the master's clock went backwards, and its
+ * age says nothing; that is said as what it is (same exit code: a monitor's alarm either way).
  */
-export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number): void {
+export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number, parentCreated: string | null = null): void {
   if (created === null || maxAgeSeconds === 0) return
   const age = Math.round((nowMs - Date.parse(created)) / 1000)
+  if (age > maxAgeSeconds && parentCreated !== null && Date.parse(created) < Date.parse(parentCreated)) {
+    const back = Math.round((Date.parse(parentCreated) - Date.parse(created)) / 1000)
+    throw new ClockSkewError(`clock skew on the master: the newest snapshot says it was built ${created}, ${back} s before its parent (${parentCreated}); its age (${age} s) is not a frozen mirror: fix the master's clock (NTP)`)
+  }
   if (age > maxAgeSeconds) {
     throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
   }

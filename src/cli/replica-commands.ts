@@ -59,7 +59,7 @@ export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number 
   out.result(s, human)
   // The newest snapshot seen: the store's when it answered, else the live one's.
   const newest = s.store && 'latestId' in s.store ? s.store.created : (s.live?.created ?? null)
-  checkFreshness(newest, o.maxAge, Date.now())
+  checkFreshness(newest, o.maxAge, Date.now(), s.store && 'latestId' in s.store ? (s.store.latestParentCreated ?? null) : null)
 }
 
 export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {

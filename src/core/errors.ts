@@ -19,6 +19,7 @@ export const ExitCode = {
   GuardTripped: 14,
   HookVeto: 15,
   FleetProblem: 16,
+  Skipped: 17,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -153,4 +154,21 @@ export class NameUnsupportedError extends SnapshotError {
 export class FleetProblemError extends SnapshotError {
   override readonly code = 'ERR_FLEET'
   override readonly exitCode = ExitCode.FleetProblem
+}
+
+/** `build --strict`: the build would leave entries out of the snapshot; it publishes nothing. */
+export class SkippedEntriesError extends SnapshotError {
+  override readonly code = 'ERR_SKIPPED'
+  override readonly exitCode = ExitCode.Skipped
+}
+
+/** An object the store's records name is not there (404, or no such file): pruned or lost. */
+export class ObjectMissingError extends NetworkError {
+  readonly objectMissing = true
+}
+
+/** The newest snapshot is older than its parent: the master's clock went backwards, not a frozen mirror. */
+export class ClockSkewError extends SnapshotError {
+  override readonly code = 'ERR_CLOCK_SKEW'
+  override readonly exitCode = ExitCode.Stale
 }

@@ -119,11 +119,21 @@ export function sizeOfSig(sig: string): number {
   return Number(sig.slice(b + 1, c < 0 ? sig.length : c))
 }
 
-/** Streams scan records to `onRecord`; resolves when the whole tree was seen. */
-export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void): Promise<void> {
+/**
+ * An entry that disappeared (or whose directory turned into something else) between being listed
+ * and being looked at: `path` relative, as find or the walk names it, `why` the system's words.
+ */
+export type OnVanished = (path: string, why: string) => void
+
+/**
+ * Streams scan records to `onRecord`; resolves when the whole tree was seen. A live tree changes
+ * while it is walked (editors and generators write a temp file and rename it): an entry that
+ * vanishes mid-walk is not an error but `onVanished`, and the walk goes on.
+ */
+export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void, onVanished: OnVanished = () => undefined): Promise<void> {
   const parser = new RecordParser(onRecord)
-  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) await scanWithFind(root, parser)
-  else scanWithNode(root, parser)
+  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) await scanWithFind(root, parser, onVanished)
+  else scanWithNode(root, parser, onVanished)
   if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
@@ -184,16 +194,31 @@ export class RecordParser {
   }
 }
 
-function scanWithFind(root: string, parser: RecordParser): Promise<void> {
+/**
+ * find's words (LC_ALL=C: untranslated, ASCII quotes) for an entry that was listed and then gone
+ * when looked at: it goes on walking and exits 1 at the end.
+ */
+const FIND_VANISHED = /^find: '?(.*?)'?: (No such file or directory|Not a directory)$/
+
+function scanWithFind(root: string, parser: RecordParser, onVanished: OnVanished): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('find', ['.', '-mindepth', '1', '-printf', FIND_FORMAT], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
     })
-    let stderr = ''
+    let stderr = '' // what find said besides vanished entries
+    let partial = ''
     let failure: unknown
+    const onLine = (line: string): void => {
+      const m = FIND_VANISHED.exec(line)
+      if (m) onVanished(m[1]!.replace(/^\.\//, ''), m[2]!)
+      else if (line && stderr.length < 4096) stderr += `${line}\n`
+    }
     child.stderr.on('data', (d: Buffer) => {
-      if (stderr.length < 4096) stderr += d.toString()
+      const lines = (partial + d.toString('latin1')).split('\n')
+      partial = lines.pop()!
+      for (const line of lines) onLine(line)
     })
     child.stdout.on('data', (chunk: Buffer) => {
       if (failure) return
@@ -207,7 +232,9 @@ function scanWithFind(root: string, parser: RecordParser): Promise<void> {
     child.on('error', (err) => reject(new SnapshotError(`cannot run find: ${err.message}`, { cause: err })))
     child.on('close', (code) => {
       if (failure) return reject(failure)
-      if (code !== 0) return reject(new SnapshotError(`scanning ${root} failed: ${stderr.trim() || `find exited ${code}`}`))
+      onLine(partial)
+      // Exit 1 with nothing but vanished entries said: the walk itself completed.
+      if (code !== 0 && !(code === 1 && stderr === '')) return reject(new SnapshotError(`scanning ${root} failed: ${stderr.trim() || `find exited ${code}`}`))
       resolve()
     })
   })
@@ -218,17 +245,34 @@ const SLASH = Buffer.from('/')
 const BATCH_BYTES = 1 << 20
 
 /** find's walk, in Node: the same records, in readdir order, preorder. Names stay raw bytes. */
-function scanWithNode(root: string, parser: RecordParser): void {
+function scanWithNode(root: string, parser: RecordParser, onVanished: OnVanished): void {
   let batch: Buffer[] = []
   let batched = 0
   const rootBytes = Buffer.from(root)
+  // Below the root, an entry gone between readdir and lstat (or a directory gone before its
+  // readdir) is reported, as find reports it, and the walk goes on.
+  const unlessVanished = <T>(rel: Buffer, look: () => T): T | null => {
+    try {
+      return look()
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
+      onVanished(rel.toString(), code === 'ENOENT' ? 'No such file or directory' : 'Not a directory')
+      return null
+    }
+  }
   const walk = (rel: Buffer | null): void => {
     const dir = rel ? Buffer.concat([rootBytes, SLASH, rel]) : rootBytes
-    for (const name of readdirSync(dir, { encoding: 'buffer' })) {
+    const names = rel ? unlessVanished(rel, () => readdirSync(dir, { encoding: 'buffer' })) : readdirSync(dir, { encoding: 'buffer' })
+    for (const name of names ?? []) {
       const path = rel ? Buffer.concat([rel, SLASH, name]) : name
       const abs = Buffer.concat([rootBytes, SLASH, path])
-      const st = lstatSync(abs, { bigint: true })
-      const target = st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : null
+      const looked = unlessVanished(path, () => {
+        const st = lstatSync(abs, { bigint: true })
+        return { st, target: st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : null }
+      })
+      if (!looked) continue
+      const { st, target } = looked
       const sig = Buffer.from(statSignature(st), 'latin1')
       batch.push(sig, NUL, path, NUL, ...(target ? [target] : []), NUL)
       batched += sig.length + path.length + (target?.length ?? 0) + 3

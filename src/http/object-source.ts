@@ -18,6 +18,7 @@ import {
   ChecksumMismatchError,
   LengthMismatchError,
   NetworkError,
+  ObjectMissingError,
   SnapshotError,
   TooLargeError,
   UnsafeArchiveError,
@@ -377,7 +378,7 @@ class HttpSource implements ObjectSource {
     const status = response.statusCode
     const length = part.expect.length
     if (status === 404 || status === 410) {
-      throw new NetworkError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
+      throw new ObjectMissingError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
     }
     if (status === 416 && from > 0) {
       throw new TransientError(`the server refused to resume at byte ${from} (HTTP 416)`, { restart: true })
@@ -558,7 +559,7 @@ class DirSource implements ObjectSource {
         }
       } catch (err) {
         if (err instanceof SnapshotError) throw err
-        if (isMissing(err)) throw new NetworkError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
+        if (isMissing(err)) throw new ObjectMissingError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
         throw asSnapshotError(err, `reading ${file}`)
       }
       const bad = part.mismatch()

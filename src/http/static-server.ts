@@ -102,9 +102,13 @@ const SEGMENT = /^[A-Za-z0-9._-]+$/
 const MAX_SEGMENTS = 8
 const MAX_SEGMENT_LENGTH = 255
 const OBJECT_NAME = /^[0-9a-f]{64}\.[A-Za-z0-9.]+$/
-const PRIVATE_KEY_PEM = /^-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----/
-const KEY_SCAN_MAX_BYTES = 16 * 1024
-const KEY_SCAN_MAX_DEPTH = 2
+/** What a store holds for replicas (store-layout.ts, docs/FORMAT.md): nothing else is ever served. */
+const SERVED_OBJECT = /^[0-9a-f]{64}\.(tar|manifest)\.zst$/
+const SERVED_RECORD = /^(0|[1-9][0-9]{0,15})\.json$/
+/** Anywhere in a file, any case: a key pasted after a comment or a bag attribute is a key still. */
+const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i
+const KEY_SCAN_CHUNK = 64 * 1024
+const KEY_SCAN_MAX_DEPTH = 16
 const KEY_SCAN_CONCURRENCY = 16
 
 // ---------------------------------------------------------------------------------------------
@@ -150,7 +154,20 @@ export function parseRequestPath(target: string): PathResult {
   }
   // Checked after the whole path so `/.state/%ZZ` is still a 400, not a hint that .state exists.
   if (hidden) return { kind: 'not-found', reason: 'hidden path' }
+  if (!isServedPath(segments)) return { kind: 'not-found', reason: 'not a path a store holds' }
   return { kind: 'ok', segments }
+}
+
+/**
+ * The only paths a store holds for replicas: `latest.json`, `snapshots/<id>.json` and
+ * `objects/<sha256>.(tar|manifest).zst`. A stray file (a key renamed, a backup, notes) is never
+ * served, whatever its name.
+ */
+export function isServedPath(segments: readonly string[]): boolean {
+  if (segments.length === 1) return segments[0] === 'latest.json'
+  if (segments.length !== 2) return false
+  const [dir, name] = segments as [string, string]
+  return (dir === 'objects' && SERVED_OBJECT.test(name)) || (dir === 'snapshots' && SERVED_RECORD.test(name))
 }
 
 export type RangeResult =
@@ -235,11 +252,12 @@ export function cacheControlFor(segments: readonly string[]): string {
 // Startup check
 
 /**
- * Refuses a store that holds a private key. Names are checked everywhere we scan; contents only
- * for small files outside objects/ (objects are named by hash and large, and there can be
- * thousands). Dot-entries are skipped: they are never served (the master's `.state/` lives there),
- * symlinks are not followed (the request path re-checks where they lead). The store is flat, so
- * depth 2 covers it and keeps startup cheap.
+ * Refuses a store that holds a private key, by name (`*.key`) and by content (a PEM private key
+ * block, any case, anywhere in the file), whatever else the file is called: a key renamed
+ * `objects/k.KEY` or `objects/sub/renamed.pem` is still a key. Cheap at start: content-named
+ * objects (the thousands, and large) are judged by their names, which are their sha256; every
+ * other file is read. Dot-entries are skipped: never served (the master's `.state/` lives there).
+ * Symlinks are not followed (a request re-checks where they lead).
  */
 export async function assertNoPrivateKeys(root: string): Promise<void> {
   const toRead: string[] = []
@@ -253,10 +271,10 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
     for (const e of entries) {
       if (e.name.startsWith('.')) continue
       const relName = rel === '' ? e.name : `${rel}/${e.name}`
-      if (e.name.endsWith('.key')) throw new PrivateKeyInStoreError(relName, 'is named like a key file')
+      if (e.name.toLowerCase().endsWith('.key')) throw new PrivateKeyInStoreError(relName, 'is named like a key file')
       if (e.isDirectory() && depth < KEY_SCAN_MAX_DEPTH) {
         await walk(join(dir, e.name), relName, depth + 1)
-      } else if (e.isFile() && rel !== 'objects' && !rel.startsWith('objects/')) {
+      } else if (e.isFile() && !(rel === 'objects' && SERVED_OBJECT.test(e.name))) {
         toRead.push(relName)
       }
     }
@@ -267,7 +285,7 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
   const worker = async (): Promise<void> => {
     while (next < toRead.length) {
       const relName = toRead[next++] as string
-      if (await looksLikePrivateKey(join(root, ...relName.split('/')))) {
+      if (await holdsPrivateKey(join(root, ...relName.split('/')))) {
         throw new PrivateKeyInStoreError(relName, 'holds a PEM private key')
       }
     }
@@ -275,19 +293,25 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(KEY_SCAN_CONCURRENCY, toRead.length) }, worker))
 }
 
-async function looksLikePrivateKey(file: string): Promise<boolean> {
+/** Reads the whole file in chunks, keeping the tail of each so a marker cut in two is still seen. */
+async function holdsPrivateKey(file: string): Promise<boolean> {
   let fh: FileHandle | undefined
   try {
-    const st = await lstat(file)
-    if (!st.isFile() || st.size >= KEY_SCAN_MAX_BYTES) return false
-    fh = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0))
-    const buf = Buffer.alloc(128)
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0)
-    const head = buf.subarray(0, bytesRead).toString('latin1').replace(/^\uFEFF|^\xEF\xBB\xBF/, '')
-    return PRIVATE_KEY_PEM.test(head.trimStart())
+    fh = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0))
+    if (!(await fh.stat()).isFile()) return false
+    const buf = Buffer.alloc(KEY_SCAN_CHUNK)
+    let tail = ''
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+      if (bytesRead === 0) return false
+      pos += bytesRead
+      const text = tail + buf.subarray(0, bytesRead).toString('latin1')
+      if (PRIVATE_KEY_PEM.test(text)) return true
+      tail = text.slice(-80)
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return false // removed while we scanned: nothing to publish
+    if (code === 'ENOENT' || code === 'ELOOP') return false // removed while we scanned, or a symlink: not followed
     throw asSnapshotError(err, `cannot check ${file} for private keys`)
   } finally {
     await fh?.close()
@@ -599,6 +623,7 @@ class RequestHandler {
     const rel = relative(this.realRoot, real)
     if (rel === '' || isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) return undefined
     if (rel.split(sep).some(isHiddenSegment)) return undefined // a symlink into .state/ or to a key
+    if (!isServedPath(rel.split(sep))) return undefined // a symlink to a stray file in the store
     let fh: FileHandle
     try {
       // O_NONBLOCK: opening a FIFO someone left in the store must not hang a thread.

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { TarPacker } from '../archive/tar-pack.js'
+import { TarPacker, type StreamedBody } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
 import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, type ManifestHeader } from '../core/manifest.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
@@ -20,8 +20,8 @@ export class SourceChangedError extends SnapshotError {
 }
 
 export interface ArchiveSink {
-  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked). */
-  add(entry: TreeEntry, data?: Buffer): Promise<void>
+  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked, or its stream checks). */
+  add(entry: TreeEntry, data?: Buffer | StreamedBody): Promise<void>
   /** A path this archive deletes (a delta's), in any order: sorted when the manifest is written. */
   deleted(path: string): void
 }
