@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
-import { mtimeFromFindText, mtimeFromNs, type Mtime } from '../core/mtime.js'
+import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type RootMeta } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
+import { statSignature } from './stat-signature.js'
 
 /**
  * Metadata of every entry below a root, without reading any file. GNU find does this ~7x faster
@@ -11,10 +12,8 @@ import { crashPoint } from './crash-points.js'
  * Node is the fallback.
  *
  * Both produce the same bytes for the same entry, one record `SIG\0PATH\0TARGET\0`:
- * - SIG is find's `%y %m %s %T@ %C@ %i`: type letter, permission bits in octal, size, mtime and
- *   ctime as seconds with ten fractional digits, inode (`f 644 213 1795257700.6313518810
- *   1795257700.6313518810 2542497`). Equal texts, same metadata: it is a stat signature, never
- *   parsed for the million entries that did not change.
+ * - SIG is find's `%y %m %s %T@ %C@ %i`, the stat signature (stat-signature.ts makes and reads it):
+ *   equal texts, same metadata, never parsed for the million entries that did not change.
  * - PATH is relative and '/'-separated, TARGET the symlink target (empty for anything else), both
  *   the raw bytes of the names.
  * So an index written after one scan is read after the other, and the master's index can tell an
@@ -26,7 +25,7 @@ export interface ScanRecord {
   /** f, d, l, or s for anything else (socket, fifo, device): skipped by the caller with a warning. */
   readonly type: 'f' | 'd' | 'l' | 's'
   readonly path: string // a byte string (byte-path.ts), as is target
-  /** The record's SIG: everything that changes when the entry does (see statSignature). */
+  /** The record's SIG: everything that changes when the entry does (stat-signature.ts). */
   readonly sig: string
   readonly target: string // symlink target, '' otherwise
 }
@@ -70,53 +69,10 @@ export function hasGnuFind(): boolean {
   return gnuFind
 }
 
-/** The SIG find prints for an entry with these lstat (or fstat) results, to the byte. */
-export function statSignature(st: BigIntStats): string {
-  return `${typeLetter(st)} ${(st.mode & 0o7777n).toString(8)} ${st.size} ${timeText(st.mtimeNs)} ${timeText(st.ctimeNs)} ${st.ino}`
-}
-
-function typeLetter(st: BigIntStats): string {
-  return st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : 'U'
-}
-
-/**
- * find's `%T@`: the seconds of the timespec, '.', its nanoseconds in nine digits, and a '0'. Before
- * 1970 the seconds are the floor and the nanoseconds count up from it (-0.5 s is "-1.5000000000").
- */
-function timeText(ns: bigint): string {
-  let sec = ns / 1_000_000_000n
-  let frac = ns % 1_000_000_000n
-  if (frac < 0n) {
-    sec -= 1n
-    frac += 1_000_000_000n
-  }
-  return `${sec}.${frac.toString().padStart(9, '0')}0`
-}
-
-/** The carried permission bits a SIG records (`f 644 ...`; setuid and setgid dropped). */
-export function modeOfSig(sig: string): number {
-  const a = sig.indexOf(' ')
-  return parseInt(sig.slice(a + 1, sig.indexOf(' ', a + 1)), 8) & CARRIED_MODE_BITS
-}
-
-/** The mtime a SIG records (its fourth field, find's `%T@`), as carried (core/mtime.ts). */
-export function mtimeOfSig(sig: string): Mtime {
-  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1)
-  const d = sig.indexOf(' ', c + 1)
-  return mtimeFromFindText(sig.slice(c + 1, d < 0 ? sig.length : d))
-}
-
 /** The root directory's own mode and mtime (find -mindepth 1 does not print it). */
 export function rootMeta(root: string): RootMeta {
   const st = lstatSync(root, { bigint: true })
   return { mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, mtime: mtimeFromNs(st.mtimeNs) }
-}
-
-/** The size a SIG records (its third field). */
-export function sizeOfSig(sig: string): number {
-  const b = sig.indexOf(' ', sig.indexOf(' ') + 1)
-  const c = sig.indexOf(' ', b + 1)
-  return Number(sig.slice(b + 1, c < 0 ? sig.length : c))
 }
 
 /**

@@ -3,8 +3,9 @@ import { quotePath } from '../core/byte-path.js'
 import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, mtimeOfSig, scanTree, sizeOfSig, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.js'
-import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
+import { modeOfSig, mtimeOfSig, permissionBitsOfSig, racySig, sigBytesHaveSetId, sizeOfSig } from '../fs/stat-signature.js'
+import { scanTree, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.js'
+import { entryFromIndex, IndexSlot, MasterIndex, type IndexRows } from './master-index.js'
 import type { StreamedBody } from '../archive/tar-pack.js'
 import type { SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
@@ -127,21 +128,12 @@ export class SkipLog {
 
 /** find's %m of a record (`f 4755 ...`): a setuid or setgid bit set, read from the bytes. */
 function hasSetIdBits(raw: RawScanRecord): boolean {
-  const buf = raw.buf
-  let i = raw.start + 2
-  const first = buf[i]!
-  let digits = 0
-  while (buf[i] !== 0x20 && i < raw.pathStart) {
-    i++
-    digits++
-  }
-  return digits >= 4 && ((first - 0x30) & 6) !== 0
+  return sigBytesHaveSetId(raw.buf, raw.start, raw.pathStart)
 }
 
 /** Said for an entry carried without them; the whole permission field of its SIG (modeOfSig drops them). */
 function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
-  const sig = rec.sig
-  skips.setIdBits(rec.path, parseInt(sig.slice(sig.indexOf(' ') + 1, sig.indexOf(' ', sig.indexOf(' ') + 1)), 8))
+  skips.setIdBits(rec.path, permissionBitsOfSig(rec.sig))
 }
 
 /** A file to read: its slot in the new index, filled once it is read. */

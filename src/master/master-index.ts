@@ -2,7 +2,8 @@ import { readFile, type FileHandle } from 'node:fs/promises'
 import { SnapshotError } from '../core/errors.js'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
-import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, sizeOfSig } from '../fs/stat-signature.js'
+import type { RawScanRecord } from '../fs/tree-scan.js'
 
 /**
  * The master's memory between builds: for every path, the scan record it had (its stat signature
@@ -24,13 +25,12 @@ import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree
  *
  * Entries that the build has to look at are decoded into a value string, `${sig}\t${payload}`, with
  * the sha256 in hex, the link target, or nothing for a directory. A SIG of `<type> <mode> <size>
- * <mtime> racy` keeps the entry but never matches a scan, so the path is read again. Paths and
+ * <mtime> racy` (stat-signature.ts's racySig) keeps the entry but never matches a scan, so the path is read again. Paths and
  * targets are byte strings (byte-path.ts): rows hold their bytes as they are.
  */
 export const INDEX_VERSION = 3
 const MAGIC = 'playlist-snapshot-index/'
 const HEADER = `${MAGIC}${INDEX_VERSION}`
-const RACY_SIG = 'racy'
 export const SHA_BYTES = 32
 export const ROW_HEAD = 6 // u32 path hash, u16 record length
 export const TYPE_F = 0x66
@@ -64,12 +64,6 @@ export function entryFromIndex(path: string, value: string): TreeEntry {
   if (type === 'd') return { type: 'd', path, mode: modeOfSig(value), mtime: mtimeOfSig(value) }
   if (type === 'l') return { type: 'l', path, target: payloadOf(value), mtime: mtimeOfSig(value) }
   throw new SnapshotError(`index entry for ${path} has unknown type '${type}'`)
-}
-
-/** A signature that keeps the entry's type, mode, size and mtime but never matches a scan again. */
-export function racySig(sig: string): string {
-  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1) + 1)
-  return `${c < 0 ? sig : sig.slice(0, c)} ${RACY_SIG}`
 }
 
 function addCounts(counts: TreeCounts, type: number, size: number, sign: 1 | -1): void {

@@ -3,7 +3,7 @@ import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Big
 import type { StreamedBody } from '../archive/tar-pack.js'
 import { byteStringOf, fsPath, quotePath } from '../core/byte-path.js'
 import { readFileStable, FileChangingError } from '../fs/stable-read.js'
-import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
+import { sizeOfSig, statSignature } from '../fs/stat-signature.js'
 import { SourceChangedError } from './archive-writer.js'
 
 /**

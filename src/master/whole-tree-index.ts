@@ -1,6 +1,7 @@
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
-import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, sizeOfSig } from '../fs/stat-signature.js'
+import type { RawScanRecord } from '../fs/tree-scan.js'
 import { encodeIndexHeader, fnv1a, ROW_HEAD, rowBytes, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
 
 /**
