@@ -4,7 +4,8 @@ import { TreeDigest } from '../core/tree-digest.js'
 import type { RootMeta } from '../core/tree-entry.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
 import { readSourceFile, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
-import { entryFromIndex, sigOf, type EntryList } from './master-index.js'
+import { entryFromIndex, sigOf } from './index-row.js'
+import type { EntryList } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 
 /**
