@@ -7,14 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { SnapshotError, UsageError } from '../src/core/errors.js'
-import {
-  PrivateKeyInStoreError,
-  parseByteRange,
-  parseRequestPath,
-  startStaticServer,
-  type RunningServer,
-  type StaticServerOptions,
-} from '../src/http/static-server.js'
+import { startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
+import { PrivateKeyInStoreError } from '../src/http/store-key-scan.js'
 
 interface Reply {
   status: number
@@ -102,47 +96,6 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms
 }
 
 const openFds = async (): Promise<number> => (await readdir('/proc/self/fd')).length
-
-// ---------------------------------------------------------------------------------------------
-// Pure helpers
-
-test('parseByteRange handles the three single-range forms and the edge cases', () => {
-  assert.deepEqual(parseByteRange(undefined, 10), { kind: 'full' })
-  assert.deepEqual(parseByteRange('bytes=2-5', 10), { kind: 'partial', start: 2, end: 5 })
-  assert.deepEqual(parseByteRange('bytes=2-500', 10), { kind: 'partial', start: 2, end: 9 })
-  assert.deepEqual(parseByteRange('bytes=7-', 10), { kind: 'partial', start: 7, end: 9 })
-  assert.deepEqual(parseByteRange('bytes=-3', 10), { kind: 'partial', start: 7, end: 9 })
-  assert.deepEqual(parseByteRange('bytes=-30', 10), { kind: 'partial', start: 0, end: 9 })
-  assert.deepEqual(parseByteRange('bytes=10-', 10), { kind: 'unsatisfiable' })
-  assert.deepEqual(parseByteRange('bytes=-0', 10), { kind: 'unsatisfiable' })
-  assert.deepEqual(parseByteRange('bytes=0-', 0), { kind: 'unsatisfiable' })
-  assert.deepEqual(parseByteRange('bytes=5-2', 10), { kind: 'full' })
-  assert.deepEqual(parseByteRange('bytes=0-1,4-5', 10), { kind: 'full' })
-  assert.deepEqual(parseByteRange('items=0-1', 10), { kind: 'full' })
-  assert.deepEqual(parseByteRange('bytes=-', 10), { kind: 'full' })
-  assert.deepEqual(parseByteRange('bytes=99999999999999999999-', 10), { kind: 'full' })
-})
-
-test('parseRequestPath accepts store paths and rejects every traversal spelling', () => {
-  assert.deepEqual(parseRequestPath('/latest.json'), { kind: 'ok', segments: ['latest.json'] })
-  assert.deepEqual(parseRequestPath(`/objects/${'ab'.repeat(32)}.tar.zst?x=1`), {
-    kind: 'ok',
-    segments: ['objects', `${'ab'.repeat(32)}.tar.zst`],
-  })
-  assert.deepEqual(parseRequestPath('/snapshots/12.json'), { kind: 'ok', segments: ['snapshots', '12.json'] })
-  // Only what a store holds: anything else is 404, whatever it is called.
-  for (const p of ['/objects/ab_c-1.tar.zst', '/objects/k.KEY', '/objects/sub/renamed.pem', `/objects/${'AB'.repeat(32)}.tar.zst`,
-    `/objects/${'ab'.repeat(32)}.tar.zst.bak`, `/objects/${'ab'.repeat(32)}.exe.zst`, '/snapshots/x.json', '/snapshots/01.json', '/notes.txt', '/latest.json.bak']) {
-    assert.equal(parseRequestPath(p).kind, 'not-found', p)
-  }
-  for (const p of ['/..', '/.state/x', '/a/..', '/%2e%2e/x', '/objects/x.key', '/.']) {
-    assert.equal(parseRequestPath(p).kind, 'not-found', p)
-  }
-  for (const p of ['', '*', 'latest.json', 'http://h/latest.json', '//etc', '/a//b', '/a/', '/%zz', '/%',
-    '/..%2fx', '/a%5cb', '/a\\b', '/a%00', '/%c0%ae%c0%ae', '/%252e%252e', '/a b', '/.state/%zz']) {
-    assert.equal(parseRequestPath(p).kind, 'bad-request', p)
-  }
-})
 
 // ---------------------------------------------------------------------------------------------
 // Serving

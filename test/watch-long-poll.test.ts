@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { writeFileAtomic } from '../src/fs/durable.js'
-import { longPollWaitMs, startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
+import { startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
+import { longPollWaitMs } from '../src/http/static-request.js'
 
 interface Reply {
   status: number

@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client'
-import { startStaticServer, STATIC_SERVER_DEFAULTS } from '../http/static-server.js'
+import { STATIC_SERVER_DEFAULTS } from '../http/static-server-options.js'
+import { startStaticServer } from '../http/static-server.js'
 import { openMetricsOutputs, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { createServeMetrics, recordResponse } from '../metrics/serve-metrics.js'
 import type { Output } from './output.js'
