@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { checkFreshness } from '../src/cli/pull-command.js'
+import { checkFreshness } from '../src/core/freshness.js'
 import { ClockSkewError, StaleError } from '../src/core/errors.js'
 import { TarPacker } from '../src/archive/tar-pack.js'
 import { buildSnapshot } from '../src/master/build.js'

@@ -6,7 +6,7 @@ import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metr
 import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
-import { describePrune } from './prune-command.js'
+import { describePrune } from '../master/prune.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
 export interface BuildCommandOptions extends Partial<ScheduleFlags>, MetricsFlags {

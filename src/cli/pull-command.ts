@@ -1,6 +1,7 @@
 import { openSource } from '../http/object-source.js'
 import { RateLimiter } from '../http/rate-limit.js'
-import { ClockSkewError, StaleError, UsageError } from '../core/errors.js'
+import { UsageError } from '../core/errors.js'
+import { checkFreshness } from '../core/freshness.js'
 import { Registry } from 'prom-client'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { ReplicaObserver } from '../metrics/replica-observer.js'
@@ -69,7 +70,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
     if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
     if (opts.watch) {
       const d = WATCH_DEFAULTS
-      const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token ?? process.env.SNAPSHOT_TOKEN, quiet: opts.quiet ?? false }
+      const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token, quiet: opts.quiet ?? false }
       return await runPullWatch(observedPull, flags, out)
     }
     if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)
@@ -83,7 +84,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
 async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const token = opts.token
   const source = openSource(opts.from, {
     ...(token ? { token } : {}),
     retries: opts.retries,
@@ -120,22 +121,4 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
         ]
   out.result(r, human)
   return r
-}
-
-/**
- * A mirror that keeps serving the same old snapshot looks like "up to date" forever. The pointer
- * carries its signed build time: past the bound, say so with an exit code of its own. A snapshot
- * built "before" its parent was not built long ago: the master's clock went backwards, and its
- * age says nothing; that is said as what it is (same exit code: a monitor's alarm either way).
- */
-export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number, parentCreated: string | null = null): void {
-  if (created === null || maxAgeSeconds === 0) return
-  const age = Math.round((nowMs - Date.parse(created)) / 1000)
-  if (age > maxAgeSeconds && parentCreated !== null && Date.parse(created) < Date.parse(parentCreated)) {
-    const back = Math.round((Date.parse(parentCreated) - Date.parse(created)) / 1000)
-    throw new ClockSkewError(`clock skew on the master: the newest snapshot says it was built ${created}, ${back} s before its parent (${parentCreated}); its age (${age} s) is not a frozen mirror: fix the master's clock (NTP)`)
-  }
-  if (age > maxAgeSeconds) {
-    throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
-  }
 }

@@ -5,7 +5,7 @@ import { replicaStatus } from '../replica/replica-status.js'
 import { verifyLiveTree } from '../replica/verify-tree.js'
 import { readPublicKeyFiles } from './keys.js'
 import type { Output } from './output.js'
-import { checkFreshness } from './pull-command.js'
+import { checkFreshness } from '../core/freshness.js'
 import { displayPath } from '../core/byte-path.js'
 
 /** The replica-side operator commands: rollback, unpin, status, verify --target. */
@@ -20,7 +20,7 @@ export interface ReplicaCommandOptions {
 }
 
 function sourceOf(o: ReplicaCommandOptions) {
-  const token = o.token ?? process.env.SNAPSHOT_TOKEN
+  const token = o.token
   return o.from ? openSource(o.from, token ? { token } : {}) : undefined
 }
 function replicaBase(o: ReplicaCommandOptions) {

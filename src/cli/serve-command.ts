@@ -20,7 +20,7 @@ export interface ServeCommandOptions {
 
 /** Serves the store until SIGINT or SIGTERM, then closes cleanly. */
 export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const token = opts.token
   const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
   const registry = new Registry()
   const m = createServeMetrics(registry)

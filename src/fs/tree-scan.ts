@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs'
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
 import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type RootMeta } from '../core/tree-entry.js'
