@@ -6,9 +6,8 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { SnapshotError, UsageError } from '../src/core/errors.js'
+import { PrivateKeyInStoreError, SnapshotError, UsageError } from '../src/core/errors.js'
 import { startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
-import { PrivateKeyInStoreError } from '../src/http/store-key-scan.js'
 
 interface Reply {
   status: number

@@ -5,20 +5,8 @@
 import { constants as fsConstants, type Dirent } from 'node:fs'
 import { open, readdir, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { asSnapshotError, ExitCode, SnapshotError } from '../core/errors.js'
+import { asSnapshotError, PrivateKeyInStoreError } from '../core/errors.js'
 import { SERVED_OBJECT } from './static-request.js'
-
-/** A private key inside the directory we are about to publish: refuse rather than risk it. */
-export class PrivateKeyInStoreError extends SnapshotError {
-  override readonly code = 'ERR_PRIVATE_KEY_IN_STORE'
-  override readonly exitCode = ExitCode.Refused
-  constructor(file: string, why: string) {
-    super(
-      `refusing to serve the store: ${file} ${why}; move private keys out of the store directory ` +
-        `(the master keeps its signing key outside what it publishes)`,
-    )
-  }
-}
 
 /** Anywhere in a file, any case: a key pasted after a comment or a bag attribute is a key still. */
 const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i

@@ -15,9 +15,6 @@ import { writeCompressedObject } from '../store/object-writer.js'
  * memory stays flat however many entries there are. The manifest (header, deletions, then the
  * spooled entries) is written after the archive, when its counts are known.
  */
-export class SourceChangedError extends SnapshotError {
-  override readonly code = 'ERR_SOURCE_CHANGED'
-}
 
 export interface ArchiveSink {
   /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked, or its stream checks). */

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { SnapshotError } from '../core/errors.js'
+import { IndexVersionError, SnapshotError } from '../core/errors.js'
 import type { RawScanRecord } from '../fs/tree-scan.js'
 import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt, rowLength, rowPathAt, rowPathHashAt, rowRecordLength, rowValueAt, type TreeCounts } from './index-row.js'
 
@@ -8,11 +8,6 @@ import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt
  * cursor) or by path hash. Rows are compared with scan records as bytes (index-row.ts has the
  * format); nothing is decoded for an unchanged entry.
  */
-
-/** An index file of another version: not an error, the build reads the whole tree instead. */
-export class IndexVersionError extends SnapshotError {
-  override readonly code = 'ERR_INDEX_VERSION'
-}
 
 /** The rows of an index file, as loaded: read-only. Row `i` is `buf[starts[i], starts[i + 1])`. */
 export class IndexRows {

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type BigIntStats } from 'node:fs'
 import type { StreamedBody } from '../archive/tar-pack.js'
+import { FileChangingError, SourceChangedError } from '../core/errors.js'
 import { byteStringOf, fsPath, quotePath } from '../core/byte-path.js'
-import { readFileStable, FileChangingError } from '../fs/stable-read.js'
+import { readFileStable } from '../fs/stable-read.js'
 import { sizeOfSig, statSignature } from '../fs/stat-signature.js'
-import { SourceChangedError } from './archive-writer.js'
 
 /**
  * Reads source files for a build at four system calls each (open, read, fstat, close), into one
