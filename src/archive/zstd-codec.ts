@@ -9,7 +9,8 @@
  * external memory). We only route their plain Errors to CompressionError and add the frame
  * boundary check: they accept an empty stream.
  *
- * zstd-codec needs care (NOTES.md, and measured while writing this file):
+ * zstd-codec needs care (BENCHMARKS.md, "Facts the code's comments rely on", and measured while
+ * writing this file):
  * - its whole-buffer APIs abort above ~8 MB; only its streaming bindings work at size;
  * - every WASM instance has a fixed 16 MiB heap: an input chunk over ~3 MB, a level above 9, or a
  *   few live level-3 compressors in one instance abort it with `throw "abort(OOM)"` (a string,

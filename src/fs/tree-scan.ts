@@ -8,8 +8,8 @@ import { statSignature } from './stat-signature.js'
 
 /**
  * Metadata of every entry below a root, without reading any file. GNU find does this ~7x faster
- * than Node's lstat per file (../shared/NOTES.md), so it is used when present; a portable walk in
- * Node is the fallback.
+ * than Node's lstat per file (BENCHMARKS.md, "Facts the code's comments rely on"), so it is used
+ * when present; a portable walk in Node is the fallback.
  *
  * Both produce the same bytes for the same entry, one record `SIG\0PATH\0TARGET\0`:
  * - SIG is find's `%y %m %s %T@ %C@ %i`, the stat signature (stat-signature.ts makes and reads it):
