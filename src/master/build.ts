@@ -25,6 +25,9 @@ import { readLocalPointer } from './store-reader.js'
  * order is what keeps the store valid after a crash at any point: objects, then the snapshot's
  * record, then the master's index, and last the pointer. Until the pointer moves, everything new
  * is unreferenced and harmless.
+ *
+ * Over ~350 lines on purpose: it is that publication order, read top to bottom in one place
+ * (the scan is build-scan.ts, the index master-index.ts, the archives full-archive.ts).
  */
 export interface BuildOptions {
   readonly source: string
