@@ -4,9 +4,11 @@ import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { describePrune } from './prune-command.js'
+import { parseS3Url } from '../store/s3-location.js'
+import { describePublish, publishTo, type PublishTargetOptions } from './publish-command.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface BuildCommandOptions extends Partial<ScheduleFlags> {
+export interface BuildCommandOptions extends Partial<ScheduleFlags>, PublishTargetOptions {
   source: string
   store: string
   key?: string
@@ -17,6 +19,8 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags> {
   /** Prune to this many snapshots after each build (see `snapshot prune`); absent: keep all. */
   keep?: number
   grace?: number
+  /** s3://BUCKET/PREFIX: publish the store there after each build (unchanged ones too: a failed publish is retried). */
+  publish?: string
 }
 
 /** With --cron, keeps running and builds on the schedule; otherwise builds once. */
@@ -27,6 +31,7 @@ export async function buildCommand(opts: BuildCommandOptions, out: Output): Prom
 }
 
 async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> {
+  if (opts.publish) parseS3Url(opts.publish, '--publish') // a typo is a usage error before the build, not after
   const privateKey = opts.key ? await readPrivateKeyFile(opts.key) : null
   if (!privateKey) out.log('warning: no --key given: the snapshot is unsigned and replicas with --pubkey will refuse it')
   const r = await buildSnapshot({
@@ -47,5 +52,12 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<void> 
       ]
     : [`unchanged: the tree equals snapshot ${r.id}; no new snapshot (${r.seconds.toFixed(2)} s)`]
   if (r.pruned) human.push(...describePrune(r.pruned).map((l) => `prune: ${l}`))
-  out.result(r, human)
+  const published = opts.publish
+    ? await publishTo(opts.store, opts.publish, opts, out, '--publish').catch((err: unknown) => {
+        out.log(`snapshot ${r.id} is in the store, but publishing it failed; the next build (or \`snapshot publish\`) sends what is missing`)
+        throw err
+      })
+    : null
+  if (published) human.push(...describePublish(published).map((l) => `publish: ${l}`))
+  out.result(published ? { ...r, published } : r, human)
 }

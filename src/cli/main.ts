@@ -5,6 +5,7 @@ import { withConfigFiles } from './config-file.js'
 import { keygenCommand } from './keygen-command.js'
 import { registerListCommand } from './list-command.js'
 import { registerPruneCommand } from './prune-command.js'
+import { addS3Options, registerPublishCommand } from './publish-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput } from './output.js'
@@ -35,7 +36,7 @@ export function makeProgram(): Command {
     .option('--quiet', 'no progress lines on stderr')
     .action(async (o) => keygenCommand(o, makeOutput(o)))
 
-  program
+  const build = program
     .command('build')
     .description('Snapshot the source tree into the store: a delta against the latest snapshot, plus a full archive when the policy says so. An unchanged tree makes no snapshot.')
     .requiredOption('--source <dir>', 'the tree to publish')
@@ -49,9 +50,10 @@ export function makeProgram(): Command {
     .option('--cron <expr>', 'keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', wholeNumber('--jitter', 0, 86400), 0)
+    .option('--publish <s3url>', 'after each build, publish the store to s3://BUCKET/PREFIX (see `snapshot publish`; the S3 options below apply)')
     .option('--json', 'print one JSON object (id, kind, counts, sizes)')
     .option('--quiet', 'no progress lines on stderr')
-    .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
+  addS3Options(build).action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
 
   program
     .command('serve')
@@ -109,6 +111,7 @@ export function makeProgram(): Command {
   registerVerifyCommand(program)
   registerPruneCommand(program)
   registerRollbackCommand(program)
+  registerPublishCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
 }
