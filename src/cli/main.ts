@@ -5,7 +5,7 @@ import { withConfigFiles } from './config-file.js'
 import { keygenCommand } from './keygen-command.js'
 import { registerListCommand } from './list-command.js'
 import { registerPruneCommand } from './prune-command.js'
-import { addS3Options, registerPublishCommand } from './publish-command.js'
+import { addS3Options, addSourceS3Options, registerPublishCommand } from './publish-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput } from './output.js'
@@ -68,10 +68,10 @@ export function makeProgram(): Command {
     .option('--quiet', 'no request log on stderr')
     .action(async (o) => serveCommand(o, makeOutput(o)))
 
-  program
+  const pull = program
     .command('pull')
     .description('Bring a replica up to the store\'s latest snapshot: fetch what it lacks, build the new tree beside the live one, verify, flush, and with --swap switch atomically.')
-    .requiredOption('--from <url|dir>', 'the store: an http(s) URL or a local directory')
+    .option('--from <url|dir>', 'the store: an http(s):// or s3://BUCKET/PREFIX URL, or a local directory; repeat for mirrors (the newest valid pointer wins, a mirror that is down or stale is skipped)', collect, [] as string[])
     .requiredOption('--target <path>', 'the live path: a symlink that snapshot manages (it must not exist yet, or be one it made)')
     .option('--pubkey <file>', 'trusted ed25519 public key; repeat during a key rotation', collect, [] as string[])
     .option('--swap', 'make the new snapshot live at once (otherwise it is only staged: see `snapshot swap`)')
@@ -93,7 +93,7 @@ export function makeProgram(): Command {
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', wholeNumber('--jitter', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
-    .action(async (o) => pullCommand(o, makeOutput(o)))
+  addSourceS3Options(pull).action(async (o) => pullCommand(o, makeOutput(o)))
 
   program
     .command('swap')
@@ -118,18 +118,19 @@ export function makeProgram(): Command {
 
 /** Options every replica-side command shares. */
 function replicaCommand(program: Command, name: string, description: string) {
-  return program
+  const cmd = program
     .command(name)
     .description(description)
     .requiredOption('--target <path>', 'the live path of the replica')
     .option('--state <dir>', 'the replica state directory (default: .NAME.snapshot beside the target)')
     .option('--trees <n>', 'trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
-    .option('--from <url|dir>', 'the store, when it must be asked')
+    .option('--from <url|dir>', 'the store, when it must be asked (http(s)://, s3://, or a directory); repeat for mirrors', collect, [] as string[])
     .option('--pubkey <file>', 'trusted ed25519 public key (repeatable)', collect, [] as string[])
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
     .option('--wait <seconds>', 'wait this long for a running pull', wholeNumber('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
+  return addSourceS3Options(cmd)
 }
 
 function registerReplicaCommands(program: Command): void {

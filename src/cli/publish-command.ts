@@ -56,6 +56,14 @@ export function describePublish(r: PublishResult): string[] {
   ]
 }
 
+/** The flags that reach an S3-compatible store, for `--from s3://...` on the replica side. */
+export function addSourceS3Options<C extends Command<any, any, any>>(cmd: C): C {
+  return cmd
+    .option('--endpoint <url>', 'with --from s3://: an S3-compatible endpoint; default: AWS')
+    .option('--region <region>', 'with --from s3://: the bucket\'s region (default: AWS_REGION, the profile\'s, or us-east-1 with --endpoint)')
+    .option('--path-style', 'with --from s3://: path-style URLs (ENDPOINT/BUCKET/KEY)') as C
+}
+
 /** The S3 flags, on `publish` and on `build` (for --publish). */
 export function addS3Options<C extends Command<any, any, any>>(cmd: C): C {
   return cmd

@@ -1,4 +1,5 @@
-import { openSource } from '../http/object-source.js'
+import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
+import { openSources, type SourceFlags } from './open-sources.js'
 import { StaleError } from '../core/errors.js'
 import { pull } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
@@ -6,8 +7,9 @@ import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags> {
-  from: string
+export interface PullCommandOptions extends Partial<ScheduleFlags>, SourceFlags {
+  /** One store, or several mirrors of it (a failover list). */
+  from: string[]
   target: string
   pubkey: string[]
   swap?: boolean
@@ -39,12 +41,12 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
-  const source = openSource(opts.from, {
-    ...(token ? { token } : {}),
-    retries: opts.retries,
-    timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
-  })
-  const r = await pull({
+  const source = openSources(
+    opts.from,
+    { ...(token ? { token } : {}), retries: opts.retries, timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 }, ...s3Flags(opts) },
+    { trustedKeys: keys, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
+  )
+  const pulled = await pull({
     source,
     target: opts.target,
     ...(opts.state ? { stateDir: opts.state } : {}),
@@ -62,6 +64,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
   })
+  // With several --from, which mirror served and which were skipped (down, stale, invalid).
+  const mirrors = source instanceof MirroredSource ? source.reports : undefined
+  const r = mirrors ? { ...pulled, mirrors } : pulled
   const human =
     r.action === 'up-to-date'
       ? [`up to date: ${opts.target} serves snapshot ${r.id}`]
@@ -72,6 +77,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
           ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),
           ...(r.catchUp && !r.catchUp.error ? [`caught up the spare tree ${r.catchUp.slot} to snapshot ${r.catchUp.id} (${r.catchUp.filesWritten} files) in ${r.catchUp.seconds.toFixed(2)} s`] : []),
         ]
+  if (mirrors) human.push(...describeMirrors(mirrors))
   out.result(r, human)
   checkFreshness(r.latestCreated, opts.maxAge, Date.now())
 }
@@ -86,4 +92,19 @@ export function checkFreshness(created: string | null, maxAgeSeconds: number, no
   if (age > maxAgeSeconds) {
     throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
   }
+}
+
+/** One line per mirror that was not the one chosen, naming why it was skipped. */
+export function describeMirrors(mirrors: readonly MirrorReport[]): string[] {
+  return mirrors.map((m) =>
+    m.status === 'chosen' || m.status === 'current'
+      ? `mirror ${m.source}: ${m.status}, snapshot ${m.latestId}`
+      : m.status === 'stale'
+        ? `mirror ${m.source}: stale (snapshot ${m.latestId}), skipped`
+        : `mirror ${m.source}: ${m.status}, skipped [${m.code}] ${m.error}`,
+  )
+}
+
+export function s3Flags(o: SourceFlags): SourceFlags {
+  return { ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}), ...(o.region !== undefined ? { region: o.region } : {}), ...(o.pathStyle ? { pathStyle: true } : {}) }
 }

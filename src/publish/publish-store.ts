@@ -8,7 +8,7 @@ import { crashPoint } from '../fs/crash-points.js'
 import { getSmallObject, listRemote, s3Failure } from '../store/s3-client.js'
 import { describeS3, s3Key, type S3Location } from '../store/s3-location.js'
 import { StoreLayout } from '../store/store-layout.js'
-import { forEachBounded } from './bounded-pool.js'
+import { forEachBounded } from '../core/bounded-pool.js'
 import { LATEST, planPublish, type PointerView, type PublishPlan, type StoreFile } from './publish-plan.js'
 
 /**
