@@ -8,6 +8,7 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "nginx nginx"
 )
 
 missing=()
