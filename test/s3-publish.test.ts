@@ -151,7 +151,7 @@ describe('publish to S3 and pull from it', () => {
     assert.deepEqual(treeDiff(source, target), [])
   })
 
-  test('objects above the part size go up in parts; listing pages with ListObjectsV2 continuation', async () => {
+  test('objects above the part size go up in parts; listing pages with ListObjectsV2 continuation; a dropped download resumes with Range', async () => {
     const big = join(dir, 'big-master')
     const bigStore = join(dir, 'big-store')
     mkdirSync(big)
@@ -165,9 +165,15 @@ describe('publish to S3 and pull from it', () => {
     const second = await publishStore({ store: bigStore, to, client: c, partBytes: 5 << 20, pageSize: 2 })
     assert.equal(second.uploaded.objects + second.uploaded.records, 0)
     assert.equal(second.skipped, first.uploaded.objects + first.uploaded.records)
+    // the connection drops after 1 MiB of the archive: the pull resumes it with a Range request
+    s3.cutNextGet('.tar.zst', 1 << 20)
     const target = join(dir, 'replica-big')
     const r = await pullFrom([`s3://${s3.bucket}/big`], target, s3.env(), ...s3Flags())
     assert.equal(r.code, 0, r.stderr)
+    const gets = s3.requests.filter((q) => q.method === 'GET' && q.path.startsWith(`/${s3.bucket}/big/objects/`) && q.path.endsWith('.tar.zst'))
+    assert.equal(gets.length, 2, JSON.stringify(gets))
+    assert.match(gets[1]!.range ?? '', /^bytes=(\d+)-$/)
+    assert.ok(Number(/\d+/.exec(gets[1]!.range!)![0]) >= 1 << 19, `resumed from ${gets[1]!.range}`)
     assert.deepEqual(treeDiff(big, target), [])
     c.destroy()
   })

@@ -39,6 +39,10 @@ export interface S3TestServer {
   /** Requests the gate refused, by reason: lets a test prove the refusal came from the signature check. */
   readonly refused: Map<string, number>
   publicRead: boolean
+  /** The next GET of a key ending with `suffix` is cut off after `bytes` bytes of body (a dropped connection). */
+  cutNextGet(suffix: string, bytes: number): void
+  /** Every request the gate passed on: method, key path, Range header. */
+  readonly requests: { method: string; path: string; range: string | undefined }[]
   stop(): Promise<void>
 }
 
@@ -53,6 +57,8 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
   const refused = new Map<string, number>()
   const locks = new KeyLocks()
   const state = { publicRead: opts.publicRead ?? false }
+  const cuts: { suffix: string; bytes: number }[] = []
+  const requests: S3TestServer['requests'] = []
 
   const gate = createServer((req, res) => {
     void handle(req, res).catch((err: unknown) => {
@@ -72,9 +78,12 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
       if (why) return refuse(res, 403, why.code, why.message)
     }
     const key = new URL(req.url ?? '/', 'http://x').pathname
+    requests.push({ method, path: key, range: req.headers.range })
+    const cutAt = method === 'GET' ? cuts.findIndex((c) => key.endsWith(c.suffix)) : -1
+    const cut = cutAt >= 0 ? cuts.splice(cutAt, 1)[0]!.bytes : undefined
     const release = await locks.acquire(key, method === 'GET' || method === 'HEAD' ? 'read' : 'write')
     try {
-      await forward(req, res, body, inner.port)
+      await forward(req, res, body, inner.port, cut)
     } finally {
       release()
     }
@@ -93,6 +102,8 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
     secretAccessKey,
     region,
     refused,
+    requests,
+    cutNextGet: (suffix, bytes) => void cuts.push({ suffix, bytes }),
     get publicRead() {
       return state.publicRead
     },
@@ -152,7 +163,7 @@ function readBody(req: IncomingMessage): Promise<Buffer | null> {
   })
 }
 
-function forward(req: IncomingMessage, res: ServerResponse, body: Buffer, port: number): Promise<void> {
+function forward(req: IncomingMessage, res: ServerResponse, body: Buffer, port: number, cutAfter?: number): Promise<void> {
   return new Promise((done) => {
     const headers = { ...req.headers }
     delete headers.authorization // checked here; s3rver would only look at the key id
@@ -160,6 +171,20 @@ function forward(req: IncomingMessage, res: ServerResponse, body: Buffer, port: 
     delete headers['transfer-encoding']
     const up = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url, headers }, (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.headers)
+      if (cutAfter !== undefined) {
+        // send the first bytes, then drop the connection, as a network failure mid-download would
+        let sent = 0
+        upRes.on('data', (chunk: Buffer) => {
+          if (sent >= cutAfter) return
+          const piece = chunk.subarray(0, cutAfter - sent)
+          sent += piece.length
+          res.write(piece)
+          if (sent >= cutAfter) res.socket?.destroy()
+        })
+        upRes.on('end', () => res.socket?.destroy())
+        res.on('close', () => done())
+        return
+      }
       upRes.pipe(res)
       upRes.on('end', () => done())
       upRes.on('error', () => done())
