@@ -1,6 +1,6 @@
 import type { Command } from '@commander-js/extra-typings'
-import { DEFAULT_CONCURRENCY, publishStore, type PublishResult } from '../publish/publish-store.js'
-import { makeS3Client } from '../store/s3-client.js'
+import { DEFAULT_CONCURRENCY } from '../publish/publish-plan.js'
+import type { PublishResult } from '../publish/publish-store.js'
 import { parseS3Url } from '../store/s3-location.js'
 import { wholeNumber } from './option-parsers.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
@@ -29,6 +29,8 @@ export async function publishCommand(opts: PublishCommandOptions, out: Output): 
 
 export async function publishTo(store: string, to: string, opts: PublishTargetOptions, out: Output, flag = '--to'): Promise<PublishResult> {
   const location = parseS3Url(to, flag)
+  // The AWS SDK takes ~0.25 s to load: only the commands that reach S3 pay for it.
+  const [{ publishStore }, { makeS3Client }] = await Promise.all([import('../publish/publish-store.js'), import('../store/s3-client.js')])
   const client = makeS3Client({
     ...(opts.endpoint !== undefined ? { endpoint: opts.endpoint } : {}),
     ...(opts.region !== undefined ? { region: opts.region } : {}),

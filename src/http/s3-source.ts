@@ -1,7 +1,7 @@
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3'
+import type { S3Client } from '@aws-sdk/client-s3'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LengthMismatchError, NetworkError, SnapshotError } from '../core/errors.js'
-import { getSmallObject, isNotFound, makeS3Client, s3Failure, type S3ConnectOptions } from '../store/s3-client.js'
+import type { S3ConnectOptions } from '../store/s3-client.js'
 import { describeS3, parseS3Url, s3Key, type S3Location } from '../store/s3-location.js'
 import { checkRelPath, PartFile, retryDelayMs, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 
@@ -11,11 +11,13 @@ import { checkRelPath, PartFile, retryDelayMs, type ObjectExpectation, type Obje
  * when its length and sha256 equal the signed pointer's, never a byte beyond the declared length
  * is accepted, and a body cut off mid-way resumes with `Range: bytes=N-` from what is on disk.
  * The SDK retries a failed request itself; this loop retries a body that breaks after the headers.
+ * The SDK is loaded on first use: every other command (and every http:// pull) starts without it.
  */
 export class S3Source implements ObjectSource {
   readonly description: string
   private readonly location: S3Location
-  private readonly client: S3Client
+  private readonly connect: S3ConnectOptions
+  private sdk: Promise<{ client: S3Client; s3: typeof import('../store/s3-client.js'); GetObjectCommand: typeof import('@aws-sdk/client-s3').GetObjectCommand }> | undefined
   private readonly retries: number
   private readonly retryBaseMs: number
   private readonly signal: AbortSignal | undefined
@@ -26,17 +28,27 @@ export class S3Source implements ObjectSource {
     this.retries = opts.retries ?? 5
     this.retryBaseMs = opts.retryBaseMs ?? 500
     this.signal = opts.signal
-    this.client = makeS3Client({ ...opts.s3, maxAttempts: (opts.retries ?? 5) + 1, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) })
+    this.connect = { ...opts.s3, maxAttempts: (opts.retries ?? 5) + 1, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) }
+  }
+
+  private load() {
+    this.sdk ??= (async () => {
+      const [s3, { GetObjectCommand }] = await Promise.all([import('../store/s3-client.js'), import('@aws-sdk/client-s3')])
+      return { client: s3.makeS3Client(this.connect), s3, GetObjectCommand }
+    })()
+    return this.sdk
   }
 
   async getSmall(relPath: string, maxBytes: number): Promise<Buffer | null> {
     checkRelPath(relPath)
-    return getSmallObject(this.client, this.location, relPath, maxBytes, this.signal)
+    const { client, s3 } = await this.load()
+    return s3.getSmallObject(client, this.location, relPath, maxBytes, this.signal)
   }
 
   async fetchObject(relPath: string, dest: string, expect: ObjectExpectation, progress?: (bytes: number) => void): Promise<void> {
     checkRelPath(relPath)
     const what = describeS3(this.location, relPath)
+    const { s3 } = await this.load()
     const part = new PartFile(dest, expect, what)
     let keep = true
     try {
@@ -61,7 +73,7 @@ export class S3Source implements ObjectSource {
         } catch (err) {
           if (err instanceof SnapshotError || attempt > this.retries || this.signal?.aborted) {
             if (!(err instanceof NetworkError) && !this.signal?.aborted) await part.discard()
-            throw err instanceof SnapshotError ? err : s3Failure(err, `reading ${what}`)
+            throw err instanceof SnapshotError ? err : s3.s3Failure(err, `reading ${what}`)
           }
           await sleep(retryDelayMs(attempt, this.retryBaseMs), undefined, this.signal ? { signal: this.signal } : {}).catch(() => {
             throw this.signal?.reason
@@ -77,15 +89,16 @@ export class S3Source implements ObjectSource {
   private async download(relPath: string, part: PartFile, what: string, progress?: (bytes: number) => void): Promise<void> {
     const from = part.size
     const length = part.expect.length
+    const { client, s3, GetObjectCommand } = await this.load()
     let out
     try {
-      out = await this.client.send(
+      out = await client.send(
         new GetObjectCommand({ Bucket: this.location.bucket, Key: s3Key(this.location, relPath), ...(from > 0 ? { Range: `bytes=${from}-` } : {}) }),
         this.signal ? { abortSignal: this.signal } : {},
       )
     } catch (err) {
-      if (isNotFound(err)) throw new NetworkError(`${what}: the object is missing from the bucket; the store may be damaged or pruned`, { cause: err })
-      throw s3Failure(err, `reading ${what}`) // the SDK has already retried what is worth retrying
+      if (s3.isNotFound(err)) throw new NetworkError(`${what}: the object is missing from the bucket; the store may be damaged or pruned`, { cause: err })
+      throw s3.s3Failure(err, `reading ${what}`) // the SDK has already retried what is worth retrying
     }
     const body = out.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined
     try {

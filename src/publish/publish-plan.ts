@@ -56,6 +56,8 @@ export interface PublishPlan {
 }
 
 export const LATEST = 'latest.json'
+/** Uploads at once, by default. */
+export const DEFAULT_CONCURRENCY = 8
 const OBJECT_KEY = /^objects\/[0-9a-f]{64}\.[a-z.]+$/
 const RECORD_KEY = /^snapshots\/\d+\.json$/
 

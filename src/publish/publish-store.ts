@@ -9,7 +9,7 @@ import { getSmallObject, listRemote, s3Failure } from '../store/s3-client.js'
 import { describeS3, s3Key, type S3Location } from '../store/s3-location.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { forEachBounded } from '../core/bounded-pool.js'
-import { LATEST, planPublish, type PointerView, type PublishPlan, type StoreFile } from './publish-plan.js'
+import { DEFAULT_CONCURRENCY, LATEST, planPublish, type PointerView, type PublishPlan, type StoreFile } from './publish-plan.js'
 
 /**
  * `snapshot publish`: mirrors a store into a bucket in the order publish-plan.ts chooses. Reads
@@ -21,7 +21,6 @@ import { LATEST, planPublish, type PointerView, type PublishPlan, type StoreFile
 export const IMMUTABLE_CACHE = 'public, max-age=31536000, immutable'
 /** A CDN revalidates the pointer on every request; replicas poll it, so it must never go stale. */
 export const POINTER_CACHE = 'no-cache'
-export const DEFAULT_CONCURRENCY = 8
 /** Objects from this size go up in parts (lib-storage): S3's own minimum part is 5 MiB. */
 export const DEFAULT_PART_BYTES = 8 << 20
 
