@@ -102,14 +102,18 @@ export async function publishStore(opts: PublishOptions): Promise<PublishResult>
     log(`${where}${LATEST} now names snapshot ${localView.id}`)
   }
   const deleted: string[] = []
-  await forEachBounded(plan.deletes, concurrency, async (key) => {
+  const remove = async (key: string): Promise<void> => {
     try {
       await opts.client.send(new DeleteObjectCommand({ Bucket: opts.to.bucket, Key: s3Key(opts.to, key) }))
     } catch (err) {
       throw s3Failure(err, `deleting ${describeS3(opts.to, key)}`)
     }
     deleted.push(key)
-  })
+  }
+  // Records before their objects, as a local prune does: a crash in between leaves unreferenced
+  // objects (deleted next time), never a record that names a missing object.
+  await forEachBounded(plan.deletes.filter((k) => k.startsWith('snapshots/')), concurrency, remove)
+  await forEachBounded(plan.deletes.filter((k) => !k.startsWith('snapshots/')), concurrency, remove)
   if (deleted.length > 0) log(`deleted ${deleted.length} keys the store no longer has`)
   if (plan.held.length > 0) log(`kept ${plan.held.length} keys the store no longer has, because a pointer in the bucket still names them (the next publish removes them)`)
   return {
