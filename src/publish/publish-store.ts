@@ -110,10 +110,20 @@ export async function publishStore(opts: PublishOptions): Promise<PublishResult>
     }
     deleted.push(key)
   }
+  // Delete only under the pointer this publish put there (or found there): if another publisher
+  // moved it meanwhile, what it names is unknown here, so nothing goes this time.
+  let deletes = plan.deletes
+  if (deletes.length > 0) {
+    const now = await getSmallObject(opts.client, opts.to, LATEST, POINTER_MAX_BYTES)
+    if (!now?.equals(pointerBytes)) {
+      log(`warning: ${where}${LATEST} changed during this publish (another publisher?): nothing deleted this time`)
+      deletes = []
+    }
+  }
   // Records before their objects, as a local prune does: a crash in between leaves unreferenced
   // objects (deleted next time), never a record that names a missing object.
-  await forEachBounded(plan.deletes.filter((k) => k.startsWith('snapshots/')), concurrency, remove)
-  await forEachBounded(plan.deletes.filter((k) => !k.startsWith('snapshots/')), concurrency, remove)
+  await forEachBounded(deletes.filter((k) => k.startsWith('snapshots/')), concurrency, remove)
+  await forEachBounded(deletes.filter((k) => !k.startsWith('snapshots/')), concurrency, remove)
   if (deleted.length > 0) log(`deleted ${deleted.length} keys the store no longer has`)
   if (plan.held.length > 0) log(`kept ${plan.held.length} keys the store no longer has, because a pointer in the bucket still names them (the next publish removes them)`)
   return {
