@@ -94,7 +94,7 @@ export function checkFreshness(created: string | null, maxAgeSeconds: number, no
   }
 }
 
-/** One line per mirror that was not the one chosen, naming why it was skipped. */
+/** One line per mirror: the one chosen, and why each other one was or was not used. */
 export function describeMirrors(mirrors: readonly MirrorReport[]): string[] {
   return mirrors.map((m) =>
     m.status === 'chosen' || m.status === 'current'
