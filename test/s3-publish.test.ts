@@ -8,7 +8,8 @@ import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { publishStore } from '../src/publish/publish-store.js'
 import { makeS3Client } from '../src/store/s3-client.js'
 import { parseS3Url } from '../src/store/s3-location.js'
-import { runCli, runJson } from './helpers/cli.js'
+import { spawn } from 'node:child_process'
+import { BIN, runCli, runJson } from './helpers/cli.js'
 import { startS3Server, type S3TestServer } from './helpers/s3-server.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 
@@ -147,6 +148,30 @@ describe('publish to S3 and pull from it', () => {
     const local = readdirSync(join(store, 'objects')).length + readdirSync(join(store, 'snapshots')).length + 1
     assert.equal((await keysUnder('killed')).length, local)
     const r = await pullFrom([`s3://${s3.bucket}/killed`], target, s3.env(), ...s3Flags())
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(treeDiff(source, target), [])
+  })
+
+  test('a publish SIGKILLed from outside while uploading, then rerun, completes', async () => {
+    // kill the child the moment its third PUT reaches the server, whatever else it has in flight
+    const prefix = 'sigkilled'
+    let puts = 0
+    const child = spawn(process.execPath, [BIN, 'publish', '--store', store, '--to', `s3://${s3.bucket}/${prefix}`, ...s3Flags(), '--concurrency', '2', '--quiet'], { env: { ...process.env, ...s3.env() }, stdio: 'ignore' })
+    s3.onRequest = (q) => {
+      if (q.method === 'PUT' && q.path.startsWith(`/${s3.bucket}/${prefix}/`) && ++puts === 3) child.kill('SIGKILL')
+    }
+    const signal = await new Promise<NodeJS.Signals | null>((ok) => child.once('exit', (_code, sig) => ok(sig)))
+    s3.onRequest = undefined
+    assert.equal(signal, 'SIGKILL', 'the publish ended before its third PUT')
+    const partial = await keysUnder(prefix)
+    assert.ok(!partial.includes('latest.json'), partial.join(' '))
+    const rerun = await publish(prefix)
+    assert.equal(rerun.uploaded.pointer, true)
+    assert.ok(rerun.skipped >= 1)
+    const local = readdirSync(join(store, 'objects')).length + readdirSync(join(store, 'snapshots')).length + 1
+    assert.equal((await keysUnder(prefix)).length, local)
+    const target = join(dir, 'replica-sigkilled')
+    const r = await pullFrom([`s3://${s3.bucket}/${prefix}`], target, s3.env(), ...s3Flags())
     assert.equal(r.code, 0, r.stderr)
     assert.deepEqual(treeDiff(source, target), [])
   })

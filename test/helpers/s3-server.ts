@@ -43,6 +43,8 @@ export interface S3TestServer {
   cutNextGet(suffix: string, bytes: number): void
   /** Every request the gate passed on: method, key path, Range header. */
   readonly requests: { method: string; path: string; range: string | undefined }[]
+  /** Called as each request arrives, before it is passed on (a test may kill its client there). */
+  onRequest: ((q: { method: string; path: string }) => void) | undefined
   stop(): Promise<void>
 }
 
@@ -59,6 +61,7 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
   const state = { publicRead: opts.publicRead ?? false }
   const cuts: { suffix: string; bytes: number }[] = []
   const requests: S3TestServer['requests'] = []
+  const hooks: { onRequest: S3TestServer['onRequest'] } = { onRequest: undefined }
 
   const gate = createServer((req, res) => {
     void handle(req, res).catch((err: unknown) => {
@@ -79,6 +82,7 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
     }
     const key = new URL(req.url ?? '/', 'http://x').pathname
     requests.push({ method, path: key, range: req.headers.range })
+    hooks.onRequest?.({ method, path: key })
     const cutAt = method === 'GET' ? cuts.findIndex((c) => key.endsWith(c.suffix)) : -1
     const cut = cutAt >= 0 ? cuts.splice(cutAt, 1)[0]!.bytes : undefined
     const release = await locks.acquire(key, method === 'GET' || method === 'HEAD' ? 'read' : 'write')
@@ -103,6 +107,12 @@ export async function startS3Server(opts: { publicRead?: boolean; bucket?: strin
     region,
     refused,
     requests,
+    get onRequest() {
+      return hooks.onRequest
+    },
+    set onRequest(f) {
+      hooks.onRequest = f
+    },
     cutNextGet: (suffix, bytes) => void cuts.push({ suffix, bytes }),
     get publicRead() {
       return state.publicRead
