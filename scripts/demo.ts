@@ -2,12 +2,15 @@
  * `npm run demo`: the whole loop on an embedded sample, for real. Generates a playlist tree,
  * starts `snapshot serve` on 127.0.0.1, builds, pulls into three replicas with --swap, changes the
  * tree (edits, deletions, additions), builds a delta, pulls again, and checks every replica equals
- * the master byte for byte. Everything happens under ./.demo (removed at the start of each run).
+ * the master exactly: names as bytes, contents, modes, link targets and mtimes (tree-compare.ts).
+ * The sample holds names real trees grow (a backslash, a newline, bytes that are not UTF-8, two
+ * Unicode spellings of one word) and links that point anywhere. Everything happens under ./.demo
+ * (removed at the start of each run).
  *
  *   npm run demo -- [--files N] [--replicas N] [--keep]
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, rmSync } from 'node:fs'
+import { mkdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -44,6 +47,8 @@ async function main(): Promise<void> {
   say(`1. generating a sample tree of ${files} playlists in ${master}`)
   const corpus = await generateCorpus({ files, out: master, seed: 'demo' })
   say(`   ${corpus.files} files in ${corpus.dirs} directories (${(corpus.bytes / 1e6).toFixed(1)} MB) in ${corpus.seconds.toFixed(1)} s`)
+  addOddNames(master)
+  say(`   plus odd/: names with a backslash, a newline, bytes that are not UTF-8, NFC and NFD spellings; links absolute, dangling, outside the tree`)
   // A build reads again any file written in the two seconds before its scan (the clock could hide
   // a second write): a real tree is older than that, so let the fresh sample age past it.
   await new Promise((r) => setTimeout(r, 2100))
@@ -68,7 +73,7 @@ async function main(): Promise<void> {
         const p = snapshot(['pull', '--from', url, '--target', target, '--pubkey', join(keys, 'snapshot.pub'), '--swap'])
         const plan = p.json.plan as { steps: { id: number; use: string }[]; downloadBytes: number } | null
         const diff = treeDiff(master, target)
-        say(`   pull --swap replica-${i}: ${p.json.action} to snapshot ${p.json.id}` + (plan ? ` via ${plan.steps.map((s) => `${s.use} ${s.id}`).join(' + ')}, ${plan.downloadBytes} bytes downloaded` : '') + `, ${p.seconds.toFixed(2)} s; ${diff.length === 0 ? 'identical to the master' : `DIFFERS in ${diff.length} paths`}`)
+        say(`   pull --swap replica-${i}: ${p.json.action} to snapshot ${p.json.id}` + (plan ? ` via ${plan.steps.map((s) => `${s.use} ${s.id}`).join(' + ')}, ${plan.downloadBytes} bytes downloaded` : '') + `, ${p.seconds.toFixed(2)} s; ${diff.length === 0 ? 'identical to the master (names as bytes, contents, modes, links, mtimes)' : `DIFFERS in ${diff.length} paths`}`)
         if (diff.length) throw new Error(`replica-${i} differs from the master:\n${diff.slice(0, 10).join('\n')}`)
       }
     }
@@ -77,7 +82,9 @@ async function main(): Promise<void> {
     pullAll()
     for (let hour = 1; hour <= 2; hour++) {
       const m = await mutateCorpus({ out: master, seed: `demo-hour-${hour}` })
-      say(`5.${hour} one hour of change: ${m.modified} edited, ${m.deleted} deleted, ${m.added} added`)
+      const touched = Buffer.from(`${master}/odd/not-utf8-\xff\xfe.m3u`, 'latin1')
+      utimesSync(touched, new Date(), new Date(Date.UTC(2020, hour, 1)))
+      say(`5.${hour} one hour of change: ${m.modified} edited, ${m.deleted} deleted, ${m.added} added, and one file's mtime alone set back`)
       await new Promise((r) => setTimeout(r, 2100))
       build()
       pullAll()
@@ -88,6 +95,18 @@ async function main(): Promise<void> {
     server.kill('SIGTERM')
     if (!values.keep) rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Names and links a tree grows in the wild; each must reach every replica byte for byte. */
+function addOddNames(master: string): void {
+  const at = (name: string): Buffer => Buffer.from(`${master}/odd/${name}`, 'latin1') // names as bytes
+  mkdirSync(join(master, 'odd'))
+  for (const name of ['back\\slash.m3u', 'new\nline.m3u', 'tab\there.m3u', 'not-utf8-\xff\xfe.m3u', 'latin1-caf\xe9.m3u', 'caf\xc3\xa9.m3u', 'cafe\xcc\x81.m3u']) {
+    writeFileSync(at(name), `#EXTM3U\n#EXTINF:-1,${Buffer.from(name, 'latin1').toString('hex')}\n`)
+  }
+  symlinkSync('/srv/music/current.m3u', at('absolute-link'))
+  symlinkSync('../../elsewhere', at('outside-link'))
+  symlinkSync('no-such-file.m3u', at('dangling-link'))
 }
 
 main().catch((err: Error) => {

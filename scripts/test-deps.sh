@@ -8,7 +8,17 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "find findutils"
+  "mkfifo coreutils"
+  "prometheus prometheus"
+  "promtool prometheus"
+  "prometheus-node-exporter prometheus-node-exporter"
+  "systemd-analyze systemd"
+  "unshare util-linux"
+  "ip iproute2"
+  "tc iproute2"
   "nginx nginx"
+  "rsync rsync"
 )
 
 missing=()

@@ -14,7 +14,7 @@ import {
   dLine,
   fingerprint,
   fingerprintDiff,
-  fLine,
+  fLine, MT,
   HOSTILE_ARCHIVES,
   lLine,
   manifestOf,
@@ -230,10 +230,10 @@ describe('a full archive: its bytes, hashed as written, must add up to the signe
   const FULL = [dLine('d', 0o750), fLine('d/f.m3u', 'full\n', 0o640), lLine('l', 'd/f.m3u')]
   const tar = (content: string): Buffer => tarOf(tarDir('d', 0o750), tarFile('d/f.m3u', content, { mode: 0o640 }), tarLink('l', 'd/f.m3u'))
   const signed = digestOf([
-    { type: 'd', path: 'd', mode: 0o750 },
-    { type: 'f', path: 'd/f.m3u', mode: 0o640, size: 5, sha256: sha256('full\n') },
-    { type: 'l', path: 'l', target: 'd/f.m3u' },
-  ])
+    { type: 'd', path: 'd', mode: 0o750, mtime: MT },
+    { type: 'f', path: 'd/f.m3u', mode: 0o640, size: 5, mtime: MT, sha256: sha256('full\n') },
+    { type: 'l', path: 'l', target: 'd/f.m3u', mtime: MT },
+  ], { mode: 0o755, mtime: MT })
   const applyFull = (root: string, content: string, piece?: number): Promise<unknown> => {
     const t = tar(content)
     async function* chunks(): AsyncGenerator<Buffer> {

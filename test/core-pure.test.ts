@@ -9,6 +9,8 @@ import type { ManifestEntry, TreeEntry } from '../src/core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../src/core/tree-path.js'
 import { ManifestCursor } from '../src/replica/manifest-cursor.js'
 
+const MT = '1700000000.123456789'
+
 const sha = (c: string): string => c.repeat(64).slice(0, 64)
 function pair(tag: string, length: number): ArchivePair {
   return {
@@ -71,15 +73,20 @@ test('planPull counts cached objects as free, and starts an empty tree from a fu
 })
 
 test('the tree digest is order-free and follows adds and removes', () => {
-  const a: TreeEntry = { type: 'f', path: 'a', mode: 0o644, size: 1, sha256: sha('1') }
-  const b: TreeEntry = { type: 'd', path: 'b', mode: 0o755 }
-  const c: TreeEntry = { type: 'l', path: 'c', target: 'a' }
-  assert.equal(digestOf([a, b, c]), digestOf([c, a, b]))
-  const d = TreeDigest.fromHex(digestOf([a, b]))
+  const a: TreeEntry = { type: 'f', path: 'a', mode: 0o644, size: 1, mtime: MT, sha256: sha('1') }
+  const b: TreeEntry = { type: 'd', path: 'b', mode: 0o755, mtime: MT }
+  const c: TreeEntry = { type: 'l', path: 'c', target: 'a', mtime: MT }
+  const root = { mode: 0o755, mtime: MT }
+  assert.equal(digestOf([a, b, c], root), digestOf([c, a, b], root))
+  const d = TreeDigest.fromHex(digestOf([a, b], root))
   d.add(c)
   d.remove(a)
-  assert.equal(d.toHex(), digestOf([b, c]))
-  assert.notEqual(digestOf([a]), digestOf([{ ...a, mode: 0o600 }]))
+  assert.equal(d.toHex(), digestOf([b, c], root))
+  assert.notEqual(digestOf([a], root), digestOf([{ ...a, mode: 0o600 }], root))
+  assert.notEqual(digestOf([a], root), digestOf([{ ...a, mtime: '1700000000.000000001' }], root), 'an mtime is part of the tree')
+  assert.notEqual(digestOf([a], root), digestOf([a], { ...root, mode: 0o750 }), "so is the root's mode")
+  const nonUtf8 = Buffer.from([0x66, 0xff]).toString('latin1')
+  assert.notEqual(digestOf([{ ...a, path: nonUtf8 }], root), digestOf([{ ...a, path: Buffer.from([0x66, 0xfe]).toString('latin1') }], root), 'names are hashed as bytes')
 })
 
 test('decideFull follows the policy', () => {
@@ -90,44 +97,49 @@ test('decideFull follows the policy', () => {
   assert.equal(decideFull({ policy: { deltaBytesRatio: 10, maxChain: 3 }, forced: false, chain, thisDeltaBytes: 1 }).full, true)
 })
 
-test('paths and link targets that could leave the tree are refused', () => {
-  for (const bad of ['', '/etc/passwd', '../x', 'a/../b', 'a//b', './a', 'a/.', 'a\0b', 'x'.repeat(256)]) assert.ok(pathProblem(bad), bad)
-  for (const good of ['a', 'a b/c', 'café/\n', 'x'.repeat(255)]) assert.equal(pathProblem(good), null, good)
-  assert.ok(linkTargetProblem('a', '/etc/passwd'))
-  assert.ok(linkTargetProblem('a', '../x'))
-  assert.ok(linkTargetProblem('a/b/c', '../../../x'))
-  assert.ok(linkTargetProblem('a/l', 'up/..'), "'..' after a name could climb out through a link")
-  assert.equal(linkTargetProblem('a/b/c', '../../x'), null)
-  assert.equal(linkTargetProblem('a/l', 'sub/dir/file'), null)
-  assert.match(linkTargetProblem('a/l', Buffer.from('target\xfe', 'latin1').toString('utf8')) ?? '', /not valid UTF-8/)
+test('every name Linux allows is a path; link targets are carried verbatim', () => {
+  const bytes = (...b: number[]): string => Buffer.from(b).toString('latin1')
+  for (const bad of ['', '/etc/passwd', '../x', 'a/../b', 'a//b', './a', 'a/.', 'a\0b', 'x'.repeat(256), 'snow\u2603']) assert.ok(pathProblem(bad), bad)
+  for (const good of ['a', 'a b/c', 'caf\xc3\xa9/\n', 'odd/back\\slash.m3u', 'tab\there', bytes(0x6e, 0xff, 0xfe), 'x'.repeat(255)]) assert.equal(pathProblem(good), null, good)
+  for (const target of ['/etc/passwd', '../../../x', 'up/..', 'dangling', bytes(0xff), 'loop']) assert.equal(linkTargetProblem(target), null, target)
+  assert.ok(linkTargetProblem(''))
+  assert.ok(linkTargetProblem('a\0b'))
+  assert.ok(linkTargetProblem('x'.repeat(4096)))
 })
 
 test('a manifest round-trips and its order is enforced', () => {
   const entries: ManifestEntry[] = [
-    { type: 'd', path: 'a', mode: 0o755 },
-    { type: 'f', path: 'a/f\nnewline', mode: 0o644, size: 3 },
-    { type: 'l', path: 'a/l', target: 'f' },
+    { type: 'd', path: 'a', mode: 0o755, mtime: MT },
+    { type: 'f', path: 'a/f\nnewline', mode: 0o644, size: 3, mtime: '-1.500000000' },
+    { type: 'f', path: Buffer.from('a/g\xff\\', 'latin1').toString('latin1'), mode: 0o644, size: 3, mtime: MT },
+    { type: 'l', path: 'a/l', target: Buffer.from('/abs/\xfe', 'latin1').toString('latin1'), mtime: MT },
   ]
-  const text = encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'delta', base: 1, entries: 3, deleted: 2 }) + encodeDeletionLine('z/y') + encodeDeletionLine('z') + entries.map(encodeEntryLine).join('')
+  const text = encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'delta', base: 1, entries: 4, deleted: 2, root: { mode: 0o750, mtime: MT } }) + encodeDeletionLine('z/y') + encodeDeletionLine('z') + entries.map(encodeEntryLine).join('')
   const cursor = new ManifestCursor(Buffer.from(text))
   const lines = []
   for (let l = cursor.next(); l; l = cursor.next()) lines.push(l)
   assert.deepEqual(lines.map((l) => (l.kind === 'entry' ? l.entry : l.path)), ['z/y', 'z', ...entries])
-  const dup = new ManifestCursor(Buffer.from(encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'full', base: null, entries: 2, deleted: 0 }) + encodeEntryLine(entries[0]!) + encodeEntryLine(entries[0]!)))
+  assert.deepEqual(cursor.header.root, { mode: 0o750, mtime: MT })
+  assert.match(text, /"pb":"/, 'a name that is not UTF-8 travels as base64')
+  const dup = new ManifestCursor(Buffer.from(encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'full', base: null, entries: 2, deleted: 0, root: { mode: 0o755, mtime: MT } }) + encodeEntryLine(entries[0]!) + encodeEntryLine(entries[0]!)))
   dup.next()
   assert.throws(() => dup.next(), /repeated or out of order/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1 }), 2), /'\.\.' segment/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'l', p: 'x', l: '/etc' }), 2), /absolute/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'c', p: 'x' }), 2), /unknown entry type/)
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'suid', m: 0o4755, s: 1 }), 2), /mode/, 'setuid is never carried')
-  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'd', p: 'sgid', m: 0o2775 }), 2), /mode/, 'nor setgid')
-  assert.equal(parseBodyLine(JSON.stringify({ t: 'd', p: 'tmp', m: 0o1777 }), 2).kind, 'entry', 'sticky is')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: '../x', m: 420, s: 1, u: MT }), 2), /'\.\.' segment/)
+  assert.equal(parseBodyLine(JSON.stringify({ t: 'l', p: 'x', l: '/etc', u: MT }), 2).kind, 'entry', 'an absolute link target is carried')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'c', p: 'x', u: MT }), 2), /unknown entry type/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'x', m: 420, s: 1 }), 2), /mtime/, 'every entry has its mtime')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'x', pb: 'eA==', m: 420, s: 1, u: MT }), 2), /both p and pb/)
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'f', p: 'suid', m: 0o4755, s: 1, u: MT }), 2), /mode/, 'setuid is never carried')
+  assert.throws(() => parseBodyLine(JSON.stringify({ t: 'd', p: 'sgid', m: 0o2775, u: MT }), 2), /mode/, 'nor setgid')
+  assert.equal(parseBodyLine(JSON.stringify({ t: 'd', p: 'tmp', m: 0o1777, u: MT }), 2).kind, 'entry', 'sticky is')
 })
 
-test('a manifest carries no per-file hash, and a format 1 manifest is refused', () => {
-  const file: TreeEntry = { type: 'f', path: 'a.m3u', mode: 0o644, size: 3, sha256: sha('3') }
-  assert.deepEqual(JSON.parse(encodeEntryLine(file)), { t: 'f', p: 'a.m3u', m: 0o644, s: 3 }, "the master's hash stays out of the manifest")
-  assert.deepEqual(parseBodyLine(encodeEntryLine(file), 2), { kind: 'entry', entry: { type: 'f', path: 'a.m3u', mode: 0o644, size: 3 } })
-  const v1 = JSON.stringify({ manifest: 'playlist-snapshot-manifest/1', id: 1, kind: 'full', base: null, entries: 0, deleted: 0 }) + '\n'
-  assert.throws(() => new ManifestCursor(Buffer.from(v1)), /unknown manifest format \(expected playlist-snapshot-manifest\/2\)/)
+test('a manifest carries no per-file hash, and an older format is refused with what to do', () => {
+  const file: TreeEntry = { type: 'f', path: 'a.m3u', mode: 0o644, size: 3, mtime: MT, sha256: sha('3') }
+  assert.deepEqual(JSON.parse(encodeEntryLine(file)), { t: 'f', p: 'a.m3u', m: 0o644, s: 3, u: MT }, "the master's hash stays out of the manifest")
+  assert.deepEqual(parseBodyLine(encodeEntryLine(file), 2), { kind: 'entry', entry: { type: 'f', path: 'a.m3u', mode: 0o644, size: 3, mtime: MT } })
+  for (const old of ['playlist-snapshot-manifest/1', 'playlist-snapshot-manifest/2']) {
+    const line = JSON.stringify({ manifest: old, id: 1, kind: 'full', base: null, entries: 0, deleted: 0 }) + '\n'
+    assert.throws(() => new ManifestCursor(Buffer.from(line)), /written by an older master.*upgrade the master: its first build after the upgrade publishes a full/)
+  }
 })

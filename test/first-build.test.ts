@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -8,6 +8,7 @@ import { scanWholeTree, sha256Hex } from '../src/master/build-scan.js'
 import { pathOrder, writeFirstFull } from '../src/master/full-archive.js'
 import { entryFromIndex, readIndex } from '../src/master/master-index.js'
 import { SourceReader } from '../src/master/source-reader.js'
+import { mtimeFromNs } from '../src/core/mtime.js'
 
 /**
  * A first build keeps its index as rows in buffers (whole-tree-index.ts) and fills the files'
@@ -36,7 +37,7 @@ test('files changed or deleted between scan and read: the index and digest follo
   appendFileSync(join(source, 'lists', 'p10.m3u'), 'grown after the scan\n')
   unlinkSync(join(source, 'lists', 'deep', 'p11.m3u'))
 
-  const { pair, digest } = await writeFirstFull(objects, 1, new Date(), scan, new SourceReader(source))
+  const { pair, digest } = await writeFirstFull(objects, 1, { mode: 0o755, mtime: '1700000000.000000000' }, scan, new SourceReader(source))
   assert.equal(pair.entries, 302)
   assert.deepEqual(scan.warnings.map((w) => w.replace(/\(.*\)/, '')), ['skipped "lists/deep/p11.m3u": it changed during the build '])
 
@@ -47,13 +48,15 @@ test('files changed or deleted between scan and read: the index and digest follo
   assert.equal(entries.size, 302)
   assert.ok(!entries.has('lists/deep/p11.m3u'))
   const grown = readFileSync(join(source, 'lists', 'p10.m3u'))
-  assert.deepEqual(entries.get('lists/p10.m3u'), { type: 'f', path: 'lists/p10.m3u', mode: 0o644, size: grown.length, sha256: sha256Hex(grown) })
-  assert.match([...rows.entries()].find(([p]) => p === 'lists/p10.m3u')![1], /^f 644 \d+ racy\t/) // just written: read again next time
-  assert.deepEqual(entries.get('current'), { type: 'l', path: 'current', target: 'lists/p0.m3u' })
+  const mtimeOf = (p: string): string => mtimeFromNs(lstatSync(join(source, p), { bigint: true }).mtimeNs)
+  assert.deepEqual(entries.get('lists/p10.m3u'), { type: 'f', path: 'lists/p10.m3u', mode: 0o644, size: grown.length, mtime: mtimeOf('lists/p10.m3u'), sha256: sha256Hex(grown) })
+  assert.match([...rows.entries()].find(([p]) => p === 'lists/p10.m3u')![1], /^f 644 \d+ \d+\.\d{10} racy\t/) // just written: read again next time
+  assert.deepEqual(entries.get('current'), { type: 'l', path: 'current', target: 'lists/p0.m3u', mtime: mtimeOf('current') })
   const p2 = readFileSync(join(source, 'lists', 'p2.m3u'))
   assert.equal((entries.get('lists/p2.m3u') as { sha256: string }).sha256, sha256Hex(p2))
 
   const fromIndex = new TreeDigest()
+  fromIndex.addRoot({ mode: 0o755, mtime: '1700000000.000000000' })
   for (const e of entries.values()) fromIndex.add(e)
   assert.equal(digest.toHex(), fromIndex.toHex())
   const files = [...entries.values()].filter((e) => e.type === 'f')
@@ -61,12 +64,18 @@ test('files changed or deleted between scan and read: the index and digest follo
   assert.deepEqual(rows.counts, scan.index.counts())
 })
 
-test('a symlink whose target is not UTF-8 is skipped with a warning, not published as another target', async () => {
-  const source = join(dir, 'bad-link')
+test('names and link targets that are not UTF-8, or point anywhere, are carried as their bytes', async () => {
+  const source = join(dir, 'odd-names')
   mkdirSync(source)
   writeFileSync(join(source, 'a.m3u'), 'a\n')
   symlinkSync(Buffer.from('a.m3u\xfe', 'latin1'), join(source, 'odd'))
+  symlinkSync('/etc/passwd', join(source, 'abs'))
+  symlinkSync('../../outside', join(source, 'up'))
+  writeFileSync(Buffer.from(`${source}/n\xff\\.m3u`, 'latin1'), 'x\n')
   const scan = await scanWholeTree(source)
-  assert.equal(scan.index.length, 1)
-  assert.deepEqual(scan.warnings, ['skipped "odd": symlink target is not valid UTF-8'])
+  assert.deepEqual(scan.warnings, [])
+  const byPath = new Map(Array.from({ length: scan.index.length }, (_, n) => [scan.index.path(n), n]))
+  assert.deepEqual([...byPath.keys()].sort(), ['a.m3u', 'abs', 'n\xff\\.m3u', 'odd', 'up'])
+  assert.equal((scan.index.entry(byPath.get('odd')!) as { target: string }).target, 'a.m3u\xfe')
+  assert.equal((scan.index.entry(byPath.get('abs')!) as { target: string }).target, '/etc/passwd')
 })

@@ -31,8 +31,8 @@ interface Rec {
 
 function raw(r: Rec): RawScanRecord {
   const sig = Buffer.from(r.sig, 'latin1')
-  const path = Buffer.from(r.path)
-  const target = Buffer.from(r.target)
+  const path = Buffer.from(r.path, 'latin1') // paths are byte strings (src/core/byte-path.ts)
+  const target = Buffer.from(r.target, 'latin1')
   const x = new RawScanRecord()
   x.buf = Buffer.concat([Buffer.from('junk'), sig, Buffer.from([0]), path, Buffer.from([0]), target, Buffer.from([0])]) // not at offset 0
   x.start = 4
@@ -143,13 +143,13 @@ test('an index read back carries every unchanged record, in any order, and finds
 })
 
 test('index values: entries, racy signatures, links with any target', () => {
-  const f = indexValue('f 4755 213 1795257700.6313518810 1795257700.6313518810 9', 'ab'.repeat(32))
-  assert.deepEqual(entryFromIndex('a', f), { type: 'f', path: 'a', mode: 0o755, size: 213, sha256: 'ab'.repeat(32) })
-  const racy = indexValue(racySig('f 4755 213 1795257700.6313518810 1795257700.6313518810 9'), 'ab'.repeat(32))
-  assert.equal(racy, indexValue('f 4755 213 racy', 'ab'.repeat(32)))
+  const f = indexValue('f 4755 213 1795257700.6313518810 1795257700.6313518820 9', 'ab'.repeat(32))
+  assert.deepEqual(entryFromIndex('a', f), { type: 'f', path: 'a', mode: 0o755, size: 213, mtime: '1795257700.631351000', sha256: 'ab'.repeat(32) }) // to the microsecond: core/mtime.ts
+  const racy = indexValue(racySig('f 4755 213 1795257700.6313518810 1795257700.6313518820 9'), 'ab'.repeat(32))
+  assert.equal(racy, indexValue('f 4755 213 1795257700.6313518810 racy', 'ab'.repeat(32)), 'a racy signature keeps the mtime')
   assert.deepEqual(entryFromIndex('a', racy), entryFromIndex('a', f))
-  assert.deepEqual(entryFromIndex('l', indexValue('l 777 5 1.0000000000 1.0000000000 9', 'a\tb c')), { type: 'l', path: 'l', target: 'a\tb c' })
-  assert.deepEqual(entryFromIndex('d', indexValue('d 1777 4096 1.0000000000 1.0000000000 9', '')), { type: 'd', path: 'd', mode: 0o1777 })
+  assert.deepEqual(entryFromIndex('l', indexValue('l 777 5 1.0000000000 1.0000000000 9', '/abs\tb c')), { type: 'l', path: 'l', target: '/abs\tb c', mtime: '1.000000000' })
+  assert.deepEqual(entryFromIndex('d', indexValue('d 1777 4096 1.5000000000 1.0000000000 9', '')), { type: 'd', path: 'd', mode: 0o1777, mtime: '1.500000000' })
 })
 
 test('a truncated index is refused; an index of another version says so', async () => {
@@ -206,7 +206,8 @@ test('an index written after a find scan is read after a Node walk, and the othe
   scan = await scanAndRead(source, rows, 'find')
   assert.deepEqual(scan.toRead.map((t) => t.path), ['a/0.m3u', 'c/2-renamed.m3u', 'new/x.m3u'])
   assert.deepEqual(scan.deleted.sort(), ['b/1.m3u', 'c/2.m3u'])
-  assert.deepEqual([...scan.changed.keys()].sort(), ['l', 'l2', 'new'])
+  // Directories whose entries came or went changed too: their mtimes moved.
+  assert.deepEqual([...scan.changed.keys()].sort(), ['b', 'c', 'l', 'l2', 'new'])
   assert.deepEqual(scan.index.counts(), { files: 300, dirs: 9, links: 2, bytes: rows.counts.bytes - '#EXTM3U 0\n'.length + 'changed\n'.length - '#EXTM3U 1\n'.length + 'x\n'.length })
 })
 
@@ -220,6 +221,6 @@ test('a build over an index of an older version logs it and reads the whole tree
   writeFileSync(join(source, 'a.m3u'), 'changed\n')
   const r = await runCli(['build', '--source', source, '--store', store, '--json'])
   assert.equal(r.code, 0, r.stderr)
-  assert.match(r.stderr, /index format 1, this version reads 2: reading the whole tree/)
+  assert.match(r.stderr, /index format 1, this version reads 3: reading the whole tree/)
   assert.equal((JSON.parse(r.stdout) as { filesRead: number }).filesRead, 2)
 })

@@ -9,6 +9,7 @@ import { TarPacker } from '../src/archive/tar-pack.js'
 import { TarReader, type TarEntryHeader } from '../src/archive/tar-reader.js'
 import { decodePaxRecords, decodeUstarHeader, encodeUstarHeader } from '../src/archive/ustar-header.js'
 import { UnsafeArchiveError } from '../src/core/errors.js'
+import { byteStringOf } from '../src/core/byte-path.js'
 
 type Spec = { type: 'f'; path: string; mode: number; data: Buffer } | { type: 'd'; path: string; mode: number } | { type: 'l'; path: string; target: string }
 interface ReadEntry extends TarEntryHeader {
@@ -22,11 +23,12 @@ const noTar = hasTar ? false : 'GNU tar is not on PATH'
 
 async function pack(specs: readonly Spec[]): Promise<Buffer> {
   const chunks: Buffer[] = []
-  const packer = new TarPacker(async (c) => void chunks.push(Buffer.from(c)), MTIME)
+  const packer = new TarPacker(async (c) => void chunks.push(Buffer.from(c)))
+  // Names are byte strings (src/core/byte-path.ts): the specs' text, as UTF-8 bytes.
   for (const s of specs) {
-    if (s.type === 'f') await packer.addFile(s.path, s.mode, s.data)
-    else if (s.type === 'd') await packer.addDir(s.path, s.mode)
-    else await packer.addLink(s.path, s.target)
+    if (s.type === 'f') await packer.addFile(byteStringOf(s.path), s.mode, MTIME_SEC, s.data)
+    else if (s.type === 'd') await packer.addDir(byteStringOf(s.path), s.mode, MTIME_SEC)
+    else await packer.addLink(byteStringOf(s.path), byteStringOf(s.target), MTIME_SEC)
   }
   const total = await packer.finish()
   const tar = Buffer.concat(chunks)
@@ -59,10 +61,10 @@ function readAll(tar: Buffer, piece = tar.length): ReadEntry[] {
 function expected(specs: readonly Spec[]): ReadEntry[] {
   return specs.map((s): ReadEntry =>
     s.type === 'f'
-      ? { type: 'f', path: s.path, mode: s.mode, size: s.data.length, linkpath: '', data: s.data }
+      ? { type: 'f', path: byteStringOf(s.path), mode: s.mode, size: s.data.length, linkpath: '', data: s.data }
       : s.type === 'd'
-        ? { type: 'd', path: s.path, mode: s.mode, size: 0, linkpath: '', data: Buffer.alloc(0) }
-        : { type: 'l', path: s.path, mode: 0o777, size: 0, linkpath: s.target, data: Buffer.alloc(0) },
+        ? { type: 'd', path: byteStringOf(s.path), mode: s.mode, size: 0, linkpath: '', data: Buffer.alloc(0) }
+        : { type: 'l', path: byteStringOf(s.path), mode: 0o777, size: 0, linkpath: byteStringOf(s.target), data: Buffer.alloc(0) },
   )
 }
 
@@ -125,10 +127,11 @@ test('TarPacker -> TarReader round-trips every awkward entry, however the stream
 
 test('pax headers appear exactly for the entries that need them', async () => {
   const paxFor = async (s: Spec): Promise<boolean> => (await pack([s]))[156] === 0x78 // 'x'
-  for (const s of [file('n'.repeat(100), ''), file(`${B}/${'r'.repeat(100)}`, ''), file(`${C}/${'f'.repeat(100)}`, ''), dir(B), link('l', 'b'.repeat(100)), file('odd/new\nline', '')]) {
+  // Names are bytes: a UTF-8 name that fits goes into the ustar field as its bytes, as GNU tar writes it.
+  for (const s of [file('n'.repeat(100), ''), file(`${B}/${'r'.repeat(100)}`, ''), file(`${C}/${'f'.repeat(100)}`, ''), dir(B), link('l', 'b'.repeat(100)), file('odd/new\nline', ''), file('caf\u00e9', ''), link('l', 'ü')]) {
     assert.equal(await paxFor(s), false, JSON.stringify(s.path))
   }
-  for (const s of [file('n'.repeat(101), ''), file(`${B}/${'r'.repeat(101)}`, ''), dir(C), file(`${'e'.repeat(156)}/x`, ''), link('l', 'b'.repeat(101)), file('caf\u00e9', ''), link('l', 'ü')]) {
+  for (const s of [file('n'.repeat(101), ''), file(`${B}/${'r'.repeat(101)}`, ''), dir(C), file(`${'e'.repeat(156)}/x`, ''), link('l', 'b'.repeat(101)), file('ü'.repeat(51), '')]) {
     assert.equal(await paxFor(s), true, JSON.stringify(s.path))
   }
 })
@@ -159,11 +162,12 @@ test('encodeUstarHeader writes a standard header that node-tar decodes alike', (
 test('encodeUstarHeader asks for pax when needed, and throws on what no header holds', () => {
   const buf = Buffer.alloc(512, 0xaa)
   const base = { mode: 0o644, size: 0, mtimeSec: MTIME_SEC, type: '0' } as const
-  for (const path of ['caf\u00e9', 'x'.repeat(101), `/${'x'.repeat(100)}`, `${'x'.repeat(156)}/y`, `${'x'.repeat(100)}/`]) {
+  for (const path of ['x'.repeat(101), `/${'x'.repeat(100)}`, `${'x'.repeat(156)}/y`, `${'x'.repeat(100)}/`]) {
     assert.equal(encodeUstarHeader(buf, 0, { ...base, path }), false, path)
   }
   assert.equal(encodeUstarHeader(buf, 0, { ...base, path: 'l', type: '2', linkpath: 'x'.repeat(101) }), false)
-  assert.equal(encodeUstarHeader(buf, 0, { ...base, path: 'l', type: '2', linkpath: 'ü' }), false)
+  assert.equal(encodeUstarHeader(buf, 0, { ...base, path: 'caf\xc3\xa9\xff' }), true, 'names are bytes, stored as they are')
+  assert.throws(() => encodeUstarHeader(buf, 0, { ...base, path: 'caf\u0100' }), /not a byte string/)
   assert.throws(() => encodeUstarHeader(buf, 0, { ...base, path: 'huge', size: 8 * 2 ** 30 }), /8 GiB/)
   assert.throws(() => encodeUstarHeader(buf, 0, { ...base, path: 'a\0b' }), /NUL/)
   assert.throws(() => encodeUstarHeader(buf, 1, { ...base, path: 'a' }), /512 bytes/)
@@ -178,7 +182,7 @@ test('decodeUstarHeader accepts a signed checksum and tells ustar from GNU heade
   let signed = 8 * 0x20
   for (let i = 0; i < 512; i++) if (i < 148 || i >= 156) signed += buf[i]! > 127 ? buf[i]! - 256 : buf[i]!
   buf.write(signed.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1')
-  assert.deepEqual([decodeUstarHeader(buf, 0).checksumValid, decodeUstarHeader(buf, 0).path], [true, 'café'])
+  assert.deepEqual([decodeUstarHeader(buf, 0).checksumValid, decodeUstarHeader(buf, 0).path], [true, name.toString('latin1')], 'the name as its bytes')
   buf[153] = buf[153]! ^ 1 // the checksum's last digit
   assert.equal(decodeUstarHeader(buf, 0).checksumValid, false)
   buf.write('ustar  \0', 257, 'latin1')
@@ -189,7 +193,7 @@ test('decodeUstarHeader accepts a signed checksum and tells ustar from GNU heade
 
 test('decodePaxRecords reads newlines in values and refuses malformed records', () => {
   const body = Buffer.from(new Pax({ path: 'ü\nx=y', linkpath: 'l' }).encodeBody())
-  assert.deepEqual([...decodePaxRecords(body)], [['path', 'ü\nx=y'], ['linkpath', 'l']])
+  assert.deepEqual([...decodePaxRecords(body)], [['path', byteStringOf('ü\nx=y')], ['linkpath', 'l']], 'values as their bytes')
   for (const bad of ['8 path=a\n', '7 path=a', '9 path=a\nX', '5 =a\n', 'path=a\n', '7 path\n', '0 \n']) {
     assert.throws(() => decodePaxRecords(Buffer.from(bad)), /malformed pax record/, JSON.stringify(bad))
   }
@@ -261,7 +265,10 @@ test('TarReader reads what GNU tar writes as ustar and as pax', { skip: noTar },
 
   writeFileSync(join(src, 't/ünïcode-' + 'u'.repeat(150)), 'pax')
   const pax = readAll(tarCmd(['--format=pax', ...common]))
-  assert.deepEqual(pax.find((e) => e.path.startsWith('t/ü'))?.path, 't/ünïcode-' + 'u'.repeat(150))
+  assert.deepEqual(pax.find((e) => e.path.startsWith(byteStringOf('t/ü')))?.path, byteStringOf('t/ünïcode-' + 'u'.repeat(150)))
+  writeFileSync(Buffer.from(`${src}/t/not-utf8-\xff-${'v'.repeat(150)}`, 'latin1'), 'binary')
+  const binary = readAll(tarCmd(['--format=pax', ...common]))
+  assert.ok(binary.some((e) => e.path === `t/not-utf8-\xff-${'v'.repeat(150)}`), 'GNU tar writes hdrcharset=BINARY; the bytes come back')
   assert.equal(pax.length, want.length + 1)
 })
 

@@ -1,16 +1,25 @@
-import { Header, Pax } from 'tar'
-import { BLOCK, encodeUstarHeader, type UstarType } from './ustar-header.js'
+import { BLOCK, encodePaxHeader, encodeUstarHeader, type UstarType } from './ustar-header.js'
 
 /**
  * Packs entries into a standard tar stream by encoding headers straight into large buffers:
  * node-tar's high-level `tar.c` costs ~100 µs and a stream per entry, which a million tiny files
- * cannot afford (../shared/NOTES.md). Owner is always 0/0 and mtime the snapshot's time: archives
- * depend only on the tree, and never tell a replica who should own a file.
+ * cannot afford (README, "Dependencies"). Owner is always 0/0: archives never tell a replica who
+ * should own a file. Each header holds its entry's mtime in whole seconds, for readers of the
+ * archive with GNU tar; replicas take the exact time from the manifest.
  *
  * The sink may keep a chunk after its promise settles (a stream's queue), so each chunk is a fresh
  * buffer, never reused; a file of DIRECT_BYTES or more goes to the sink as the caller's own buffer,
  * uncopied, which the caller must then leave unchanged.
  */
+/**
+ * A file's bytes too many to hold in memory at once: exactly `size` of them, handed to `write`
+ * chunk by chunk (each a buffer the sink may keep), under the sink's back pressure.
+ */
+export interface StreamedBody {
+  readonly size: number
+  writeTo(write: (chunk: Buffer) => Promise<void>): Promise<void>
+}
+
 const CHUNK = 4 << 20
 const DIRECT_BYTES = 256 << 10
 const fillBytes = Uint8Array.prototype.fill // Buffer#fill's argument checks cost 3x the fill itself
@@ -19,20 +28,17 @@ export class TarPacker {
   private buf = Buffer.allocUnsafe(CHUNK) // every byte up to `used` is written before it is sent
   private used = 0
   private total = 0
-  private readonly mtimeSec: number
 
-  constructor(
-    private readonly sink: (chunk: Buffer) => Promise<void>,
-    private readonly mtime: Date,
-  ) {
-    this.mtimeSec = Math.floor(mtime.getTime() / 1000)
-  }
+  constructor(private readonly sink: (chunk: Buffer) => Promise<void>) {}
 
-  async addFile(path: string, mode: number, data: Buffer): Promise<void> {
+  /** `path` and link targets are byte strings; `mtimeSec` whole seconds (clamped to what ustar holds). */
+  async addFile(path: string, mode: number, mtimeSec: number, data: Buffer | StreamedBody): Promise<void> {
+    mtimeSec = clampMtime(mtimeSec)
+    if (!Buffer.isBuffer(data)) return this.addStreamedFile(path, mode, mtimeSec, data)
     const size = data.length
     const pad = (BLOCK - (size % BLOCK)) % BLOCK
     const start = this.used
-    if (size < DIRECT_BYTES && BLOCK + size + pad <= CHUNK - start && encodeUstarHeader(this.buf, start, { path, mode, size, mtimeSec: this.mtimeSec, type: '0' })) {
+    if (size < DIRECT_BYTES && BLOCK + size + pad <= CHUNK - start && encodeUstarHeader(this.buf, start, { path, mode, size, mtimeSec, type: '0' })) {
       // The common case, a small file with a plain header: no await, one copy of its bytes.
       this.buf.set(data, start + BLOCK)
       fillBytes.call(this.buf, 0, start + BLOCK + size, start + BLOCK + size + pad)
@@ -40,7 +46,7 @@ export class TarPacker {
       this.total += BLOCK + size + pad
       return
     }
-    await this.header(path, mode, size, '0', undefined)
+    await this.header(path, mode, size, mtimeSec, '0', undefined)
     if (size >= DIRECT_BYTES) {
       await this.flush()
       this.total += size
@@ -54,12 +60,28 @@ export class TarPacker {
     if (pad) await this.zeros(pad)
   }
 
-  async addDir(path: string, mode: number): Promise<void> {
-    await this.header(path + '/', mode, 0, '5', undefined)
+  private async addStreamedFile(path: string, mode: number, mtimeSec: number, body: StreamedBody): Promise<void> {
+    const size = body.size
+    await this.header(path, mode, size, mtimeSec, '0', undefined)
+    await this.flush()
+    let sent = 0
+    await body.writeTo(async (chunk) => {
+      sent += chunk.length
+      if (sent > size) throw new RangeError(`${JSON.stringify(path)}: more than the ${size} bytes its header declares`)
+      await this.sink(chunk)
+    })
+    if (sent !== size) throw new RangeError(`${JSON.stringify(path)}: ${sent} bytes streamed, its header declares ${size}`)
+    this.total += size
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK
+    if (pad) await this.zeros(pad)
   }
 
-  async addLink(path: string, target: string): Promise<void> {
-    await this.header(path, 0o777, 0, '2', target)
+  async addDir(path: string, mode: number, mtimeSec: number): Promise<void> {
+    await this.header(path + '/', mode, 0, clampMtime(mtimeSec), '5', undefined)
+  }
+
+  async addLink(path: string, target: string, mtimeSec: number): Promise<void> {
+    await this.header(path, 0o777, 0, clampMtime(mtimeSec), '2', target)
   }
 
   /** Writes the end-of-archive blocks and returns the tar stream's exact length. */
@@ -69,21 +91,19 @@ export class TarPacker {
     return this.total
   }
 
-  private async header(path: string, mode: number, size: number, type: UstarType, linkpath: string | undefined): Promise<void> {
+  private async header(path: string, mode: number, size: number, mtimeSec: number, type: UstarType, linkpath: string | undefined): Promise<void> {
     if (CHUNK - this.used < BLOCK) await this.flush()
-    if (encodeUstarHeader(this.buf, this.used, { path, mode, size, mtimeSec: this.mtimeSec, type, linkpath })) {
+    if (encodeUstarHeader(this.buf, this.used, { path, mode, size, mtimeSec, type, linkpath })) {
       this.used += BLOCK
       this.total += BLOCK
       return
     }
-    // Long or non-ASCII names travel in a pax header, written by node-tar as before; the plain
-    // header after it keeps a truncated name that pax-aware readers ignore.
+    // A name too long for its field travels in a pax header; the plain header after it keeps a
+    // truncated name that pax-aware readers ignore.
     if (path.includes('\0') || linkpath?.includes('\0')) throw new RangeError(`${JSON.stringify(path)}: a NUL byte cannot be stored in a tar header`)
-    const pax = new Pax({ path, linkpath, mtime: this.mtime }).encode()
+    await this.appendCopy(encodePaxHeader(path.endsWith('/') ? path.slice(0, -1) : path, linkpath, mtimeSec))
     const block = Buffer.alloc(BLOCK)
-    const typeName = type === '0' ? 'File' : type === '5' ? 'Directory' : 'SymbolicLink'
-    new Header({ path, mode, size, type: typeName, linkpath, uid: 0, gid: 0, uname: '', gname: '', mtime: this.mtime }).encode(block, 0)
-    await this.appendCopy(pax)
+    encodeUstarHeader(block, 0, { path: path.slice(0, 99) + (path.endsWith('/') ? '/' : ''), mode, size, mtimeSec, type, linkpath: linkpath?.slice(0, 100) })
     await this.appendCopy(block)
   }
 
@@ -113,4 +133,9 @@ export class TarPacker {
     this.used = 0
     await this.sink(out)
   }
+}
+
+/** The ustar mtime field holds 0 to 8^11 - 1 seconds (to 2242). */
+function clampMtime(sec: number): number {
+  return Math.min(Math.max(0, sec), 0o77777777777)
 }

@@ -1,5 +1,6 @@
 import { UnsafeArchiveError } from '../core/errors.js'
 import { BLOCK, decodePaxRecords, decodeUstarHeader } from './ustar-header.js'
+import { quotePath } from '../core/byte-path.js'
 
 /**
  * A strict push parser for the tar streams this project writes: POSIX ustar headers with optional
@@ -113,20 +114,20 @@ export class TarReader {
     const h = decodeUstarHeader(buf, off)
     if (!h.checksumValid) throw new UnsafeArchiveError('an archive header has a bad checksum')
     const refused = REFUSED[h.type]
-    if (refused !== undefined) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is of a refused type (${refused})`)
+    if (refused !== undefined) throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} is of a refused type (${refused})`)
     if (h.type !== '0' && h.type !== '\0' && h.type !== '5' && h.type !== '2' && h.type !== 'x') {
-      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is of a refused type (type flag ${JSON.stringify(h.type)})`)
+      throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} is of a refused type (type flag ${JSON.stringify(h.type)})`)
     }
     if (h.magic !== 'ustar') {
       throw new UnsafeArchiveError(
         h.magic === 'gnu'
-          ? `archive entry ${JSON.stringify(h.path)} has a GNU-format header: only POSIX ustar and pax archives are read (tar --format=pax)`
-          : `archive entry ${JSON.stringify(h.path)} has no ustar magic: only POSIX ustar and pax archives are read`,
+          ? `archive entry ${quotePath(h.path)} has a GNU-format header: only POSIX ustar and pax archives are read (tar --format=pax)`
+          : `archive entry ${quotePath(h.path)} has no ustar magic: only POSIX ustar and pax archives are read`,
       )
     }
     const size = h.size
     if (!Number.isSafeInteger(size) || size < 0) throw new UnsafeArchiveError('an archive header has a bad size')
-    if (Number.isNaN(h.mode)) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} has a bad mode`)
+    if (Number.isNaN(h.mode)) throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} has a bad mode`)
     if (h.type === 'x') {
       if (this.pax) throw new UnsafeArchiveError('two pax headers in a row')
       if (size > MAX_PAX_BYTES) throw new UnsafeArchiveError(`a pax header of ${size} bytes`)
@@ -144,9 +145,9 @@ export class TarReader {
     const type = h.type === '5' || (h.type !== '2' && path.endsWith('/')) ? 'd' : h.type === '2' ? 'l' : 'f'
     if (type === 'd' && path.endsWith('/')) path = path.slice(0, -1)
     const linkpath = pax?.linkpath ?? h.linkpath
-    if (type !== 'f' && size !== 0) throw new UnsafeArchiveError(`${JSON.stringify(path)}: a ${type === 'd' ? 'directory' : 'symlink'} with data`)
+    if (type !== 'f' && size !== 0) throw new UnsafeArchiveError(`${quotePath(path)}: a ${type === 'd' ? 'directory' : 'symlink'} with data`)
     // Another reader would take the pax size: differing sizes would make us see different entries.
-    if (pax?.size !== undefined && pax.size !== size) throw new UnsafeArchiveError(`${JSON.stringify(path)}: its pax size differs from its header's`)
+    if (pax?.size !== undefined && pax.size !== size) throw new UnsafeArchiveError(`${quotePath(path)}: its pax size differs from its header's`)
     this.visitor.entry({ type, path, mode: h.mode & 0o7777, size, linkpath })
     this.remaining = size
     this.entrySize = size

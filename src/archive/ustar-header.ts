@@ -1,8 +1,10 @@
 /**
  * Pure POSIX ustar header code for the hot path: encode into, and decode from, a caller's buffer,
  * allocating nothing but the decoded strings and result. node-tar's generic Header costs 5-20 µs
- * an entry, which a million tiny files cannot afford (../shared/NOTES.md); this handles the plain
- * case (ASCII names, regular files, directories, symlinks) and leaves the rest to node-tar's Pax.
+ * an entry, which a million tiny files cannot afford; this handles regular files, directories and
+ * symlinks. Names are byte strings (src/core/byte-path.ts) and go into the fields as their bytes,
+ * as GNU tar stores them; a name too long for its field travels in a pax header (encodePaxHeader),
+ * whose values are bytes too (node-tar's Pax encodes text as UTF-8, which would re-encode them).
  *
  * Layout (offset/width): name 0/100, mode 100/8, uid 108/8, gid 116/8, size 124/12, mtime 136/12,
  * chksum 148/8, typeflag 156/1, linkname 157/100, magic 257/6, version 263/2, uname 265/32,
@@ -36,7 +38,7 @@ const TEMPLATE_SUM = TEMPLATE.reduce((a, b) => a + b, 8 * SPACE)
 const SCRATCH = Buffer.alloc(BLOCK)
 const SCRATCH32 = new Uint32Array(SCRATCH.buffer, SCRATCH.byteOffset, BLOCK / 4)
 
-export type UstarType = '0' | '5' | '2'
+export type UstarType = '0' | '5' | '2' | 'x'
 
 export interface UstarEntry {
   readonly path: string
@@ -67,11 +69,11 @@ export interface DecodedUstarHeader {
 
 /**
  * Writes a complete 512-byte ustar header at buf[off..off+512). Returns false when the entry needs
- * a pax header: a path or link target that is not ASCII, or that does not fit the 100-byte name
- * (after splitting at a '/' into a 155-byte prefix) or the 100-byte linkname; the block's bytes are
- * then unspecified (checking ASCII while copying saves a pass over every name). Owner 0/0 with no
- * names, always: archives never tell a replica who owns a file. Throws a RangeError for values no
- * ustar field holds (sizes of 8 GiB and more, a NUL in a name).
+ * a pax header: a path or link target that does not fit the 100-byte name (after splitting at a
+ * '/' into a 155-byte prefix) or the 100-byte linkname; the block's bytes are then unspecified.
+ * Owner 0/0 with no names, always: archives never tell a replica who owns a file. Throws a
+ * RangeError for values no ustar field holds (sizes of 8 GiB and more, a NUL in a name, a char
+ * that is not a byte).
  */
 export function encodeUstarHeader(buf: Buffer, off: number, e: UstarEntry): boolean {
   const { path, mode, size, mtimeSec, type } = e
@@ -84,7 +86,7 @@ export function encodeUstarHeader(buf: Buffer, off: number, e: UstarEntry): bool
   if (off < 0 || off + BLOCK > buf.length) throw new RangeError('need 512 bytes for a ustar header')
   if (linkpath.length > LINK_LEN) return false
   // split: the index of the '/' that ends the prefix, or -1 for a path that fits the name alone.
-  // Counted in UTF-16 units, which are bytes once putAscii has found the path ASCII.
+  // Byte strings: a char is a byte.
   const split = path.length <= NAME_LEN ? -1 : splitPoint(path)
   if (split === -2) return false
 
@@ -92,15 +94,15 @@ export function encodeUstarHeader(buf: Buffer, off: number, e: UstarEntry): bool
   let sum = TEMPLATE_SUM
   let s: number
   if (split < 0) {
-    if ((s = putAscii(buf, off, path, 0, path.length)) < 0) return false
+    if ((s = putBytes(buf, off, path, 0, path.length)) < 0) return false
     sum += s
   } else {
-    if ((s = putAscii(buf, off, path, split + 1, path.length)) < 0) return false
+    if ((s = putBytes(buf, off, path, split + 1, path.length)) < 0) return false
     sum += s
-    if ((s = putAscii(buf, off + 345, path, 0, split)) < 0) return false
+    if ((s = putBytes(buf, off + 345, path, 0, split)) < 0) return false
     sum += s
   }
-  if ((s = putAscii(buf, off + 157, linkpath, 0, linkpath.length)) < 0) return false
+  if ((s = putBytes(buf, off + 157, linkpath, 0, linkpath.length)) < 0) return false
   sum += s
   sum += putOctal(buf, off + 100, 8, mode)
   sum += putOctal(buf, off + 124, 12, size)
@@ -174,12 +176,12 @@ function splitPoint(path: string): number {
   return -2
 }
 
-/** Writes s[from..to) at buf[at..] and returns the sum of its bytes, or -1 if it is not ASCII. */
-function putAscii(buf: Buffer, at: number, s: string, from: number, to: number): number {
+/** Writes the byte string s[from..to) at buf[at..] and returns the sum of its bytes. */
+function putBytes(buf: Buffer, at: number, s: string, from: number, to: number): number {
   let sum = 0
   for (let i = from; i < to; i++) {
     const c = s.charCodeAt(i)
-    if (c > 0x7f) return -1
+    if (c > 0xff) throw new RangeError(`${JSON.stringify(s)}: not a byte string`)
     if (c === 0) throw new RangeError(`${JSON.stringify(s)}: a NUL byte cannot be stored in a tar header`)
     buf[at + i - from] = c
     sum += c
@@ -200,17 +202,12 @@ function putOctal(buf: Buffer, at: number, width: number, n: number): number {
   return sum
 }
 
-/** The bytes up to the first NUL (or the field's end), as UTF-8: GNU ustar stores names raw. */
+/** The bytes up to the first NUL (or the field's end), as a byte string: names are bytes. */
 function getString(buf: Buffer, at: number, width: number): string {
   let end = at
-  let ascii = true
   const limit = at + width
-  for (; end < limit; end++) {
-    const b = buf[end]!
-    if (b === 0) break
-    if (b > 0x7f) ascii = false
-  }
-  return end === at ? '' : buf.toString(ascii ? 'latin1' : 'utf8', at, end)
+  while (end < limit && buf[end] !== 0) end++
+  return end === at ? '' : buf.toString('latin1', at, end)
 }
 
 /**
@@ -251,8 +248,42 @@ export function decodePaxRecords(body: Buffer): Map<string, string> {
     }
     const eq = body.indexOf(0x3d, i + 1) // '='
     if (eq < 0 || eq >= pos + len - 1 || eq === i + 1) throw new RangeError(`a malformed pax record at byte ${pos}`)
-    out.set(body.toString('utf8', i + 1, eq), body.toString('utf8', eq + 1, pos + len - 1))
+    // Values as byte strings: a path's bytes whether UTF-8 or not (hdrcharset=BINARY).
+    out.set(body.toString('latin1', i + 1, eq), body.toString('latin1', eq + 1, pos + len - 1))
     pos += len
   }
   return out
+}
+
+/**
+ * A pax extended header ('x') for a path and link target too long for their ustar fields: the
+ * header block and its body, padded. Values are written as their bytes; `hdrcharset=BINARY` says
+ * so when they are not UTF-8 (POSIX pax), so that GNU tar restores them byte for byte.
+ */
+export function encodePaxHeader(path: string, linkpath: string | undefined, mtimeSec: number): Buffer {
+  const values: [string, string][] = [['path', path]]
+  if (linkpath !== undefined) values.push(['linkpath', linkpath])
+  const binary = values.some(([, v]) => !isUtf8Bytes(v))
+  const records = (binary ? [['hdrcharset', 'BINARY'] as [string, string]] : []).concat(values)
+  const body = Buffer.from(records.map(([k, v]) => paxRecord(k, v)).join(''), 'latin1')
+  const padded = Math.ceil(body.length / BLOCK) * BLOCK
+  const out = Buffer.alloc(BLOCK + padded)
+  const base = path.slice(path.lastIndexOf('/') + 1)
+  const name = `PaxHeaders/${base}`.slice(0, NAME_LEN)
+  if (!encodeUstarHeader(out, 0, { path: name, mode: 0o644, size: body.length, mtimeSec, type: 'x' })) throw new RangeError('internal: pax header name')
+  body.copy(out, BLOCK)
+  return out
+}
+
+/** "<len> key=value\n", where len counts the whole record, its own digits included. */
+function paxRecord(key: string, value: string): string {
+  const rest = ` ${key}=${value}\n`.length
+  let len = rest + 1
+  while (String(len).length + rest !== len) len = String(len).length + rest
+  return `${len}${` ${key}=${value}\n`}`
+}
+
+function isUtf8Bytes(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.from(Buffer.from(s, 'latin1').toString('utf8'), 'utf8').equals(Buffer.from(s, 'latin1'))
+  return true
 }

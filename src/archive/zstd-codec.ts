@@ -114,7 +114,33 @@ export function zstdBackend(env: NodeJS.ProcessEnv = process.env): ZstdBackend {
   }
 }
 
-export async function createZstdCompressor(level = 3, backend: ZstdBackend = zstdBackend()): Promise<Transform> {
+/** The `SNAPSHOT_ZSTD` value that names a backend: what `snapshot --version` prints. */
+export function zstdSetting(backend: ZstdBackend): 'node' | 'napi' | 'wasm' {
+  return backend === 'node:zlib' ? 'node' : backend === 'zstd-napi' ? 'napi' : 'wasm'
+}
+
+let fallbackNoted = false
+
+/**
+ * The backend for a stream nobody chose one for. Falling back to the WASM build on its own
+ * (zstd-napi did not build: no compiler at install time, or its install script was not allowed)
+ * costs 3-5x in speed, so the operator hears of it, once per process, on stderr.
+ */
+function defaultBackend(): ZstdBackend {
+  const backend = zstdBackend()
+  const forced = process.env['SNAPSHOT_ZSTD']
+  if (backend === 'zstd-codec' && forced !== 'wasm' && !fallbackNoted) {
+    fallbackNoted = true
+    const load = loadZstdNapi()
+    const why = 'error' in load ? (load.error instanceof Error ? load.error.message.split('\n')[0] : String(load.error)) : ''
+    process.stderr.write(
+      `snapshot: note: zstd runs on the WASM fallback (zstd-codec, 3-5x slower) because zstd-napi does not load (${why}); reinstall with a C++ compiler, and npm's --allow-scripts=zstd-napi, or run on Node >= 22.15\n`,
+    )
+  }
+  return backend
+}
+
+export async function createZstdCompressor(level = 3, backend: ZstdBackend = defaultBackend()): Promise<Transform> {
   const max = backend === 'zstd-codec' ? CODEC_MAX_LEVEL : ZSTD_MAX_LEVEL
   if (!Number.isInteger(level) || level < 1 || level > max) {
     const why = backend === 'zstd-codec' ? ' (zstd-codec, the WASM fallback, fits levels 1-9 in its 16 MiB heap)' : ''
@@ -132,7 +158,7 @@ export async function createZstdCompressor(level = 3, backend: ZstdBackend = zst
   return new CodecTransform(await leaseInstance(), 'compress', level)
 }
 
-export async function createZstdDecompressor(backend: ZstdBackend = zstdBackend()): Promise<Transform> {
+export async function createZstdDecompressor(backend: ZstdBackend = defaultBackend()): Promise<Transform> {
   if (backend === 'node:zlib') {
     return checkFrameBoundaries(wrapErrors(requireNodeZstd().createZstdDecompress(), 'decompress'))
   }

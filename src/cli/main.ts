@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from '@commander-js/extra-typings'
+import { zstdBackend, zstdSetting } from '../archive/zstd-codec.js'
+import { parseRate } from '../http/rate-limit.js'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
@@ -9,6 +12,8 @@ import { addS3Options, addSourceS3Options, registerPublishCommand } from './publ
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput } from './output.js'
+import { metricsFileOption, metricsListenOption } from './metrics-options.js'
+import { registerFleetCommand } from './fleet-command.js'
 import { checked, collect, ratio, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { checkCronExpression, checkTimezone } from './scheduler.js'
@@ -23,7 +28,7 @@ import { swapCommand } from './swap-command.js'
 export function makeProgram(): Command {
   const program = new Command('snapshot')
     .description('Distribute a tree of millions of tiny files: build hourly snapshots on a master, pull --swap them on replicas over HTTP.')
-    .version('0.1.0')
+    .version(versionLine())
     .showHelpAfterError()
     .exitOverride()
 
@@ -50,9 +55,13 @@ export function makeProgram(): Command {
     .option('--cron <expr>', 'keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled build', wholeNumber('--jitter', 0, 86400), 0)
+    .option('--strict', 'fail (exit 17, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
+    .option('--wait <seconds>', 'wait this long for another build, prune or rollback holding the store\'s lock', wholeNumber('--wait', 0, 86400), 0)
     .option('--publish <s3url>', 'after each build, publish the store to s3://BUCKET/PREFIX (see `snapshot publish`; the S3 options below apply)')
-    .option('--json', 'print one JSON object (id, kind, counts, sizes)')
+    .option('--json', 'print one JSON object (id, kind, counts, sizes, skipped)')
     .option('--quiet', 'no progress lines on stderr')
+    .addOption(metricsListenOption())
+    .addOption(metricsFileOption())
   addS3Options(build).action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
 
   program
@@ -66,6 +75,7 @@ export function makeProgram(): Command {
     .option('--idle-timeout <seconds>', 'drop a connection with no traffic either way for this long (a stalled download)', wholeNumber('--idle-timeout', 1, 86400), 30)
     .option('--json', 'print the URL as JSON')
     .option('--quiet', 'no request log on stderr')
+    .addOption(metricsListenOption('serve Prometheus metrics (requests and bytes by status) at /metrics on this address; a bare :PORT or PORT is 127.0.0.1'))
     .action(async (o) => serveCommand(o, makeOutput(o)))
 
   const pull = program
@@ -80,6 +90,7 @@ export function makeProgram(): Command {
     .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
     .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
+    .option('--limit-rate <rate>', 'download at most this many bytes per second over the whole pull, e.g. 500k, 10M, 1.5M (k, M, G: 1024, 1024², 1024³; at least 16k)', checked(parseRate))
     .option('--wait <seconds>', 'wait this long for another pull on the same target to finish', wholeNumber('--wait', 0, 86400), 0)
     .option('--unpin', 'clear the pin a rollback left, then pull as usual')
     .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', wholeNumber('--max-delete', 0, 100), 20)
@@ -91,8 +102,14 @@ export function makeProgram(): Command {
     .option('--cron <expr>', 'keep running and pull on this cron schedule (an optional 6th, leading field is seconds); pulls once at start and at once after a missed run', checked(checkCronExpression))
     .option('--timezone <tz>', 'time zone of the --cron schedule', checked(checkTimezone), 'UTC')
     .option('--jitter <seconds>', 'with --cron: wait a random 0 to N seconds before each scheduled pull, so replicas spread their requests', wholeNumber('--jitter', 0, 86400), 0)
-    .option('--json', 'print one JSON object')
+    .option('--watch', 'keep running and pull each new snapshot as soon as it is published (long-poll against `snapshot serve`, else a conditional request every --interval)')
+    .option('--interval <seconds>', 'with --watch: seconds between checks of a store that does not long-poll', wholeNumber('--interval', 1, 86400), 5)
+    .option('--long-poll <seconds>', 'with --watch: how long `snapshot serve` may hold a check until a new snapshot is published; 0: plain polling', wholeNumber('--long-poll', 0, 3600), 30)
+    .option('--max-backoff <seconds>', 'with --watch: cap of the retry delay while the store is unreachable or pulls fail', wholeNumber('--max-backoff', 1, 86400), 15)
+    .option('--json', 'print one JSON object (with --cron or --watch: one per pull)')
     .option('--quiet', 'no progress lines on stderr')
+    .addOption(metricsListenOption())
+    .addOption(metricsFileOption())
   addSourceS3Options(pull).action(async (o) => pullCommand(o, makeOutput(o)))
 
   program
@@ -112,8 +129,24 @@ export function makeProgram(): Command {
   registerPruneCommand(program)
   registerRollbackCommand(program)
   registerPublishCommand(program)
+  registerFleetCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
+}
+
+/**
+ * `snapshot --version`: the package's version (from its package.json, two levels above dist/src),
+ * the Node that runs it and the zstd backend in use, which decides the speed of builds and pulls.
+ */
+export function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { name: string; version: string }
+  let zstd: string
+  try {
+    zstd = zstdSetting(zstdBackend())
+  } catch (err) {
+    zstd = `none (${(err as Error).message})` // a bad SNAPSHOT_ZSTD: the version still prints
+  }
+  return `${pkg.name} ${pkg.version} (node ${process.version}, zstd: ${zstd})`
 }
 
 /** Options every replica-side command shares. */

@@ -1,9 +1,13 @@
 import type { Command } from '@commander-js/extra-typings'
 import { DEFAULT_GRACE_SECONDS, describeIds, pruneStore, type PruneResult } from '../master/prune.js'
+import { Registry } from 'prom-client'
+import { createPruneMetrics, recordPruneOutcome } from '../metrics/master-metrics.js'
+import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { metricsFileOption } from './metrics-options.js'
 import { wholeNumber } from './option-parsers.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
 
-export interface PruneCommandOptions {
+export interface PruneCommandOptions extends MetricsFlags {
   store: string
   keep: number
   grace: number
@@ -13,8 +17,22 @@ export interface PruneCommandOptions {
 }
 
 export async function pruneCommand(opts: PruneCommandOptions, out: Output): Promise<void> {
-  const r = await pruneStore({ store: opts.store, keep: opts.keep, graceMs: opts.grace * 1000, dryRun: opts.dryRun ?? false, lockWaitMs: opts.wait * 1000, log: (l) => out.log(l) })
-  out.result(r, describePrune(r))
+  const registry = new Registry()
+  const m = createPruneMetrics(registry)
+  const metrics = await openMetricsOutputs(opts, registry, { longRunning: false, command: 'prune', log: (l) => out.log(l) })
+  try {
+    await observed<PruneResult>(
+      async (keep) => {
+        const r = await pruneStore({ store: opts.store, keep: opts.keep, graceMs: opts.grace * 1000, dryRun: opts.dryRun ?? false, lockWaitMs: opts.wait * 1000, log: (l) => out.log(l) })
+        keep(r)
+        out.result(r, describePrune(r))
+      },
+      (outcome) => recordPruneOutcome(m, outcome),
+      (l) => out.log(l),
+    )
+  } finally {
+    await metrics.afterRun()
+  }
 }
 
 /** Also used by `snapshot build --keep`. */
@@ -40,5 +58,6 @@ export function registerPruneCommand(program: Command): void {
     .option('--wait <seconds>', 'wait this long for a build holding the store\'s lock', wholeNumber('--wait', 0, 86400), 0)
     .option('--json', 'print one JSON object')
     .option('--quiet', 'no progress lines on stderr')
+    .addOption(metricsFileOption())
     .action(async (o) => pruneCommand(o, makeOutput(o)))
 }

@@ -1,13 +1,20 @@
 import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
 import { openSources, type SourceFlags } from './open-sources.js'
-import { StaleError } from '../core/errors.js'
-import { pull } from '../replica/pull.js'
+import { RateLimiter } from '../http/rate-limit.js'
+import { ClockSkewError, StaleError, UsageError } from '../core/errors.js'
+import { Registry } from 'prom-client'
+import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { ReplicaObserver } from '../metrics/replica-observer.js'
+import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
+import { runPullWatch, type WatchFlags } from './watch-command.js'
+import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags>, SourceFlags {
+export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit<WatchFlags, 'from' | 'timeout'>>, MetricsFlags, SourceFlags {
+  watch?: boolean
   /** One store, or several mirrors of it (a failover list). */
   from: string[]
   target: string
@@ -19,6 +26,8 @@ export interface PullCommandOptions extends Partial<ScheduleFlags>, SourceFlags 
   token?: string
   retries: number
   timeout: number
+  /** --limit-rate, in bytes per second */
+  limitRate?: number
   wait: number
   unpin?: boolean
   maxDelete: number
@@ -30,20 +39,63 @@ export interface PullCommandOptions extends Partial<ScheduleFlags>, SourceFlags 
   quiet?: boolean
 }
 
-/** With --cron, keeps running and pulls on the schedule; otherwise pulls once. */
+/** With --watch, pulls each new publication; with --cron, on the schedule; otherwise once. */
 export async function pullCommand(opts: PullCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  if (cron !== undefined) return runOnSchedule(() => pullOnce(opts, out), { ...opts, cron }, out)
-  await pullOnce(opts, out)
+  if (opts.watch && cron !== undefined) throw new UsageError('--watch and --cron are two ways to keep pulling: give one')
+  const longRunning = cron !== undefined || opts.watch === true
+  const registry = new Registry()
+  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from.join(' ') })
+  const metrics = await openMetricsOutputs(opts, registry, { longRunning, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
+  // One pull, with its outcome recorded, whichever loop runs it; throws StaleError after a pull
+  // that worked against a store whose newest snapshot is too old.
+  const observedPull = async (): Promise<PullResult> => {
+    let pulled: PullResult | null = null
+    try {
+      await observed<PullResult>(
+        async (keep) => {
+          const r = await pullOnce(opts, out)
+          keep(r)
+          pulled = r
+          checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
+        },
+        (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
+        (l) => out.log(l),
+      )
+    } finally {
+      await metrics.afterRun()
+    }
+    return pulled!
+  }
+  try {
+    if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
+    if (opts.watch) {
+      const d = WATCH_DEFAULTS
+      // The watch checks the first --from for new pointers; each pull then takes the newest valid one among all.
+      const flags = { from: opts.from[0] ?? '', timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token ?? process.env.SNAPSHOT_TOKEN, quiet: opts.quiet ?? false }
+      return await runPullWatch(observedPull, flags, out)
+    }
+    if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)
+    await observedPull()
+  } finally {
+    await metrics.close()
+  }
 }
 
-async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
+/** One pull, its result printed. */
+async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
   const source = openSources(
     opts.from,
-    { ...(token ? { token } : {}), retries: opts.retries, timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 }, ...s3Flags(opts) },
+    {
+      ...(token ? { token } : {}),
+      retries: opts.retries,
+      timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+      ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
+      ...s3Flags(opts),
+    },
     { trustedKeys: keys, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
   )
   const pulled = await pull({
@@ -57,9 +109,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
     unpin: opts.unpin ?? false,
     maxDeletePercent: opts.maxDelete,
     force: opts.force ?? false,
-    // The catch-up after the swap yields the CPU; a --cron process keeps running, so only where
-    // it may raise its priority back afterwards.
-    lowPriorityCatchUp: opts.cron === undefined || process.getuid?.() === 0,
+    // The catch-up after the swap yields the CPU; a --cron or --watch process keeps running, so
+    // only where it may raise its priority back afterwards.
+    lowPriorityCatchUp: (opts.cron === undefined && !opts.watch) || process.getuid?.() === 0,
     hooks: { ...(opts.preSwap ? { preSwap: opts.preSwap } : {}), ...(opts.postSwap ? { postSwap: opts.postSwap } : {}), timeoutMs: opts.hookTimeout * 1000 },
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
@@ -79,16 +131,22 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<void> {
         ]
   if (mirrors) human.push(...describeMirrors(mirrors))
   out.result(r, human)
-  checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+  return r
 }
 
 /**
  * A mirror that keeps serving the same old snapshot looks like "up to date" forever. The pointer
- * carries its signed build time: past the bound, say so with an exit code of its own.
+ * carries its signed build time: past the bound, say so with an exit code of its own. A snapshot
+ * built "before" its parent was not built long ago: the master's clock went backwards, and its
+ * age says nothing; that is said as what it is (same exit code: a monitor's alarm either way).
  */
-export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number): void {
+export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number, parentCreated: string | null = null): void {
   if (created === null || maxAgeSeconds === 0) return
   const age = Math.round((nowMs - Date.parse(created)) / 1000)
+  if (age > maxAgeSeconds && parentCreated !== null && Date.parse(created) < Date.parse(parentCreated)) {
+    const back = Math.round((Date.parse(parentCreated) - Date.parse(created)) / 1000)
+    throw new ClockSkewError(`clock skew on the master: the newest snapshot says it was built ${created}, ${back} s before its parent (${parentCreated}); its age (${age} s) is not a frozen mirror: fix the master's clock (NTP)`)
+  }
   if (age > maxAgeSeconds) {
     throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
   }

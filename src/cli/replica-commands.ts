@@ -7,6 +7,7 @@ import { verifyLiveTree } from '../replica/verify-tree.js'
 import { readPublicKeyFiles } from './keys.js'
 import type { Output } from './output.js'
 import { checkFreshness, describeMirrors, s3Flags } from './pull-command.js'
+import { displayPath } from '../core/byte-path.js'
 
 /** The replica-side operator commands: rollback, unpin, status, verify --target. */
 export interface ReplicaCommandOptions extends SourceFlags {
@@ -64,13 +65,15 @@ export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number 
   out.result(s, human)
   // The newest snapshot seen: the store's when it answered, else the live one's.
   const newest = s.store && 'latestId' in s.store ? s.store.created : (s.live?.created ?? null)
-  checkFreshness(newest, o.maxAge, Date.now())
+  checkFreshness(newest, o.maxAge, Date.now(), s.store && 'latestId' in s.store ? (s.store.latestParentCreated ?? null) : null)
 }
 
 export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
   const source = sourceOf(o, await readPublicKeyFiles(o.pubkey), out)
   const r = await verifyLiveTree({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey), log: (l) => out.log(l) })
-  out.result(r, r.problems.length === 0 ? [`ok: the live tree of ${o.target} equals snapshot ${r.id} (${r.checked} entries)`] : [`${r.problems.length} paths differ from snapshot ${r.id}:`, ...r.problems.map((p) => `  ${JSON.stringify(p.path)}: ${p.problem}`)])
+  // Paths are bytes: shown escaped (byte-path.ts displayPath), in the JSON output too; '.' is the root.
+  const problems = r.problems.map((p) => ({ path: p.path === '' ? '.' : displayPath(p.path), problem: p.problem }))
+  out.result({ ...r, problems }, problems.length === 0 ? [`ok: the live tree of ${o.target} equals snapshot ${r.id} (${r.checked} entries)`] : [`${problems.length} paths differ from snapshot ${r.id}:`, ...problems.map((p) => `  ${p.path}: ${p.problem}`)])
   if (r.problems.length > 0) throw new VerifyError(`the live tree of ${o.target} differs from snapshot ${r.id} in ${r.problems.length} paths`)
 }
 

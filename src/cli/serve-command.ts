@@ -1,4 +1,7 @@
+import { Registry } from 'prom-client'
 import { startStaticServer, STATIC_SERVER_DEFAULTS } from '../http/static-server.js'
+import { openMetricsOutputs, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { createServeMetrics, recordResponse } from '../metrics/serve-metrics.js'
 import type { Output } from './output.js'
 
 export interface ServeCommandOptions {
@@ -11,12 +14,15 @@ export interface ServeCommandOptions {
   /** Seconds a connection may stay silent both ways before it is dropped. */
   idleTimeout?: number
   quiet?: boolean
+  metricsListen?: MetricsFlags['metricsListen']
 }
 
 /** Serves the store until SIGINT or SIGTERM, then closes cleanly. */
 export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
   const token = opts.token ?? process.env.SNAPSHOT_TOKEN
   const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
+  const registry = new Registry()
+  const m = createServeMetrics(registry)
   const server = await startStaticServer({
     root: opts.store,
     host: opts.host,
@@ -26,13 +32,18 @@ export async function serveCommand(opts: ServeCommandOptions, out: Output): Prom
     ...(headersTimeoutMs !== undefined ? { headersTimeoutMs, requestTimeoutMs: Math.max(STATIC_SERVER_DEFAULTS.requestTimeoutMs, headersTimeoutMs) } : {}),
     ...(opts.idleTimeout !== undefined ? { idleTimeoutMs: opts.idleTimeout * 1000 } : {}),
     ...(opts.quiet ? {} : { log: (line: string) => out.log(line) }),
+    ...(opts.metricsListen ? { onResponse: (status: number, bytes: number) => recordResponse(m, status, bytes) } : {}),
   })
-  out.result({ url: server.url, port: server.port }, [`serving ${opts.store} at ${server.url}`])
+  const metrics = await openMetricsOutputs({ ...(opts.metricsListen ? { metricsListen: opts.metricsListen } : {}) }, registry, { longRunning: true, command: 'serve', log: (l) => out.log(l) }).catch(async (err: unknown) => {
+    await server.close()
+    throw err
+  })
+  out.result({ url: server.url, port: server.port, ...(metrics.url ? { metricsUrl: `${metrics.url}/metrics` } : {}) }, [`serving ${opts.store} at ${server.url}`])
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop)
       process.off('SIGTERM', stop)
-      void server.close().then(resolve)
+      void Promise.all([server.close(), metrics.close()]).then(() => resolve())
     }
     process.on('SIGINT', stop)
     process.on('SIGTERM', stop)

@@ -18,6 +18,8 @@ export const ExitCode = {
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
+  FleetProblem: 16,
+  Skipped: 17,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -136,5 +138,37 @@ export class HookFailedError extends SnapshotError {
 /** The store's newest snapshot is older than the freshness bound: a frozen mirror, or a stopped master. */
 export class StaleError extends SnapshotError {
   override readonly code = 'ERR_STALE'
+  override readonly exitCode = ExitCode.Stale
+}
+
+/**
+ * The replica's file system cannot hold a name the snapshot carries: a name longer than its
+ * NAME_MAX, or bytes it refuses (a file system that insists on UTF-8 names, say). Nothing live
+ * changes; the operator must put the replica's trees on a file system that holds Linux names.
+ */
+export class NameUnsupportedError extends SnapshotError {
+  override readonly code = 'ERR_NAME_UNSUPPORTED'
+}
+
+/** `snapshot fleet`: a replica is unreachable, stale, lagging or pinned (each named in the report). */
+export class FleetProblemError extends SnapshotError {
+  override readonly code = 'ERR_FLEET'
+  override readonly exitCode = ExitCode.FleetProblem
+}
+
+/** `build --strict`: the build would leave entries out of the snapshot; it publishes nothing. */
+export class SkippedEntriesError extends SnapshotError {
+  override readonly code = 'ERR_SKIPPED'
+  override readonly exitCode = ExitCode.Skipped
+}
+
+/** An object the store's records name is not there (404, or no such file): pruned or lost. */
+export class ObjectMissingError extends NetworkError {
+  readonly objectMissing = true
+}
+
+/** The newest snapshot is older than its parent: the master's clock went backwards, not a frozen mirror. */
+export class ClockSkewError extends SnapshotError {
+  override readonly code = 'ERR_CLOCK_SKEW'
   override readonly exitCode = ExitCode.Stale
 }

@@ -1,4 +1,6 @@
 import { VerifyError } from './errors.js'
+import { isMtime } from './mtime.js'
+import { CARRIED_MODE_BITS, type RootMeta } from './tree-entry.js'
 
 /**
  * What the store says about one snapshot. Records reach replicas through untrusted networks, so
@@ -27,6 +29,8 @@ export interface SnapshotRecord {
   readonly id: number
   readonly parent: number | null
   readonly created: string // ISO 8601, UTC
+  /** The parent's `created` (absent on a first snapshot, and in records written before it existed). */
+  readonly parentCreated?: string
   /** 'full' when the snapshot carries a whole-tree archive (it may carry a delta as well). */
   readonly kind: SnapshotKind
   readonly treeDigest: string
@@ -39,6 +43,8 @@ export interface SnapshotRecord {
   readonly full?: ArchivePair
   /** Set when this snapshot republishes an older tree (fleet rollback). */
   readonly rollbackOf?: number
+  /** The root directory's mode and mtime (absent in records written before manifest format 3). */
+  readonly root?: RootMeta
 }
 
 export function recordObjects(r: SnapshotRecord): ObjectRef[] {
@@ -82,6 +88,7 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
   if (!isCount(o.id) || o.id < 1) fail('id')
   if (o.parent !== null && (!isCount(o.parent) || o.parent >= o.id)) fail('parent')
   if (typeof o.created !== 'string' || Number.isNaN(Date.parse(o.created))) fail('created')
+  if (o.parentCreated !== undefined && (typeof o.parentCreated !== 'string' || Number.isNaN(Date.parse(o.parentCreated)) || o.parent === null)) fail('parentCreated')
   if (o.kind !== 'full' && o.kind !== 'delta') fail('kind')
   if (typeof o.treeDigest !== 'string' || !HEX64.test(o.treeDigest)) fail('treeDigest')
   for (const k of ['files', 'dirs', 'links', 'bytes'] as const) if (!isCount(o[k])) fail(k)
@@ -91,10 +98,13 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
   if (o.kind === 'delta' && (!delta || full)) fail('a delta snapshot must carry exactly a delta')
   if (delta && o.parent === null) fail('a delta without a parent')
   if (o.rollbackOf !== undefined && (!isCount(o.rollbackOf) || o.rollbackOf >= o.id)) fail('rollbackOf')
+  const root = o.root as Record<string, unknown> | undefined
+  if (root !== undefined && (typeof root !== 'object' || root === null || !isCount(root.mode) || (root.mode & ~CARRIED_MODE_BITS) !== 0 || !isMtime(root.mtime))) fail('root')
   return {
     id: o.id,
     parent: o.parent as number | null,
     created: o.created,
+    ...(o.parentCreated !== undefined ? { parentCreated: o.parentCreated as string } : {}),
     kind: o.kind,
     treeDigest: o.treeDigest,
     files: o.files as number,
@@ -104,5 +114,6 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
     ...(delta ? { delta } : {}),
     ...(full ? { full } : {}),
     ...(o.rollbackOf !== undefined ? { rollbackOf: o.rollbackOf as number } : {}),
+    ...(root !== undefined ? { root: { mode: root.mode as number, mtime: root.mtime as string } } : {}),
   }
 }

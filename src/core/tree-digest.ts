@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { TreeEntry } from './tree-entry.js'
+import type { RootMeta, TreeEntry } from './tree-entry.js'
 
 /**
  * A digest of a whole tree that can be updated entry by entry: the lane-wise sum (mod 2^32, eight
@@ -27,6 +27,15 @@ export class TreeDigest {
     this.combine(entryRecordHash(entry), -1)
   }
 
+  /** The root directory counts as one more record (its mode and mtime). */
+  addRoot(root: RootMeta): void {
+    this.combine(rootRecordHash(root), 1)
+  }
+
+  removeRoot(root: RootMeta): void {
+    this.combine(rootRecordHash(root), -1)
+  }
+
   toHex(): string {
     const buf = Buffer.alloc(32)
     for (let i = 0; i < 8; i++) buf.writeUInt32BE(this.lanes[i]!, i * 4)
@@ -40,25 +49,33 @@ export class TreeDigest {
   }
 }
 
-/** The bytes that stand for one entry: type, path, mode and content hash (or link target). */
+/**
+ * The bytes that stand for one entry: type, path, mode, mtime and content hash (or link target).
+ * Paths and targets are byte strings: hashed as their bytes ('latin1'), never re-encoded.
+ */
 export function entryRecordHash(entry: TreeEntry): Buffer {
   const h = createHash('sha256')
   switch (entry.type) {
     case 'f':
-      h.update(`f\0${entry.path}\0${entry.mode.toString(8)}\0${entry.sha256}`)
+      h.update(`f\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0${entry.sha256}`, 'latin1')
       break
     case 'd':
-      h.update(`d\0${entry.path}\0${entry.mode.toString(8)}\0`)
+      h.update(`d\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0`, 'latin1')
       break
     case 'l':
-      h.update(`l\0${entry.path}\0\0${entry.target}`)
+      h.update(`l\0${entry.path}\0\0${entry.mtime}\0${entry.target}`, 'latin1')
       break
   }
   return h.digest()
 }
 
-export function digestOf(entries: Iterable<TreeEntry>): string {
+function rootRecordHash(root: RootMeta): Buffer {
+  return createHash('sha256').update(`r\0\0${root.mode.toString(8)}\0${root.mtime}\0`, 'latin1').digest()
+}
+
+export function digestOf(entries: Iterable<TreeEntry>, root: RootMeta): string {
   const d = new TreeDigest()
+  d.addRoot(root)
   for (const e of entries) d.add(e)
   return d.toHex()
 }

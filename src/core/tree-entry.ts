@@ -1,6 +1,10 @@
+import { displayPath } from './byte-path.js'
+import type { Mtime } from './mtime.js'
+
 /**
- * The unit everything is made of: one entry of a tree. Paths are relative, POSIX, '/'-separated,
- * never empty, never '.' or '..' segments (see tree-path.ts).
+ * The unit everything is made of: one entry of a tree. Paths are relative, '/'-separated byte
+ * strings (byte-path.ts), never empty, never '.' or '..' segments (see tree-path.ts); link targets
+ * are byte strings too, carried verbatim. Every entry carries its modification time.
  */
 export type EntryType = 'f' | 'd' | 'l'
 
@@ -20,6 +24,7 @@ export interface ManifestFileEntry {
   readonly path: string
   readonly mode: number // permission bits and sticky (CARRIED_MODE_BITS): never setuid or setgid
   readonly size: number
+  readonly mtime: Mtime
 }
 /** A regular file with the hash of its bytes, as the master's index and the tree digest need it. */
 export interface FileEntry extends ManifestFileEntry {
@@ -29,11 +34,22 @@ export interface DirEntry {
   readonly type: 'd'
   readonly path: string
   readonly mode: number
+  readonly mtime: Mtime
 }
 export interface LinkEntry {
   readonly type: 'l'
   readonly path: string
   readonly target: string
+  readonly mtime: Mtime
+}
+
+/**
+ * The tree's root directory: its mode and mtime are the tree's own (a private root stays private
+ * on replicas), carried in every manifest's header and in the record.
+ */
+export interface RootMeta {
+  readonly mode: number
+  readonly mtime: Mtime
 }
 export type TreeEntry = FileEntry | DirEntry | LinkEntry
 /** An entry as a manifest carries it: a file without its content hash. Every TreeEntry is one. */
@@ -47,10 +63,10 @@ export function tarDataBlocks(size: number): number {
 export function describeEntry(e: ManifestEntry): string {
   switch (e.type) {
     case 'f':
-      return `file ${e.path} (${e.size} bytes, mode ${e.mode.toString(8)})`
+      return `file ${displayPath(e.path)} (${e.size} bytes, mode ${e.mode.toString(8)})`
     case 'd':
-      return `directory ${e.path}`
+      return `directory ${displayPath(e.path)}`
     case 'l':
-      return `symlink ${e.path} -> ${e.target}`
+      return `symlink ${displayPath(e.path)} -> ${displayPath(e.target)}`
   }
 }

@@ -17,7 +17,7 @@ export class FileChangingError extends SnapshotError {
   override readonly code = 'ERR_FILE_CHANGING'
 }
 
-export function readFileStable(path: string): StableRead {
+export function readFileStable(path: string | Buffer): StableRead {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW)
   try {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {

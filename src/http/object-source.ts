@@ -18,6 +18,7 @@ import {
   ChecksumMismatchError,
   LengthMismatchError,
   NetworkError,
+  ObjectMissingError,
   SnapshotError,
   TooLargeError,
   UnsafeArchiveError,
@@ -30,6 +31,7 @@ import { fsyncDir } from '../fs/durable.js'
 import type { S3ConnectOptions } from '../store/s3-client.js'
 import { isS3Url } from '../store/s3-location.js'
 import { S3Source } from './s3-source.js'
+import type { RateLimiter } from './rate-limit.js'
 
 export interface ObjectSource {
   /** The URL (password hidden) or directory, for messages. */
@@ -58,6 +60,8 @@ export interface SourceOptions {
   /** First backoff; it doubles per retry, with jitter, up to 10 s. Default 500 ms. */
   retryBaseMs?: number
   signal?: AbortSignal
+  /** `--limit-rate`: every body byte counts against it, over all objects, retries and resumes. */
+  limiter?: RateLimiter
 }
 
 const DEFAULT_CONNECT_MS = 10_000
@@ -70,9 +74,9 @@ const RETRY_CAP_MS = 10_000
 export function openSource(from: string, opts: SourceOptions & { s3?: S3ConnectOptions } = {}): ObjectSource {
   if (/^https?:\/\//i.test(from)) return new HttpSource(from, opts)
   if (isS3Url(from)) return new S3Source(from, opts)
-  if (/^file:\/\//i.test(from)) return new DirSource(fileURLToPath(from))
+  if (/^file:\/\//i.test(from)) return new DirSource(fileURLToPath(from), opts.limiter)
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(from)) throw new UsageError(`--from ${from}: expected an http(s):// or s3:// URL, or a directory`)
-  return new DirSource(from)
+  return new DirSource(from, opts.limiter)
 }
 
 /**
@@ -270,6 +274,7 @@ class HttpSource implements ObjectSource {
   private readonly retries: number
   private readonly retryBaseMs: number
   private readonly signal: AbortSignal | undefined
+  private readonly limiter: RateLimiter | undefined
 
   constructor(from: string, opts: SourceOptions) {
     try {
@@ -286,6 +291,7 @@ class HttpSource implements ObjectSource {
     this.retries = opts.retries ?? DEFAULT_RETRIES
     this.retryBaseMs = opts.retryBaseMs ?? DEFAULT_RETRY_BASE_MS
     this.signal = opts.signal
+    this.limiter = opts.limiter
   }
 
   async getSmall(relPath: string, maxBytes: number): Promise<Buffer | null> {
@@ -301,6 +307,8 @@ class HttpSource implements ObjectSource {
         const parts: Buffer[] = []
         let total = 0
         for await (const chunk of ex.stream as AsyncIterable<Buffer>) {
+          ex.watchdog.stop()
+          await this.limiter?.consume(chunk.length, this.signal) // our own wait is no stall
           ex.watchdog.arm()
           total += chunk.length
           if (total > maxBytes) throw new TooLargeError(this.shown(url), maxBytes)
@@ -335,7 +343,8 @@ class HttpSource implements ObjectSource {
           await this.acceptObjectResponse(ex.response, part, from, url)
           const resumed = part.size > 0 // not if the server answered a Range with the whole body
           for await (const chunk of ex.stream as AsyncIterable<Buffer>) {
-            ex.watchdog.stop() // a slow disk is not a stalled server
+            ex.watchdog.stop() // a slow disk is not a stalled server, nor is --limit-rate
+            await this.limiter?.consume(chunk.length, this.signal)
             await part.append(chunk)
             ex.watchdog.arm()
             progress?.(part.size)
@@ -373,7 +382,7 @@ class HttpSource implements ObjectSource {
     const status = response.statusCode
     const length = part.expect.length
     if (status === 404 || status === 410) {
-      throw new NetworkError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
+      throw new ObjectMissingError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
     }
     if (status === 416 && from > 0) {
       throw new TransientError(`the server refused to resume at byte ${from} (HTTP 416)`, { restart: true })
@@ -499,7 +508,10 @@ class DirSource implements ObjectSource {
   readonly description: string
   private readonly root: string
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly limiter?: RateLimiter,
+  ) {
     this.root = resolve(dir)
     this.description = dir
     let isDir = false
@@ -545,12 +557,13 @@ class DirSource implements ObjectSource {
       await part.open(false) // a local copy is cheap enough to redo whole
       try {
         for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+          await this.limiter?.consume(chunk.length)
           await part.append(chunk)
           progress?.(part.size)
         }
       } catch (err) {
         if (err instanceof SnapshotError) throw err
-        if (isMissing(err)) throw new NetworkError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
+        if (isMissing(err)) throw new ObjectMissingError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
         throw asSnapshotError(err, `reading ${file}`)
       }
       const bad = part.mismatch()

@@ -1,3 +1,4 @@
+import type { RateLimiter } from './rate-limit.js'
 import type { S3Client } from '@aws-sdk/client-s3'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LengthMismatchError, NetworkError, SnapshotError } from '../core/errors.js'
@@ -21,6 +22,7 @@ export class S3Source implements ObjectSource {
   private readonly retries: number
   private readonly retryBaseMs: number
   private readonly signal: AbortSignal | undefined
+  private readonly limiter: RateLimiter | undefined
 
   constructor(from: string, opts: SourceOptions & { s3?: S3ConnectOptions } = {}) {
     this.location = parseS3Url(from, '--from')
@@ -28,6 +30,7 @@ export class S3Source implements ObjectSource {
     this.retries = opts.retries ?? 5
     this.retryBaseMs = opts.retryBaseMs ?? 500
     this.signal = opts.signal
+    this.limiter = opts.limiter
     this.connect = { ...opts.s3, maxAttempts: (opts.retries ?? 5) + 1, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) }
   }
 
@@ -113,6 +116,7 @@ export class S3Source implements ObjectSource {
         throw new LengthMismatchError(`${what} (Content-Length ${out.ContentLength} from byte ${part.size})`, length, part.size + out.ContentLength)
       }
       for await (const chunk of body ?? []) {
+        await this.limiter?.consume(chunk.byteLength, this.signal) // --limit-rate counts every source's bytes
         await part.append(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
         progress?.(part.size)
       }

@@ -41,14 +41,31 @@ export interface StaticServerOptions {
   idleTimeoutMs?: number
   /** close() lets in-flight responses finish for this long, then cuts them. Default 5 s. */
   closeGraceMs?: number
+  /** Told each response's status and the bytes written for it, headers included (metrics). */
+  onResponse?: (status: number, bytes: number) => void
+  /**
+   * Long-poll: `GET /latest.json?wait=S` with an If-None-Match that matches is held until the
+   * pointer changes (200) or min(S, this) passes (304). Default 60 s; the idle timeout is
+   * suspended while a request is held, since a held request is silent by design.
+   */
+  longPollMaxMs?: number
+  /** At most this many held requests; beyond, a long-poll is answered at once. Default 1000. */
+  longPollMaxHeld?: number
+  /** How often the pointer is checked while requests are held. Default 200 ms. */
+  longPollCheckMs?: number
 }
 
 export interface RunningServer {
   /** e.g. http://127.0.0.1:PORT */
   url: string
   port: number
-  /** Stops listening, drops idle keep-alive sockets, cuts in-flight ones after the grace period. */
+  /**
+   * Stops listening, answers held long-polls at once (304, Connection: close), drops idle
+   * keep-alive sockets, cuts in-flight ones after the grace period.
+   */
   close(): Promise<void>
+  /** Long-poll requests held right now. */
+  heldRequests(): number
 }
 
 /** A private key inside the directory we are about to publish: refuse rather than risk it. */
@@ -71,7 +88,13 @@ export const STATIC_SERVER_DEFAULTS = {
   keepAliveTimeoutMs: 5_000,
   idleTimeoutMs: 30_000,
   closeGraceMs: 5_000,
+  longPollMaxMs: 60_000,
+  longPollMaxHeld: 1_000,
+  longPollCheckMs: 200,
 } as const
+
+/** Sent with every long-poll answer the server held or could have held: its value is the seconds granted. */
+export const LONG_POLL_HEADER = 'Snapshot-Long-Poll'
 
 const IMMUTABLE = 'public, max-age=31536000, immutable'
 const NO_CACHE = 'no-cache, max-age=0'
@@ -79,9 +102,13 @@ const SEGMENT = /^[A-Za-z0-9._-]+$/
 const MAX_SEGMENTS = 8
 const MAX_SEGMENT_LENGTH = 255
 const OBJECT_NAME = /^[0-9a-f]{64}\.[A-Za-z0-9.]+$/
-const PRIVATE_KEY_PEM = /^-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----/
-const KEY_SCAN_MAX_BYTES = 16 * 1024
-const KEY_SCAN_MAX_DEPTH = 2
+/** What a store holds for replicas (store-layout.ts, docs/FORMAT.md): nothing else is ever served. */
+const SERVED_OBJECT = /^[0-9a-f]{64}\.(tar|manifest)\.zst$/
+const SERVED_RECORD = /^(0|[1-9][0-9]{0,15})\.json$/
+/** Anywhere in a file, any case: a key pasted after a comment or a bag attribute is a key still. */
+const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i
+const KEY_SCAN_CHUNK = 64 * 1024
+const KEY_SCAN_MAX_DEPTH = 16
 const KEY_SCAN_CONCURRENCY = 16
 
 // ---------------------------------------------------------------------------------------------
@@ -127,7 +154,20 @@ export function parseRequestPath(target: string): PathResult {
   }
   // Checked after the whole path so `/.state/%ZZ` is still a 400, not a hint that .state exists.
   if (hidden) return { kind: 'not-found', reason: 'hidden path' }
+  if (!isServedPath(segments)) return { kind: 'not-found', reason: 'not a path a store holds' }
   return { kind: 'ok', segments }
+}
+
+/**
+ * The only paths a store holds for replicas: `latest.json`, `snapshots/<id>.json` and
+ * `objects/<sha256>.(tar|manifest).zst`. A stray file (a key renamed, a backup, notes) is never
+ * served, whatever its name.
+ */
+export function isServedPath(segments: readonly string[]): boolean {
+  if (segments.length === 1) return segments[0] === 'latest.json'
+  if (segments.length !== 2) return false
+  const [dir, name] = segments as [string, string]
+  return (dir === 'objects' && SERVED_OBJECT.test(name)) || (dir === 'snapshots' && SERVED_RECORD.test(name))
 }
 
 export type RangeResult =
@@ -178,6 +218,20 @@ export function ifNoneMatchHits(header: string, etag: string): boolean {
   })
 }
 
+/**
+ * The wait a request asks for, in ms: only a GET of the root `latest.json` with `?wait=S` (whole
+ * seconds) and an If-None-Match can be held; anything else, or a malformed hint, is 0 (answered
+ * at once, as a static host would).
+ */
+export function longPollWaitMs(method: string, target: string, segments: readonly string[], ifNoneMatch: string | undefined, maxMs: number): number {
+  if (method !== 'GET' || ifNoneMatch === undefined || segments.length !== 1 || segments[0] !== 'latest.json') return 0
+  const q = target.indexOf('?')
+  if (q === -1) return 0
+  const wait = new URLSearchParams(target.slice(q + 1)).get('wait')
+  if (wait === null || !/^\d{1,6}$/.test(wait)) return 0
+  return Math.min(Number(wait) * 1000, maxMs)
+}
+
 export function contentTypeFor(name: string): string {
   if (name.endsWith('.json')) return 'application/json'
   if (name.endsWith('.zst')) return 'application/zstd'
@@ -198,11 +252,12 @@ export function cacheControlFor(segments: readonly string[]): string {
 // Startup check
 
 /**
- * Refuses a store that holds a private key. Names are checked everywhere we scan; contents only
- * for small files outside objects/ (objects are named by hash and large, and there can be
- * thousands). Dot-entries are skipped: they are never served (the master's `.state/` lives there),
- * symlinks are not followed (the request path re-checks where they lead). The store is flat, so
- * depth 2 covers it and keeps startup cheap.
+ * Refuses a store that holds a private key, by name (`*.key`) and by content (a PEM private key
+ * block, any case, anywhere in the file), whatever else the file is called: a key renamed
+ * `objects/k.KEY` or `objects/sub/renamed.pem` is still a key. Cheap at start: content-named
+ * objects (the thousands, and large) are judged by their names, which are their sha256; every
+ * other file is read. Dot-entries are skipped: never served (the master's `.state/` lives there).
+ * Symlinks are not followed (a request re-checks where they lead).
  */
 export async function assertNoPrivateKeys(root: string): Promise<void> {
   const toRead: string[] = []
@@ -216,10 +271,10 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
     for (const e of entries) {
       if (e.name.startsWith('.')) continue
       const relName = rel === '' ? e.name : `${rel}/${e.name}`
-      if (e.name.endsWith('.key')) throw new PrivateKeyInStoreError(relName, 'is named like a key file')
+      if (e.name.toLowerCase().endsWith('.key')) throw new PrivateKeyInStoreError(relName, 'is named like a key file')
       if (e.isDirectory() && depth < KEY_SCAN_MAX_DEPTH) {
         await walk(join(dir, e.name), relName, depth + 1)
-      } else if (e.isFile() && rel !== 'objects' && !rel.startsWith('objects/')) {
+      } else if (e.isFile() && !(rel === 'objects' && SERVED_OBJECT.test(e.name))) {
         toRead.push(relName)
       }
     }
@@ -230,7 +285,7 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
   const worker = async (): Promise<void> => {
     while (next < toRead.length) {
       const relName = toRead[next++] as string
-      if (await looksLikePrivateKey(join(root, ...relName.split('/')))) {
+      if (await holdsPrivateKey(join(root, ...relName.split('/')))) {
         throw new PrivateKeyInStoreError(relName, 'holds a PEM private key')
       }
     }
@@ -238,19 +293,25 @@ export async function assertNoPrivateKeys(root: string): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(KEY_SCAN_CONCURRENCY, toRead.length) }, worker))
 }
 
-async function looksLikePrivateKey(file: string): Promise<boolean> {
+/** Reads the whole file in chunks, keeping the tail of each so a marker cut in two is still seen. */
+async function holdsPrivateKey(file: string): Promise<boolean> {
   let fh: FileHandle | undefined
   try {
-    const st = await lstat(file)
-    if (!st.isFile() || st.size >= KEY_SCAN_MAX_BYTES) return false
-    fh = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0))
-    const buf = Buffer.alloc(128)
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0)
-    const head = buf.subarray(0, bytesRead).toString('latin1').replace(/^\uFEFF|^\xEF\xBB\xBF/, '')
-    return PRIVATE_KEY_PEM.test(head.trimStart())
+    fh = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0))
+    if (!(await fh.stat()).isFile()) return false
+    const buf = Buffer.alloc(KEY_SCAN_CHUNK)
+    let tail = ''
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+      if (bytesRead === 0) return false
+      pos += bytesRead
+      const text = tail + buf.subarray(0, bytesRead).toString('latin1')
+      if (PRIVATE_KEY_PEM.test(text)) return true
+      tail = text.slice(-80)
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return false // removed while we scanned: nothing to publish
+    if (code === 'ENOENT' || code === 'ELOOP') return false // removed while we scanned, or a symlink: not followed
     throw asSnapshotError(err, `cannot check ${file} for private keys`)
   } finally {
     await fh?.close()
@@ -261,7 +322,7 @@ async function looksLikePrivateKey(file: string): Promise<boolean> {
 // Server
 
 interface Resolved {
-  options: Required<Omit<StaticServerOptions, 'token' | 'log'>>
+  options: Required<Omit<StaticServerOptions, 'token' | 'log' | 'onResponse'>>
   token: Buffer | undefined
   log: ((line: string) => void) | undefined
 }
@@ -290,6 +351,9 @@ function resolveOptions(opts: StaticServerOptions): Resolved {
     keepAliveTimeoutMs: positiveInt('keepAliveTimeoutMs', opts.keepAliveTimeoutMs, d.keepAliveTimeoutMs),
     idleTimeoutMs: positiveInt('idleTimeoutMs', opts.idleTimeoutMs, d.idleTimeoutMs),
     closeGraceMs: positiveInt('closeGraceMs', opts.closeGraceMs, d.closeGraceMs),
+    longPollMaxMs: positiveInt('longPollMaxMs', opts.longPollMaxMs, d.longPollMaxMs),
+    longPollMaxHeld: positiveInt('longPollMaxHeld', opts.longPollMaxHeld, d.longPollMaxHeld),
+    longPollCheckMs: positiveInt('longPollCheckMs', opts.longPollCheckMs, d.longPollCheckMs),
   }
   if (options.headersTimeoutMs > options.requestTimeoutMs) {
     throw new UsageError(
@@ -353,9 +417,15 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
     socket.once('close', () => clearTimeout(timer))
   })
 
-  const handler = new RequestHandler(realRoot, token, log)
+  const pointerWaiters = new PointerWaiters(join(realRoot, 'latest.json'), options.longPollCheckMs)
+  const handler = new RequestHandler(realRoot, token, log, { waiters: pointerWaiters, maxMs: options.longPollMaxMs, maxHeld: options.longPollMaxHeld, idleTimeoutMs: options.idleTimeoutMs })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     clearTimeout(awaitingFirstRequest.get(req.socket))
+    if (opts.onResponse) {
+      const hook = opts.onResponse
+      const before = req.socket.bytesWritten // keep-alive: this socket may have served earlier requests
+      res.once('close', () => hook(res.statusCode, req.socket.bytesWritten - before))
+    }
     handler.handle(req, res).catch((err: unknown) => handler.fail(res, err))
   })
 
@@ -376,7 +446,11 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   return {
     url: `http://${formatHost(options.host)}:${port}`,
     port,
-    close: onceAsync(() => closeServer(server, options.closeGraceMs)),
+    close: onceAsync(() => {
+      pointerWaiters.releaseAll() // held long-polls would otherwise keep close() waiting their whole wait
+      return closeServer(server, options.closeGraceMs)
+    }),
+    heldRequests: () => pointerWaiters.size,
   }
 }
 
@@ -405,24 +479,42 @@ const STATUS_TEXT: Record<number, string> = {
   500: 'Internal Server Error',
 }
 
+interface LongPoll {
+  waiters: PointerWaiters
+  maxMs: number
+  maxHeld: number
+  idleTimeoutMs: number
+}
+
+/** What one request's pieces share: for the log line, and to stop work for a client that left. */
+interface Exchange {
+  closed: boolean
+  stream: { bytesRead: number } | undefined
+  heldMs: number | undefined
+  /** performance.now() when a hold began, while it lasts. */
+  holdStarted: number | undefined
+}
+
 class RequestHandler {
   constructor(
     private readonly realRoot: string,
     private readonly token: Buffer | undefined,
     private readonly log: ((line: string) => void) | undefined,
+    private readonly longPoll: LongPoll,
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? ''
     const target = req.url ?? ''
-    let stream: { bytesRead: number } | undefined
-    let closed = false
+    const ex: Exchange = { closed: false, stream: undefined, heldMs: undefined, holdStarted: undefined }
     res.on('close', () => {
-      closed = true
+      ex.closed = true
       const done = res.writableFinished
       const hasBody = method !== 'HEAD' && res.statusCode !== 304
-      const bytes = done ? (hasBody ? Number(res.getHeader('content-length') ?? 0) : 0) : (stream?.bytesRead ?? 0)
-      this.writeLog(`${printable(method)} ${printable(target)} ${res.statusCode} ${bytes}${done ? '' : ' aborted'}`)
+      const bytes = done ? (hasBody ? Number(res.getHeader('content-length') ?? 0) : 0) : (ex.stream?.bytesRead ?? 0)
+      const heldMs = (ex.heldMs ?? 0) + (ex.holdStarted === undefined ? 0 : performance.now() - ex.holdStarted)
+      const held = ex.heldMs === undefined && ex.holdStarted === undefined ? '' : ` held ${(heldMs / 1000).toFixed(2)} s`
+      this.writeLog(`${printable(method)} ${printable(target)} ${res.statusCode} ${bytes}${held}${done ? '' : ' aborted'}`)
     })
 
     if (this.token !== undefined && !authorized(req.headers.authorization, this.token)) {
@@ -433,8 +525,14 @@ class RequestHandler {
     const parsed = parseRequestPath(target)
     if (parsed.kind === 'bad-request') return this.sendError(res, 400)
     if (parsed.kind === 'not-found') return this.sendError(res, 404)
+    const holdMs = longPollWaitMs(method, target, parsed.segments, req.headers['if-none-match'], this.longPoll.maxMs)
+    return this.serveFile(req, res, parsed.segments, holdMs, ex)
+  }
 
-    const file = await this.openInsideRoot(parsed.segments)
+  /** Serves one file; a matching long-poll (`holdMs` > 0) waits for the pointer to change first. */
+  private async serveFile(req: IncomingMessage, res: ServerResponse, segments: string[], holdMs: number, ex: Exchange): Promise<void> {
+    const method = req.method ?? ''
+    const file = await this.openInsideRoot(segments)
     if (file === undefined) return this.sendError(res, 404)
     const { fh, st } = file
     let handedOff = false
@@ -442,14 +540,31 @@ class RequestHandler {
       const size = Number(st.size)
       const etag = etagFor(st)
       const lastModified = new Date(Number(st.mtimeMs)).toUTCString()
-      const name = parsed.segments[parsed.segments.length - 1] as string
+      const name = segments[segments.length - 1] as string
       res.setHeader('ETag', etag)
       res.setHeader('Last-Modified', lastModified)
-      res.setHeader('Cache-Control', cacheControlFor(parsed.segments))
+      res.setHeader('Cache-Control', cacheControlFor(segments))
       res.setHeader('Accept-Ranges', 'bytes')
       res.setHeader('X-Content-Type-Options', 'nosniff')
 
       if (notModified(req, etag, st)) {
+        const lp = this.longPoll
+        if (holdMs > 0 && lp.waiters.size < lp.maxHeld && !lp.waiters.released) {
+          handedOff = true
+          await fh.close()
+          res.setHeader(LONG_POLL_HEADER, String(Math.round(holdMs / 1000)))
+          // A held request is silent by design: the idle timeout would cut it; our wait bounds it.
+          req.socket.setTimeout(0)
+          res.statusCode = 304 // what the log says if the client leaves during the hold
+          ex.holdStarted = performance.now()
+          const why = await lp.waiters.wait(etag, holdMs, res)
+          ex.heldMs = (ex.heldMs ?? 0) + performance.now() - ex.holdStarted
+          ex.holdStarted = undefined
+          if (ex.closed) return
+          req.socket.setTimeout(lp.idleTimeoutMs)
+          if (why === 'changed') return this.serveFile(req, res, segments, 0, ex)
+          if (why === 'released') res.setHeader('Connection', 'close') // the server is closing
+        }
         res.writeHead(304) // no Content-Length: a 304 has no body
         res.end()
         return
@@ -479,11 +594,11 @@ class RequestHandler {
         res.end()
         return
       }
-      if (closed) return // the client left while we opened the file
+      if (ex.closed) return // the client left while we opened the file
       // The stream owns the handle from here: it closes it on end, error or destroy.
       const rs = fh.createReadStream({ start, end, autoClose: true })
       handedOff = true
-      stream = rs
+      ex.stream = rs
       res.once('close', () => rs.destroy()) // client abort or idle timeout: release the fd now
       rs.once('error', (err) => {
         // Headers go out with the first chunk, so an early read error can still be a clean 500.
@@ -508,6 +623,7 @@ class RequestHandler {
     const rel = relative(this.realRoot, real)
     if (rel === '' || isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) return undefined
     if (rel.split(sep).some(isHiddenSegment)) return undefined // a symlink into .state/ or to a key
+    if (!isServedPath(rel.split(sep))) return undefined // a symlink to a stray file in the store
     let fh: FileHandle
     try {
       // O_NONBLOCK: opening a FIFO someone left in the store must not hang a thread.
@@ -570,6 +686,75 @@ class RequestHandler {
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENAMETOOLONG'
+}
+
+type WakeReason = 'changed' | 'timeout' | 'closed' | 'released'
+interface Waiter {
+  etag: string
+  wake(why: WakeReason): void
+}
+
+/**
+ * The held long-polls. One timer checks the pointer for all of them (a stat every `checkMs`, only
+ * while one is held): the pointer is replaced by rename, so its ETag (inode, size, mtime) changes
+ * with each publication. Each waiter also ends on its own deadline, or when its client leaves.
+ */
+class PointerWaiters {
+  private readonly waiters = new Set<Waiter>()
+  private timer: NodeJS.Timeout | undefined
+  private checking = false
+  released = false
+
+  constructor(
+    private readonly file: string,
+    private readonly checkMs: number,
+  ) {}
+
+  get size(): number {
+    return this.waiters.size
+  }
+
+  wait(etag: string, ms: number, res: ServerResponse): Promise<WakeReason> {
+    return new Promise<WakeReason>((resolve) => {
+      const deadline = setTimeout(() => waiter.wake('timeout'), ms)
+      const onClose = (): void => waiter.wake('closed')
+      const waiter: Waiter = {
+        etag,
+        wake: (why) => {
+          if (!this.waiters.delete(waiter)) return
+          clearTimeout(deadline)
+          res.off('close', onClose)
+          if (this.waiters.size === 0) this.stopTimer()
+          resolve(why)
+        },
+      }
+      this.waiters.add(waiter)
+      res.once('close', onClose)
+      this.timer ??= setInterval(() => void this.check(), this.checkMs)
+    })
+  }
+
+  /** Answers every held request now, and holds no new one (the server is closing). */
+  releaseAll(): void {
+    this.released = true
+    for (const w of [...this.waiters]) w.wake('released')
+  }
+
+  private async check(): Promise<void> {
+    if (this.checking) return
+    this.checking = true
+    try {
+      const current = await stat(this.file, { bigint: true }).then(etagFor, () => 'missing')
+      for (const w of [...this.waiters]) if (w.etag !== current) w.wake('changed')
+    } finally {
+      this.checking = false
+    }
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
 }
 
 /** If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2). */

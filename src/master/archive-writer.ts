@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { TarPacker } from '../archive/tar-pack.js'
+import { TarPacker, type StreamedBody } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
 import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, type ManifestHeader } from '../core/manifest.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
+import { mtimeSeconds } from '../core/mtime.js'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeCompressedObject } from '../store/object-writer.js'
 
@@ -19,8 +20,8 @@ export class SourceChangedError extends SnapshotError {
 }
 
 export interface ArchiveSink {
-  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked). */
-  add(entry: TreeEntry, data?: Buffer): Promise<void>
+  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked, or its stream checks). */
+  add(entry: TreeEntry, data?: Buffer | StreamedBody): Promise<void>
   /** A path this archive deletes (a delta's), in any order: sorted when the manifest is written. */
   deleted(path: string): void
 }
@@ -30,7 +31,6 @@ const SPOOL_FLUSH = 1 << 20
 export async function writeArchivePair(
   objectsDir: string,
   header: Omit<ManifestHeader, 'entries' | 'deleted' | 'manifest'>,
-  mtime: Date,
   fill: (sink: ArchiveSink) => Promise<void>,
 ): Promise<ArchivePair> {
   const spoolPath = join(objectsDir, `.manifest-spool.${randomUUID()}.tmp`)
@@ -48,14 +48,15 @@ export async function writeArchivePair(
       pending = 0
     }
     const { ref: archive, result: tarBytes } = await writeCompressedObject(objectsDir, 'tar.zst', async (write) => {
-      const packer = new TarPacker(write, mtime)
+      const packer = new TarPacker(write)
       await fill({
         async add(entry, data) {
           if (lastPath !== null && !(entry.path > lastPath)) throw new SnapshotError(`internal: archive entries out of order at ${entry.path}`)
           lastPath = entry.path
-          if (entry.type === 'd') await packer.addDir(entry.path, entry.mode)
-          else if (entry.type === 'l') await packer.addLink(entry.path, entry.target)
-          else await packer.addFile(entry.path, entry.mode, data!)
+          const mtimeSec = mtimeSeconds(entry.mtime)
+          if (entry.type === 'd') await packer.addDir(entry.path, entry.mode, mtimeSec)
+          else if (entry.type === 'l') await packer.addLink(entry.path, entry.target, mtimeSec)
+          else await packer.addFile(entry.path, entry.mode, mtimeSec, data!)
           const line = encodeEntryLine(entry)
           lines.push(line)
           pending += line.length

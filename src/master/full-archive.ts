@@ -1,5 +1,7 @@
+import type { StreamedBody } from '../archive/tar-pack.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
+import type { RootMeta } from '../core/tree-entry.js'
 import { SourceChangedError, writeArchivePair } from './archive-writer.js'
 import { readSourceFile, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
 import { entryFromIndex, sigOf, type EntryList } from './master-index.js'
@@ -11,7 +13,7 @@ import type { SourceReader } from './source-reader.js'
  * turn comes, so a million entries cost their paths and two arrays of numbers, not an object each.
  */
 
-/** Entry numbers in the order of their paths (JS string order, the archive's), and the paths. */
+/** Entry numbers in the order of their paths (byte order, the archive's), and the paths. */
 export function pathOrder(list: EntryList): { order: number[]; paths: string[] } {
   const paths: string[] = []
   const order: number[] = []
@@ -27,11 +29,12 @@ export function pathOrder(list: EntryList): { order: number[]; paths: string[] }
  * A first build's archive: every file is read here, hashed into its row and into the tree digest.
  * A file gone since the scan is left out, with a warning.
  */
-export async function writeFirstFull(objectsDir: string, id: number, now: Date, scan: WholeTreeScan, reader: SourceReader): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
+export async function writeFirstFull(objectsDir: string, id: number, root: RootMeta, scan: WholeTreeScan, reader: SourceReader): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
   const { index } = scan
   const digest = new TreeDigest()
+  digest.addRoot(root)
   const { order, paths } = pathOrder(index)
-  const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
+  const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
       if (index.type(n) !== 'f') {
         const entry = index.entry(n)
@@ -58,10 +61,10 @@ export async function writeFirstFull(objectsDir: string, id: number, now: Date, 
  * files are read again too: keeping their bytes would cost the memory of every delta build for
  * the sake of the rare one followed by a full.
  */
-export async function writeFullFromIndex(objectsDir: string, id: number, now: Date, scan: MetadataScan, reader: SourceReader): Promise<ArchivePair> {
+export async function writeFullFromIndex(objectsDir: string, id: number, root: RootMeta, scan: MetadataScan, reader: SourceReader): Promise<ArchivePair> {
   const list = scan.index.entryList()
   const { order, paths } = pathOrder(list)
-  return writeArchivePair(objectsDir, { id, kind: 'full', base: null }, now, async (sink) => {
+  return writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
       const path = paths[n]!
       const value = list.value(n)
@@ -70,19 +73,20 @@ export async function writeFullFromIndex(objectsDir: string, id: number, now: Da
         await sink.add(entry)
         continue
       }
-      const data = readExpected(reader, path, value)
-      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
+      const read = readExpected(reader, path, value)
+      if (read.size !== entry.size || read.sha256 !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
-      await sink.add(entry, data)
+      await sink.add(entry, read.data)
     }
   })
 }
 
 /** Reads a file the index already describes, using its stat signature as the scan's. */
-function readExpected(reader: SourceReader, path: string, value: string): Buffer {
+function readExpected(reader: SourceReader, path: string, value: string): { data: Buffer | StreamedBody; size: number; sha256: string } {
   // A racy entry's signature never matches a stat: it gets the slow, stable read.
   const read = reader.read(path, sigOf(value))
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
-  return read.data
+  if ('large' in read) return { data: read.large, size: read.large.size, sha256: read.large.sha256 }
+  return { data: read.data, size: read.data.length, sha256: sha256Hex(read.data) }
 }

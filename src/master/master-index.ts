@@ -2,7 +2,7 @@ import { readFile, type FileHandle } from 'node:fs/promises'
 import { SnapshotError } from '../core/errors.js'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
-import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
 
 /**
  * The master's memory between builds: for every path, the scan record it had (its stat signature
@@ -11,7 +11,7 @@ import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
  * follow the changes; the format is made so that an unchanged entry costs one comparison of bytes
  * and one copy of bytes, with no string, object or hash-table insertion (docs/FORMAT.md):
  *
- *   header line: `playlist-snapshot-index/2 <id> <rows> <files> <dirs> <links> <bytes>`
+ *   header line: `playlist-snapshot-index/3 <id> <rows> <files> <dirs> <links> <bytes>`
  *   each row:    u32le FNV-1a of PATH | u16le record length | SIG\0PATH\0TARGET\0 | sha256 (32 bytes, files)
  *
  * Rows are in the order of the scan that wrote them, which is the order the next scan meets them
@@ -24,9 +24,10 @@ import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
  *
  * Entries that the build has to look at are decoded into a value string, `${sig}\t${payload}`, with
  * the sha256 in hex, the link target, or nothing for a directory. A SIG of `<type> <mode> <size>
- * racy` keeps the entry but never matches a scan, so the path is read again.
+ * <mtime> racy` keeps the entry but never matches a scan, so the path is read again. Paths and
+ * targets are byte strings (byte-path.ts): rows hold their bytes as they are.
  */
-export const INDEX_VERSION = 2
+export const INDEX_VERSION = 3
 const MAGIC = 'playlist-snapshot-index/'
 const HEADER = `${MAGIC}${INDEX_VERSION}`
 const RACY_SIG = 'racy'
@@ -59,15 +60,15 @@ export function payloadOf(value: string): string {
 /** The tree entry an index value stands for (type, mode and size lead the stat signature). */
 export function entryFromIndex(path: string, value: string): TreeEntry {
   const type = value[0]
-  if (type === 'f') return { type: 'f', path, mode: modeOfSig(value), size: sizeOfSig(value), sha256: payloadOf(value) }
-  if (type === 'd') return { type: 'd', path, mode: modeOfSig(value) }
-  if (type === 'l') return { type: 'l', path, target: payloadOf(value) }
+  if (type === 'f') return { type: 'f', path, mode: modeOfSig(value), size: sizeOfSig(value), mtime: mtimeOfSig(value), sha256: payloadOf(value) }
+  if (type === 'd') return { type: 'd', path, mode: modeOfSig(value), mtime: mtimeOfSig(value) }
+  if (type === 'l') return { type: 'l', path, target: payloadOf(value), mtime: mtimeOfSig(value) }
   throw new SnapshotError(`index entry for ${path} has unknown type '${type}'`)
 }
 
-/** A signature that keeps the entry's type, mode and size but never matches a scan again. */
+/** A signature that keeps the entry's type, mode, size and mtime but never matches a scan again. */
 export function racySig(sig: string): string {
-  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1)
+  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1) + 1)
   return `${c < 0 ? sig : sig.slice(0, c)} ${RACY_SIG}`
 }
 
@@ -456,7 +457,7 @@ class ChunkedOutput {
 /** The PATH of the row that starts at `at`. */
 export function rowPathAt(buf: Buffer, at: number): string {
   const pathStart = buf.indexOf(0, at + ROW_HEAD) + 1
-  return buf.toString('utf8', pathStart, buf.indexOf(0, pathStart))
+  return buf.toString('latin1', pathStart, buf.indexOf(0, pathStart))
 }
 
 /** The SIG of the row that starts at `at`. */
@@ -474,13 +475,13 @@ export function rowValueAt(buf: Buffer, at: number, sig = rowSigAt(buf, at)): st
   const end = rowHashAt(buf, at)
   if (buf[at + ROW_HEAD] === TYPE_F) return indexValue(sig, buf.toString('hex', end, end + SHA_BYTES))
   const targetStart = buf.indexOf(0, buf.indexOf(0, at + ROW_HEAD) + 1) + 1
-  return indexValue(sig, buf.toString('utf8', targetStart, end - 1))
+  return indexValue(sig, buf.toString('latin1', targetStart, end - 1))
 }
 
-/** The most bytes a row of these fields can take (UTF-8 takes at most 3 bytes per UTF-16 unit). */
+/** The most bytes a row of these fields can take (byte strings: a byte per char). */
 export function rowBytes(path: string, sig: string, payload: string): number {
   const target = sig.charCodeAt(0) === 0x6c ? payload : ''
-  return ROW_HEAD + sig.length + 3 * (path.length + target.length) + 3 + SHA_BYTES
+  return ROW_HEAD + sig.length + path.length + target.length + 3 + SHA_BYTES
 }
 
 /** Encodes one row (see the module comment) into `c` at `at`; returns where it ends. */
@@ -491,10 +492,10 @@ export function writeRow(c: Buffer, at: number, path: string, sig: string, paylo
   p += c.write(sig, p, 'latin1')
   c[p++] = 0
   const pathStart = p
-  p += c.write(path, p, 'utf8')
+  p += c.write(path, p, 'latin1')
   const pathEnd = p
   c[p++] = 0
-  p += c.write(target, p, 'utf8')
+  p += c.write(target, p, 'latin1')
   c[p++] = 0
   c.writeUInt32LE(fnv1a(c, pathStart, pathEnd), at)
   c.writeUInt16LE(p - at - ROW_HEAD, at + 4)

@@ -1,11 +1,11 @@
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
-import { modeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
+import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
 import { encodeIndexHeader, fnv1a, ROW_HEAD, rowBytes, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
 
 /**
  * The index of a first build (no previous index), made straight from the scan: every entry's row
- * of index format 2 (master-index.ts), in scan order, appended to large buffers, with the files'
+ * of the index format (master-index.ts), in scan order, appended to large buffers, with the files'
  * hashes left blank until the full archive reads them. A million entries cost their rows (~145
  * bytes each, outside the JS heap) and one number, not an object and three strings each.
  *
@@ -75,9 +75,10 @@ export class WholeTreeIndex implements EntryList {
     const [buf, at] = this.locate(n)
     const sigEnd = buf.indexOf(0, at + ROW_HEAD)
     const pathEnd = buf.indexOf(0, sigEnd + 1)
-    const path = buf.toString('utf8', sigEnd + 1, pathEnd)
-    if (buf[at + ROW_HEAD] === 0x64) return { type: 'd', path, mode: modeOfSig(buf.toString('latin1', at + ROW_HEAD, sigEnd)) }
-    return { type: 'l', path, target: buf.toString('utf8', pathEnd + 1, buf.indexOf(0, pathEnd + 1)) }
+    const path = buf.toString('latin1', sigEnd + 1, pathEnd)
+    const sig = buf.toString('latin1', at + ROW_HEAD, sigEnd)
+    if (buf[at + ROW_HEAD] === 0x64) return { type: 'd', path, mode: modeOfSig(sig), mtime: mtimeOfSig(sig) }
+    return { type: 'l', path, target: buf.toString('latin1', pathEnd + 1, buf.indexOf(0, pathEnd + 1)), mtime: mtimeOfSig(sig) }
   }
 
   value(n: number): string {

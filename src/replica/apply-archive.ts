@@ -3,6 +3,8 @@ import {
   closeSync,
   constants,
   chmodSync,
+  futimesSync,
+  lutimesSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -10,17 +12,19 @@ import {
   rmSync,
   symlinkSync,
   unlinkSync,
+  utimesSync,
   writeSync,
   type Stats,
 } from 'node:fs'
-import { join } from 'node:path'
 import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
-import { UnsafeArchiveError, VerifyError } from '../core/errors.js'
+import { NameUnsupportedError, UnsafeArchiveError, VerifyError } from '../core/errors.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
+import { byteStringOf, bytesOf, fsPath, quotePath } from '../core/byte-path.js'
+import { mtimeFromNs, utimesValue, type Mtime } from '../core/mtime.js'
 
 /**
  * Applies one archive to a tree that is not live (a staging slot): the manifest's deletions first,
@@ -30,6 +34,11 @@ import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
  * to the signed tree digest. Writes are synchronous: a million tiny files cannot afford a promise
  * each. Every write goes through a directory proven real (not a symlink) under the root, so no
  * entry can write outside the tree. Re-applying after a crash is safe: every step is idempotent.
+ *
+ * Times: each file, link and directory gets the manifest's mtime; a directory whose contents this
+ * archive changed but which it does not name gets its own time back (creating or unlinking a
+ * child moves it), set after its contents; the root gets the header's mode and mtime. Paths are
+ * byte strings (byte-path.ts), handed to the file system as Buffers.
  */
 export interface ApplyStats {
   filesWritten: number
@@ -64,6 +73,7 @@ export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   } finally {
     applier.abort()
   }
+  if (digest) digest.addRoot(input.manifest.header.root)
   verifyApplied(input.root, input.manifest)
   if (digest && digest.toHex() !== input.expectDigest) {
     throw new VerifyError(`the full archive adds up to tree digest ${digest.toHex()}, the signed record says ${input.expectDigest}`)
@@ -84,38 +94,71 @@ class Applier {
   private written = 0
 
   private entries = 0
+  /** The root as a byte string, to which entries' byte paths are appended. */
+  private readonly root: string
+  /** Directories whose mtime is set once their contents are done: the manifest's, or their own from before. */
+  private readonly dirTimes = new Map<string, Mtime>()
+  /** atime of what is written: now, as GNU tar leaves it. */
+  private readonly atime = Date.now() / 1000
 
   constructor(
-    private readonly root: string,
-    manifest: ManifestCursor,
+    private readonly rootText: string,
+    private readonly manifest: ManifestCursor,
     /** For a full archive: summed from the bytes as written, not from what the manifest claims. */
     private readonly digest: TreeDigest | null,
     private readonly intoEmptyTree: boolean,
     private readonly onProgress?: (entries: number, bytes: number) => void,
   ) {
+    this.root = byteStringOf(rootText)
     this.lockstep = new ManifestLockstep(manifest)
+    this.dirTimes.set('', manifest.header.root.mtime)
+  }
+
+  /** The absolute path of a tree path, for the file system ('' is the root). */
+  private abs(rel: string): Buffer {
+    return fsPath(rel ? `${this.root}/${rel}` : this.root) // a checked relative path (tree-path.ts): join would only cost
   }
 
   applyDeletions(): void {
     this.lockstep.deletions((path) => {
       // Under a missing or non-directory parent the path is already gone (a replay after a crash):
       // and a symlinked parent is never followed.
-      if (this.isRealDir(parentOf(path))) this.removeAny(path)
+      const parent = parentOf(path)
+      if (this.isRealDir(parent)) {
+        this.keepTimeOf(parent)
+        this.removeAny(path)
+      }
       this.stats.deleted++
     })
   }
 
   entry(h: TarEntryHeader): void {
+    try {
+      this.applyEntry(h)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENAMETOOLONG' || code === 'EILSEQ' || code === 'EINVAL') {
+        throw new NameUnsupportedError(`the file system of ${this.rootText} cannot hold ${quotePath(h.path)} (${code}): put the replica's trees on one that holds every Linux name (ext4, xfs, btrfs)`, { cause: err })
+      }
+      throw err
+    }
+  }
+
+  private applyEntry(h: TarEntryHeader): void {
     const expected = this.lockstep.match(h)
-    this.ensureRealDir(parentOf(h.path))
-    const abs = `${this.root}/${h.path}` // a checked relative path (tree-path.ts): join would only cost
+    const parent = parentOf(h.path)
+    this.ensureRealDir(parent)
+    this.keepTimeOf(parent)
+    const abs = this.abs(h.path)
     switch (expected.type) {
       case 'd':
         this.makeDir(h.path, abs, expected.mode)
+        this.dirTimes.set(h.path, expected.mtime)
         this.digest?.add(expected)
         break
       case 'l':
         this.makeLink(h.path, abs, expected.target)
+        lutimesSync(abs, this.atime, utimesValue(expected.mtime))
         this.digest?.add(expected)
         break
       case 'f':
@@ -144,8 +187,12 @@ class Applier {
     this.fd = null
     // No fchmod: the file was created with its mode (less the umask), and verifyApplied's lstat
     // fixes the few whose mode differs (a umask that masks it).
-    closeSync(fd)
-    if (this.written !== e.size) throw new UnsafeArchiveError(`${JSON.stringify(e.path)}: ${this.written} bytes written, ${e.size} expected`)
+    try {
+      futimesSync(fd, this.atime, utimesValue(e.mtime))
+    } finally {
+      closeSync(fd)
+    }
+    if (this.written !== e.size) throw new UnsafeArchiveError(`${quotePath(e.path)}: ${this.written} bytes written, ${e.size} expected`)
     if (this.hash) {
       this.digest!.add({ ...e, sha256: this.hash.digest('hex') })
       this.hash = null
@@ -154,9 +201,20 @@ class Applier {
     this.stats.bytesWritten += e.size
   }
 
-  /** After the last archive entry: the manifest must have nothing left. */
+  /** After the last archive entry: the manifest must have nothing left; then directories' times and the root's mode. */
   finish(): void {
     this.lockstep.finish()
+    chmodSync(this.abs(''), this.manifest.header.root.mode)
+    for (const [dir, mtime] of this.dirTimes) {
+      if (this.isRealDir(dir)) utimesSync(this.abs(dir), this.atime, utimesValue(mtime))
+    }
+  }
+
+  /** Before a change inside `dir`: remember its time, unless the manifest names it (or did already). */
+  private keepTimeOf(dir: string): void {
+    if (this.dirTimes.has(dir)) return
+    const st = lstatSync(this.abs(dir), { bigint: true, throwIfNoEntry: false })
+    if (st?.isDirectory()) this.dirTimes.set(dir, mtimeFromNs(st.mtimeNs))
   }
 
   abort(): void {
@@ -170,11 +228,11 @@ class Applier {
     this.ensureRealDir(parentOf(rel))
     let st
     try {
-      st = lstatSync(join(this.root, rel))
+      st = lstatSync(this.abs(rel))
     } catch (err) {
-      throw new UnsafeArchiveError(`${JSON.stringify(rel)} should be a directory before its entries, but it is missing`, { cause: err })
+      throw new UnsafeArchiveError(`${quotePath(rel)} should be a directory before its entries, but it is missing`, { cause: err })
     }
-    if (!st.isDirectory()) throw new UnsafeArchiveError(`${JSON.stringify(rel)} is not a real directory: refusing to write through it`)
+    if (!st.isDirectory()) throw new UnsafeArchiveError(`${quotePath(rel)} is not a real directory: refusing to write through it`)
     this.realDirs.add(rel)
   }
 
@@ -182,14 +240,14 @@ class Applier {
   private isRealDir(rel: string): boolean {
     if (this.realDirs.has(rel)) return true
     if (!this.isRealDir(parentOf(rel))) return false
-    const st = lstatSync(join(this.root, rel), { throwIfNoEntry: false })
+    const st = lstatSync(this.abs(rel), { throwIfNoEntry: false })
     if (!st?.isDirectory()) return false
     this.realDirs.add(rel)
     return true
   }
 
   private removeAny(rel: string): void {
-    const abs = join(this.root, rel)
+    const abs = this.abs(rel)
     let st
     try {
       st = lstatSync(abs)
@@ -205,11 +263,13 @@ class Applier {
 
   private forgetDirs(rel: string): void {
     this.realDirs.delete(rel)
+    this.dirTimes.delete(rel)
     const prefix = rel + '/'
     for (const d of this.realDirs) if (d.startsWith(prefix)) this.realDirs.delete(d)
+    for (const d of this.dirTimes.keys()) if (d.startsWith(prefix)) this.dirTimes.delete(d)
   }
 
-  private makeDir(rel: string, abs: string, mode: number): void {
+  private makeDir(rel: string, abs: Buffer, mode: number): void {
     try {
       mkdirSync(abs, { mode })
       this.stats.dirsMade++
@@ -225,15 +285,16 @@ class Applier {
     this.realDirs.add(rel)
   }
 
-  private makeLink(rel: string, abs: string, target: string): void {
+  private makeLink(rel: string, abs: Buffer, target: string): void {
+    const targetBytes = fsPath(target) // verbatim: absolute, dangling or outside the tree alike
     try {
-      symlinkSync(target, abs)
+      symlinkSync(targetBytes, abs)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const st = lstatSync(abs)
-      if (st.isSymbolicLink() && readlinkSync(abs) === target) return
+      if (st.isSymbolicLink() && bytesOf(readlinkSync(abs, { encoding: 'buffer' })) === target) return
       this.removeAny(rel)
-      symlinkSync(target, abs)
+      symlinkSync(targetBytes, abs)
     }
     this.stats.linksMade++
   }
@@ -247,7 +308,7 @@ class Applier {
    * when it is closed (auto_da_alloc). A new inode is also never shared with another tree. The tree
    * is not live, and one syncfs flushes it all before the swap.
    */
-  private openForWrite(rel: string, abs: string, mode: number): number {
+  private openForWrite(rel: string, abs: Buffer, mode: number): number {
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
     if (this.intoEmptyTree) {
       try {
@@ -273,8 +334,10 @@ class Applier {
  * created with their mode, so only the umask can leave it wrong, and one chmod for those is cheaper
  * than an fchmod for every file.
  */
-function verifyApplied(root: string, manifest: ManifestCursor): void {
+function verifyApplied(rootText: string, manifest: ManifestCursor): void {
   manifest.rewind()
+  const root = byteStringOf(rootText)
+  const join = (a: string, b: string): Buffer => fsPath(`${a}/${b}`)
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
@@ -290,7 +353,7 @@ function verifyApplied(root: string, manifest: ManifestCursor): void {
       // A deleted path below what is now a symlink or a file is gone from the tree (a directory
       // replaced by a link to one with the same names is not a failed deletion).
       if (line.kind === 'deleted') continue
-      throw new VerifyError(`after applying: ${JSON.stringify(path)} is not below real directories`)
+      throw new VerifyError(`after applying: ${quotePath(path)} is not below real directories`)
     }
     const abs = join(root, path)
     let st: Stats
@@ -299,9 +362,9 @@ function verifyApplied(root: string, manifest: ManifestCursor): void {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if ((code === 'ENOENT' || code === 'ENOTDIR') && line.kind === 'deleted') continue
-      throw new VerifyError(`after applying: ${JSON.stringify(path)} is missing`, { cause: err })
+      throw new VerifyError(`after applying: ${quotePath(path)} is missing`, { cause: err })
     }
-    if (line.kind === 'deleted') throw new VerifyError(`after applying: ${JSON.stringify(path)} should be deleted but is still there`)
+    if (line.kind === 'deleted') throw new VerifyError(`after applying: ${quotePath(path)} should be deleted but is still there`)
     const e = line.entry
     if (e.type === 'f' && st.isFile() && (st.mode & 0o7777) !== e.mode) {
       chmodSync(abs, e.mode) // lstat just saw a regular file below real directories: nothing to follow
@@ -311,6 +374,6 @@ function verifyApplied(root: string, manifest: ManifestCursor): void {
       e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
       : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
       : st.isSymbolicLink()
-    if (!ok) throw new VerifyError(`after applying: ${JSON.stringify(path)} is not what the manifest says`)
+    if (!ok) throw new VerifyError(`after applying: ${quotePath(path)} is not what the manifest says`)
   }
 }

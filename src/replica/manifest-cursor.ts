@@ -1,5 +1,7 @@
+import { isUtf8 } from 'node:buffer'
 import { UnsafeArchiveError } from '../core/errors.js'
 import { parseBodyLine, parseHeaderLine, type ManifestHeader, type ManifestLine } from '../core/manifest.js'
+import { quotePath } from '../core/byte-path.js'
 
 /**
  * Walks a decompressed manifest line by line, synchronously, so the tar visitor can ask for "the
@@ -19,6 +21,9 @@ export class ManifestCursor {
   private entries = 0
 
   constructor(private readonly buf: Buffer) {
+    // Names that are not UTF-8 travel as base64 (pb, lb): raw bytes that are not UTF-8 would be
+    // decoded into U+FFFD, another name.
+    if (!isUtf8(buf)) throw new UnsafeArchiveError('the manifest is not valid UTF-8 text')
     const nl = buf.indexOf(10)
     if (nl < 0) throw new UnsafeArchiveError('the manifest has no header line')
     this.header = parseHeaderLine(buf.toString('utf8', 0, nl))
@@ -56,7 +61,7 @@ export class ManifestCursor {
     if (line.kind === 'deleted') {
       if (this.inEntries) throw new UnsafeArchiveError(`manifest line ${this.lineNo}: a deletion after the entries`)
       if (this.lastDeleted !== null && !(line.path < this.lastDeleted)) {
-        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: deletion ${JSON.stringify(line.path)} is repeated or out of order`)
+        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: deletion ${quotePath(line.path)} is repeated or out of order`)
       }
       this.lastDeleted = line.path
       if (++this.deletions > this.header.deleted) {
@@ -68,7 +73,7 @@ export class ManifestCursor {
         throw new UnsafeArchiveError(`manifest line ${this.lineNo}: the manifest holds more than the ${this.header.entries} entries its header declares`)
       }
       if (this.lastEntry !== null && !(line.entry.path > this.lastEntry)) {
-        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: entry ${JSON.stringify(line.entry.path)} is repeated or out of order`)
+        throw new UnsafeArchiveError(`manifest line ${this.lineNo}: entry ${quotePath(line.entry.path)} is repeated or out of order`)
       }
       this.lastEntry = line.entry.path
     }

@@ -3,12 +3,14 @@ import { UnsafeArchiveError } from '../core/errors.js'
 import type { ManifestEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
+import { quotePath } from '../core/byte-path.js'
 
 /**
  * Walks an archive and its manifest side by side: the manifest's deletions first, then each tar
  * entry must be the manifest's next entry, with the same path, type, mode, size and link target.
  * What the manifest does not say (a file's bytes) only the archive holds, vouched for by the
- * sha256 of the whole archive in the signed record. Used by the apply and by verify --target's
+ * sha256 of the whole archive in the signed record. Times come from the manifest (exact), not the
+ * tar header (whole seconds). Used by the apply and by verify --target's
  * replay, so both refuse exactly the same archives.
  */
 export class ManifestLockstep {
@@ -37,27 +39,27 @@ export class ManifestLockstep {
       // The manifest's paths are checked, and the archive's must equal them: a mismatch is refused
       // either way. Say why an unsafe one is unsafe, rather than only that it was unexpected.
       const problem = pathProblem(h.path)
-      if (problem) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is unsafe (${problem})`)
-      if (!expected) throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not named by the manifest`)
-      throw new UnsafeArchiveError(`archive entry ${JSON.stringify(h.path)} is not the one the manifest names next (${JSON.stringify(expected.path)})`)
+      if (problem) throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} is unsafe (${problem})`)
+      if (!expected) throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} is not named by the manifest`)
+      throw new UnsafeArchiveError(`archive entry ${quotePath(h.path)} is not the one the manifest names next (${quotePath(expected.path)})`)
     }
-    if (expected.type !== h.type) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive and the manifest disagree on its type`)
+    if (expected.type !== h.type) throw new UnsafeArchiveError(`${quotePath(h.path)}: the archive and the manifest disagree on its type`)
     if (expected.type === 'l') {
       if (h.linkpath !== expected.target) {
-        const problem = linkTargetProblem(h.path, h.linkpath)
-        throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
+        const problem = linkTargetProblem(h.linkpath)
+        throw new UnsafeArchiveError(`${quotePath(h.path)}: the archive's link target differs from the manifest's${problem ? ` and is unsafe (${problem})` : ''}`)
       }
       return expected
     }
-    if (h.mode !== expected.mode) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: mode ${h.mode.toString(8)} in the archive, ${expected.mode.toString(8)} in the manifest`)
-    if (expected.type === 'f' && h.size !== expected.size) throw new UnsafeArchiveError(`${JSON.stringify(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
+    if (h.mode !== expected.mode) throw new UnsafeArchiveError(`${quotePath(h.path)}: mode ${h.mode.toString(8)} in the archive, ${expected.mode.toString(8)} in the manifest`)
+    if (expected.type === 'f' && h.size !== expected.size) throw new UnsafeArchiveError(`${quotePath(h.path)}: ${h.size} bytes in the archive, ${expected.size} in the manifest`)
     return expected
   }
 
   /** After the last archive entry: the manifest must have nothing left. */
   finish(): void {
     const rest = this.take()
-    if (rest) throw new UnsafeArchiveError(`manifest entry ${JSON.stringify(rest.path)} is missing from the archive`)
+    if (rest) throw new UnsafeArchiveError(`manifest entry ${quotePath(rest.path)} is missing from the archive`)
   }
 
   private take(): ManifestEntry | null {
@@ -69,7 +71,7 @@ export class ManifestLockstep {
     }
     const line = this.manifest.next()
     if (line === null) return null
-    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${JSON.stringify(line.path)} after the entries`)
+    if (line.kind === 'deleted') throw new UnsafeArchiveError(`manifest: deletion ${quotePath(line.path)} after the entries`)
     return line.entry
   }
 }

@@ -1,13 +1,14 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import { join } from 'node:path'
+import { lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs'
+import { byteStringOf, bytesOf, displayPath, fsPath } from '../core/byte-path.js'
+import { mtimeFromNs, mtimeMicros } from '../core/mtime.js'
 import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { TarReader } from '../archive/tar-reader.js'
 import { NoSnapshotError, SnapshotError } from '../core/errors.js'
 import type { SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
-import type { ManifestFileEntry, TreeEntry } from '../core/tree-entry.js'
+import type { ManifestFileEntry, RootMeta, TreeEntry } from '../core/tree-entry.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
 import type { ObjectSource } from '../http/object-source.js'
 import { ManifestCursor } from './manifest-cursor.js'
@@ -26,6 +27,7 @@ import { loadState } from './replica-state.js'
  * not every hour.
  */
 export interface TreeProblem {
+  /** A byte string (byte-path.ts); '' is the root. */
   readonly path: string
   readonly problem: string
 }
@@ -55,14 +57,17 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
     r = await getRecord(r.parent)
   }
   const expected = new Map<string, TreeEntry>()
+  let root: RootMeta | null = null
   for (const [i, r] of chain.entries()) {
     const pair = i === 0 ? r.full! : r.delta!
     const manifestFile = await fetchIfNeeded(layout, opts.source, pair.manifest, r.id)
     const archiveFile = await fetchIfNeeded(layout, opts.source, pair.archive, r.id)
     const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256), `manifest of snapshot ${r.id}`))
     await replayArchive(cursor, decompressFile(archiveFile, pair.archive.tarBytes, `the archive of snapshot ${r.id}`), pair.archive.tarBytes, expected)
+    root = cursor.header.root
   }
   const digest = new TreeDigest()
+  digest.addRoot(root!)
   for (const e of expected.values()) digest.add(e)
   const live = chain[chain.length - 1]!
   if (digest.toHex() !== live.treeDigest) throw new SnapshotError(`the archives of snapshots ${chain[0]!.id}..${liveId} do not add up to the signed tree digest`)
@@ -72,13 +77,23 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
   const report = (path: string, problem: string): void => {
     if (problems.length < MAX_REPORTED) problems.push({ path, problem })
   }
-  const root = layout.tree(state.live.slot)
+  const rootDir = byteStringOf(layout.tree(state.live.slot))
+  const absOf = (rel: string): Buffer => fsPath(rel ? `${rootDir}/${rel}` : rootDir)
+  /** Times are compared to the microsecond: what Node can set (core/mtime.ts). */
+  const timeProblem = (st: BigIntStats, mtime: string): string | null =>
+    st.mtimeNs / 1000n === mtimeMicros(mtime) ? null : `mtime ${mtimeFromNs(st.mtimeNs)}, the snapshot says ${mtime}`
   let checked = 0
+  const rootStat = lstatSync(absOf(''), { bigint: true })
+  const rootMode = Number(rootStat.mode & 0o7777n)
+  if (rootMode !== root!.mode) report('', `the root's mode is ${rootMode.toString(8)}, the snapshot says ${root!.mode.toString(8)}`)
+  const rootTime = timeProblem(rootStat, root!.mtime)
+  if (rootTime) report('', `the root's ${rootTime}`)
   const walk = (rel: string): void => {
-    for (const name of readdirSync(rel ? join(root, rel) : root)) {
+    for (const nameBuf of readdirSync(absOf(rel), { encoding: 'buffer' })) {
+      const name = bytesOf(nameBuf)
       const path = rel ? `${rel}/${name}` : name
-      const abs = join(root, path)
-      const st = lstatSync(abs)
+      const abs = absOf(path)
+      const st = lstatSync(abs, { bigint: true })
       const want = expected.get(path)
       expected.delete(path)
       checked++
@@ -87,21 +102,31 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
         if (st.isDirectory()) walk(path)
         continue
       }
-      const mode = st.mode & 0o7777
+      const mode = Number(st.mode & 0o7777n)
       if (want.type === 'f') {
         if (!st.isFile()) report(path, 'should be a regular file')
-        else if (st.size !== want.size) report(path, `${st.size} bytes, the manifest says ${want.size}`)
+        else if (st.size !== BigInt(want.size)) report(path, `${st.size} bytes, the manifest says ${want.size}`)
         else if (createHash('sha256').update(readFileSync(abs)).digest('hex') !== want.sha256) report(path, 'content differs from the snapshot')
         else if (mode !== want.mode) report(path, `mode ${mode.toString(8)}, the manifest says ${want.mode.toString(8)}`)
+        else checkTime(path, st, want.mtime)
       } else if (want.type === 'd') {
         if (!st.isDirectory()) report(path, 'should be a directory')
         else {
           if (mode !== want.mode) report(path, `mode ${mode.toString(8)}, the manifest says ${want.mode.toString(8)}`)
+          else checkTime(path, st, want.mtime)
           walk(path)
         }
       } else if (!st.isSymbolicLink()) report(path, 'should be a symlink')
-      else if (readlinkSync(abs) !== want.target) report(path, `links to ${readlinkSync(abs)}, the manifest says ${want.target}`)
+      else {
+        const target = bytesOf(readlinkSync(abs, { encoding: 'buffer' }))
+        if (target !== want.target) report(path, `links to ${displayPath(target)}, the manifest says ${displayPath(want.target)}`)
+        else checkTime(path, st, want.mtime)
+      }
     }
+  }
+  const checkTime = (path: string, st: BigIntStats, mtime: string): void => {
+    const problem = timeProblem(st, mtime)
+    if (problem) report(path, problem)
   }
   walk('')
   for (const path of expected.keys()) report(path, 'missing')

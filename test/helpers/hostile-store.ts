@@ -131,9 +131,11 @@ export interface ManifestHeaderSpec {
 export type LineSpec = Record<string, unknown> | string | Buffer
 
 export const sha256 = (b: string | Buffer): string => createHash('sha256').update(b).digest('hex')
-export const fLine = (p: string, data: string | Buffer = '', m = 0o644): Record<string, unknown> => ({ t: 'f', p, m, s: Buffer.byteLength(data) })
-export const dLine = (p: string, m = 0o755): Record<string, unknown> => ({ t: 'd', p, m })
-export const lLine = (p: string, l: string): Record<string, unknown> => ({ t: 'l', p, l })
+/** The mtime every hand-made manifest line carries (format 3). */
+export const MT = '1700000000.000000000'
+export const fLine = (p: string, data: string | Buffer = '', m = 0o644): Record<string, unknown> => ({ t: 'f', p, m, s: Buffer.byteLength(data), u: MT })
+export const dLine = (p: string, m = 0o755): Record<string, unknown> => ({ t: 'd', p, m, u: MT })
+export const lLine = (p: string, l: string): Record<string, unknown> => ({ t: 'l', p, l, u: MT })
 export const delLine = (p: string): Record<string, unknown> => ({ t: '-', p })
 
 /** A manifest; the header's counts default to the lines given (objects only; raw lines count as entries). */
@@ -141,7 +143,7 @@ export function manifestOf(h: ManifestHeaderSpec, lines: readonly LineSpec[]): B
   const isDeletion = (l: LineSpec): boolean => typeof l === 'object' && !Buffer.isBuffer(l) && l.t === '-'
   const deleted = h.deleted ?? lines.filter(isDeletion).length
   const entries = h.entries ?? lines.length - lines.filter(isDeletion).length
-  const header = { manifest: h.manifest ?? MANIFEST_FORMAT, id: h.id, kind: h.kind, base: h.base, entries, deleted }
+  const header = { manifest: h.manifest ?? MANIFEST_FORMAT, id: h.id, kind: h.kind, base: h.base, entries, deleted, root: { m: 0o755, u: MT } }
   const body = lines.map((l) => (Buffer.isBuffer(l) ? Buffer.concat([l, Buffer.from('\n')]) : Buffer.from((typeof l === 'string' ? l : JSON.stringify(l)) + '\n')))
   return Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), ...body])
 }
@@ -197,11 +199,9 @@ export const HOSTILE_ARCHIVES: readonly HostileArchive[] = [
   { name: 'a deletion of an absolute path', code: REFUSED, message: /absolute path/, make: (p) => d(OK.tar, [delLine(p.outside), ...OK.lines]) },
 
   // ---- symlinks that escape, and writes through symlinks
-  { cli: true, name: "a symlink to an absolute path ('/tmp/outside'), then a file through it", code: REFUSED, message: /"l": absolute symlink target/, make: (p) => d(tarOf(tarLink('l', p.tmpTarget), tarFile('l/file', 'x')), [lLine('l', p.tmpTarget), fLine('l/file', 'x')]) },
-  { cli: true, name: "a symlink 'dir/l -> ../..'", code: REFUSED, message: /symlink target '\.\.\/\.\.' leaves the tree/, make: () => d(tarOf(tarLink('dir/l', '../..')), [lLine('dir/l', '../..')]) },
-  { cli: true, name: "a symlink 'dir/l -> sub/../..'", code: REFUSED, message: /symlink target 'sub\/\.\.\/\.\.' has '\.\.' after a name/, make: () => d(tarOf(tarLink('dir/l', 'sub/../..')), [lLine('dir/l', 'sub/../..')]) },
-  { cli: true, name: "a symlink to the replica's neighbour '../../../sentinel-dir', then a file through it", code: REFUSED, message: /leaves the tree/, make: () => d(tarOf(tarLink('l', '../../../sentinel-dir'), tarFile('l/file', 'x')), [lLine('l', '../../../sentinel-dir'), fLine('l/file', 'x')]) },
-  { cli: true, name: 'tar only: a symlink to an absolute path (the manifest names a safe target)', code: REFUSED, message: /"l": the archive's link target differs from the manifest's and is unsafe \(absolute symlink target/, make: (p) => d(tarOf(tarLink('l', p.outside)), [lLine('l', 'dir')]) },
+  { cli: true, name: "a symlink to an absolute path ('/tmp/outside'), then a file through it", code: REFUSED, message: /"l" is not a real directory: refusing to write through it/, make: (p) => d(tarOf(tarLink('l', p.tmpTarget), tarFile('l/file', 'x')), [lLine('l', p.tmpTarget), fLine('l/file', 'x')]) },
+  { cli: true, name: "a symlink to the replica's neighbour '../../../sentinel-dir', then a file through it", code: REFUSED, message: /"l" is not a real directory: refusing to write through it/, make: () => d(tarOf(tarLink('l', '../../../sentinel-dir'), tarFile('l/file', 'x')), [lLine('l', '../../../sentinel-dir'), fLine('l/file', 'x')]) },
+  { cli: true, name: 'tar only: a symlink to an absolute path (the manifest names a safe target)', code: REFUSED, message: /"l": the archive's link target differs from the manifest's/, make: (p) => d(tarOf(tarLink('l', p.outside)), [lLine('l', 'dir')]) },
   { cli: true, name: "a symlink 'l -> .' (a loop), then 'l/file' through it", code: REFUSED, message: /"l" is not a real directory: refusing to write through it/, make: () => d(tarOf(tarLink('l', '.'), tarFile('l/file', 'x')), [lLine('l', '.'), fLine('l/file', 'x')]) },
   { name: "a safe symlink 'l -> dir', then 'l/evil' through it", code: REFUSED, message: /"l" is not a real directory: refusing to write through it/, make: () => d(tarOf(tarLink('l', 'dir'), tarFile('l/evil', 'x')), [lLine('l', 'dir'), fLine('l/evil', 'x')]) },
   { cli: true, name: "a symlink replacing the directory 'dir', then an entry below it", code: REFUSED, message: /"dir" is not a real directory: refusing to write through it/, make: () => d(tarOf(tarLink('dir', 'links'), tarFile('dir/evil', 'x')), [lLine('dir', 'links'), fLine('dir/evil', 'x')]) },
@@ -263,21 +263,20 @@ export const HOSTILE_ARCHIVES: readonly HostileArchive[] = [
   { name: "a path that is '.'", code: REFUSED, message: /"\.": '\.' segment/, make: () => d(tarOf(tarDir('.')), [dLine('.')]) },
   { name: "a path that is '..'", code: REFUSED, message: /"\.\.": '\.\.' segment/, make: () => d(tarOf(tarDir('..')), [dLine('..')]) },
   { name: 'an empty path', code: REFUSED, message: /empty path/, make: () => d(OK.tar, [fLine('', 'new\n')]) },
-  { name: 'a backslash in a path', code: REFUSED, message: /backslash in path/, make: () => d(tarOf(tarFile('..\\x')), [fLine('..\\x')]) },
   { name: 'a name longer than 255 bytes', code: REFUSED, message: /a name longer than 255 bytes/, make: () => d(tarOf(tarFile('n'.repeat(256))), [fLine('n'.repeat(256))]) },
   { name: 'a path longer than 3800 bytes', code: REFUSED, message: /path longer than 3800 bytes/, make: () => d(tarOf(tarFile(LONG_PATH)), [fLine(LONG_PATH)]) },
   {
     cli: true,
     name: 'invalid UTF-8 in a pax path (the manifest names a valid one)',
     code: REFUSED,
-    message: /is unsafe \(name is not valid UTF-8\)/,
+    message: /archive entry "bad\\xff\\xfe" is not the one the manifest names next \("bad"\)/,
     make: () => d(tarOf(paxHeader([['path', Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe])]]), rawHeader({ name: 'bad' })), [fLine('bad')]),
   },
   {
     name: 'invalid UTF-8 in a manifest path',
     code: REFUSED,
-    message: /name is not valid UTF-8/,
-    make: () => d(tarOf(tarFile('bad')), [Buffer.concat([Buffer.from('{"t":"f","p":"bad'), Buffer.from([0xc3, 0x28]), Buffer.from('","m":420,"s":0}')])]),
+    message: /the manifest is not valid UTF-8 text/,
+    make: () => d(tarOf(tarFile('bad')), [Buffer.concat([Buffer.from('{"t":"f","p":"bad'), Buffer.from([0xc3, 0x28]), Buffer.from('","m":420,"s":0,"u":"1700000000.000000000"}')])]),
   },
 
   // ---- a manifest body that disagrees with its own header (which the signed record repeats)

@@ -1,13 +1,21 @@
 import { spawnSync } from 'node:child_process'
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { tmpdir } from 'node:os'
 import fc from 'fast-check'
+import { byteStringOf } from '../../src/core/byte-path.js'
 
 /**
  * Random trees and random edits of a master's tree, for the property test. Edits are drawn as
  * data with "pick" numbers, resolved against what the tree holds when they are applied (pick
  * modulo the candidates), so any sequence is applicable and fast-check can shrink it freely.
+ * Names and paths are byte strings (src/core/byte-path.ts), as the product handles them, so that
+ * names that are not UTF-8 are exercised too; the file system gets them as Buffers.
  */
+
+/** A tree path (a byte string) under root (an ASCII path) as a Buffer for the fs module. */
+function under(root: string, path: string): Buffer {
+  return Buffer.from(path ? `${root}/${path}` : root, 'latin1')
+}
 
 export const FILE_MODES = [0o644, 0o600, 0o755] as const
 export const DIR_MODES = [0o755, 0o700, 0o750] as const
@@ -31,22 +39,28 @@ const ODD_NAMES = [
   '-dash',
   '$HOME*?[x]',
   'L'.repeat(255), // NAME_MAX in bytes
-]
+  'odd\\back\\slash.m3u',
+  '\\',
+].map(byteStringOf)
+
+/** Names that are not UTF-8: legal on Linux, carried byte for byte. */
+const BYTE_NAMES = ['b\xff\xfe', 'caf\xe9 latin-1', '\xc3\x28', '\x80', 'trail\xed\xa0\x80']
 
 /** Characters for generated names: controls, combining marks, bidi overrides, astral planes. */
 const NAME_CHARS = ['a', 'Z', '0', ' ', '\n', '\t', '\r', '\x01', '\x7f', '"', "'", '$', '*', '?', '#', '~', '-', '.', 'é', 'e\u0301', '\u200b', '\u202e', 'ß', '日', '😀', '\u{10ffff}']
 
-/** What a replica must be able to hold: no '/', NUL or backslash, not '.', '..', at most 255 bytes. */
+/** What Linux allows in a name (a byte string): no '/' or NUL, not '.' or '..', at most 255 bytes. */
 export function isValidName(name: string): boolean {
   if (name === '' || name === '.' || name === '..') return false
-  if (/[/\0\\\uFFFD]/.test(name)) return false
-  return Buffer.from(name, 'utf8').toString('utf8') === name && Buffer.byteLength(name) <= 255
+  return !/[/\0]/.test(name) && name.length <= 255
 }
 
 export const nameArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...ODD_NAMES) },
-  { weight: 2, arbitrary: fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 6 }).filter(isValidName) },
-  { weight: 1, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 4 }).filter(isValidName) },
+  { weight: 2, arbitrary: fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 6 }).map(byteStringOf).filter(isValidName) },
+  { weight: 1, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 4 }).map(byteStringOf).filter(isValidName) },
+  { weight: 2, arbitrary: fc.constantFrom(...BYTE_NAMES) },
+  { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 5 }).map((b) => Buffer.from(b).toString('latin1')).filter(isValidName) },
 )
 
 /** Small contents, now and then a larger one that spans tar blocks and zstd windows. */
@@ -62,12 +76,13 @@ export function contentBytes(c: ContentSpec): Buffer {
   return Buffer.from(c.text.repeat(c.repeat), 'utf8')
 }
 
-/** A symlink target: up to `climbs` '..' (clamped to stay in the tree), then names. */
+/** A symlink target: absolute, or up to `climbs` '..' (out of the tree, too), then names. */
 export interface LinkSpec {
+  readonly absolute: boolean
   readonly climbs: number
   readonly names: readonly string[]
 }
-export const linkArb: fc.Arbitrary<LinkSpec> = fc.record({ climbs: fc.nat(3), names: fc.array(nameArb, { minLength: 1, maxLength: 2 }) })
+export const linkArb: fc.Arbitrary<LinkSpec> = fc.record({ absolute: fc.boolean(), climbs: fc.nat(4), names: fc.array(nameArb, { minLength: 1, maxLength: 2 }) })
 
 export type NodeSpec =
   | { readonly kind: 'file'; readonly content: ContentSpec; readonly mode: number }
@@ -93,24 +108,24 @@ export const treeArb: fc.Arbitrary<readonly TreeEntrySpec[]> = fc.array(fc.recor
 const MAX_TEST_PATH_BYTES = 3000
 const MAX_TEST_DEPTH = 8
 
-export function linkTarget(linkPath: string, spec: LinkSpec): string {
-  const parentDepth = linkPath.split('/').length - 1
-  return '../'.repeat(Math.min(spec.climbs, parentDepth)) + spec.names.join('/')
+/** Carried verbatim, wherever it points: absolute, outside the tree, dangling. */
+export function linkTarget(_linkPath: string, spec: LinkSpec): string {
+  return (spec.absolute ? '/' : '../'.repeat(spec.climbs)) + spec.names.join('/')
 }
 
 function makeNode(root: string, path: string, node: NodeSpec): void {
-  const abs = join(root, path)
+  const abs = under(root, path)
   if (node.kind === 'file') {
     writeFileSync(abs, contentBytes(node.content))
     chmodSync(abs, node.mode)
   } else if (node.kind === 'dir') {
     mkdirSync(abs)
     chmodSync(abs, node.mode)
-  } else symlinkSync(linkTarget(path, node.link), abs)
+  } else symlinkSync(Buffer.from(linkTarget(path, node.link), 'latin1'), abs)
 }
 
 function fits(path: string): boolean {
-  return Buffer.byteLength(path) <= MAX_TEST_PATH_BYTES && path.split('/').length <= MAX_TEST_DEPTH
+  return path.length <= MAX_TEST_PATH_BYTES && path.split('/').length <= MAX_TEST_DEPTH
 }
 
 /**
@@ -127,13 +142,13 @@ export function materialize(root: string, tree: readonly TreeEntrySpec[]): void 
     let ok = true
     for (let i = 1; i < segments.length && ok; i++) {
       const dir = segments.slice(0, i).join('/')
-      const st = lstatSync(join(root, dir), { throwIfNoEntry: false })
-      if (!st) mkdirSync(join(root, dir))
+      const st = lstatSync(under(root, dir), { throwIfNoEntry: false })
+      if (!st) mkdirSync(under(root, dir))
       else if (!st.isDirectory()) ok = false
     }
-    if (!ok || lstatSync(join(root, path), { throwIfNoEntry: false })) continue
+    if (!ok || lstatSync(under(root, path), { throwIfNoEntry: false })) continue
     makeNode(root, path, node)
-    if (node.kind === 'file') utimesSync(join(root, path), 1_700_000_000 + age, 1_700_000_000 + age++)
+    if (node.kind === 'file') utimesSync(under(root, path), 1_700_000_000 + age, 1_700_000_000 + age++)
   }
 }
 
@@ -146,9 +161,9 @@ export interface Entry {
 export function listEntries(root: string): Entry[] {
   const out: Entry[] = []
   const walk = (rel: string): void => {
-    for (const name of readdirSync(rel ? join(root, rel) : root).sort()) {
+    for (const name of readdirSync(under(root, rel), { encoding: 'buffer' }).map((b) => b.toString('latin1')).sort()) {
       const path = rel ? `${rel}/${name}` : name
-      const st = lstatSync(join(root, path))
+      const st = lstatSync(under(root, path))
       if (st.isSymbolicLink()) out.push({ path, type: 'link' })
       else if (st.isDirectory()) {
         out.push({ path, type: 'dir' })
@@ -193,11 +208,19 @@ function choose<T>(list: readonly T[], n: number): T | undefined {
 }
 const q = (p: string): string => JSON.stringify(p)
 
-/** Sets a file's mtime to the exact nanosecond (utimes takes a double: not exact at this scale). */
-function setMtimeNs(abs: string, mtimeNs: bigint): void {
+/**
+ * Sets a file's mtime to the exact nanosecond (utimes takes a double: not exact at this scale).
+ * touch takes its path as an argument, which Node passes as UTF-8 text: a name that is not UTF-8
+ * goes through a symlink of a plain name made for the occasion (touch -m follows it).
+ */
+function setMtimeNs(abs: Buffer, mtimeNs: bigint): void {
   const sec = mtimeNs / 1_000_000_000n
   const nsec = (mtimeNs % 1_000_000_000n).toString().padStart(9, '0')
-  const r = spawnSync('touch', ['-m', '-h', '-d', `@${sec}.${nsec}`, '--', abs], { timeout: 10_000 })
+  const alias = `${tmpdir()}/random-tree-touch-${process.pid}`
+  rmSync(alias, { force: true })
+  symlinkSync(abs, alias)
+  const r = spawnSync('touch', ['-m', '-d', `@${sec}.${nsec}`, '--', alias], { timeout: 10_000 })
+  rmSync(alias, { force: true })
   if (r.status !== 0) throw new Error(`touch ${abs}: ${r.stderr?.toString() ?? r.error?.message}`)
 }
 
@@ -209,7 +232,7 @@ export function applyMutation(root: string, m: Mutation): string | null {
   const entries = listEntries(root)
   const files = entries.filter((e) => e.type === 'file')
   const dirs = entries.filter((e) => e.type === 'dir')
-  const abs = (p: string): string => join(root, p)
+  const abs = (p: string): Buffer => under(root, p)
   let done: string | null = null
   switch (m.op) {
     case 'edit': {
@@ -264,7 +287,7 @@ export function applyMutation(root: string, m: Mutation): string | null {
       const path = parent ? `${parent}/${m.name}` : m.name
       if (!fits(path) || lstatSync(abs(path), { throwIfNoEntry: false })) break
       makeNode(root, path, m.node)
-      done = `add ${m.node.kind} ${q(path)}${m.node.kind === 'link' ? ` -> ${q(readlinkSync(abs(path)))}` : ''}`
+      done = `add ${m.node.kind} ${q(path)}${m.node.kind === 'link' ? ` -> ${q(readlinkSync(abs(path), { encoding: 'buffer' }).toString('latin1'))}` : ''}`
       break
     }
     case 'rename': {
@@ -318,7 +341,7 @@ export function applyMutation(root: string, m: Mutation): string | null {
       )
       if (!l) break
       unlinkSync(abs(l.path))
-      symlinkSync(linkTarget(l.path, m.link), abs(l.path))
+      symlinkSync(Buffer.from(linkTarget(l.path, m.link), 'latin1'), abs(l.path))
       done = `retarget ${q(l.path)} -> ${q(linkTarget(l.path, m.link))}`
       break
     }
@@ -328,25 +351,13 @@ export function applyMutation(root: string, m: Mutation): string | null {
 }
 
 /**
- * A moved link can climb out of the tree, and a moved directory can nest too deep: the master
- * would skip those with a warning. Keep the tree free of them, so the model stays "everything".
+ * A moved directory can nest too deep: the master would skip it with a warning. Keep the tree
+ * free of those, so the model stays "everything". (Links are carried wherever they point.)
  */
 function keepPublishable(root: string): void {
   for (const e of listEntries(root)) {
-    const abs = join(root, e.path)
+    const abs = under(root, e.path)
     if (!lstatSync(abs, { throwIfNoEntry: false })) continue // under a directory removed just now
-    if (!fits(e.path)) {
-      rmSync(abs, { recursive: true })
-      continue
-    }
-    if (e.type !== 'link') continue
-    const target = readlinkSync(abs)
-    const parts = target.split('/')
-    const climbs = parts.filter((p) => p === '..').length
-    const parentDepth = e.path.split('/').length - 1
-    if (climbs > parentDepth) {
-      unlinkSync(abs)
-      symlinkSync('../'.repeat(parentDepth) + parts.filter((p) => p !== '..').join('/'), abs)
-    }
+    if (!fits(e.path)) rmSync(abs, { recursive: true })
   }
 }

@@ -1,7 +1,18 @@
+import { spawnSync } from 'node:child_process'
 import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 export { describeTree, treeDiff } from '../../scripts/tree-compare.js'
+
+/**
+ * A copy of a tree as the comparisons see it: names as bytes, links verbatim, modes and mtimes to
+ * the nanosecond, directories' included (`cp -a`; Node's cpSync keeps file times to the
+ * millisecond only, and not directories').
+ */
+export function copyTree(from: string, to: string): void {
+  const r = spawnSync('cp', ['-a', '--', from, to], { timeout: 120_000 })
+  if (r.status !== 0) throw new Error(`cp -a ${from} ${to}: ${r.stderr?.toString() ?? r.error?.message}`)
+}
 
 export function writeTree(root: string, files: Record<string, string | { content: string; mode: number } | { link: string } | { dir: true; mode?: number }>): void {
   for (const [path, spec] of Object.entries(files)) {
