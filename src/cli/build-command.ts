@@ -7,9 +7,11 @@ import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { describePrune } from '../master/prune.js'
+import { parseS3Url } from '../store/s3-location.js'
+import { describePublish, publishTo, type PublishTargetOptions } from './publish-command.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 
-export interface BuildCommandOptions extends Partial<ScheduleFlags>, MetricsFlags {
+export interface BuildCommandOptions extends Partial<ScheduleFlags>, PublishTargetOptions, MetricsFlags {
   source: string
   store: string
   key?: string
@@ -20,6 +22,8 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags>, MetricsFlag
   /** Prune to this many snapshots after each build (see `snapshot prune`); absent: keep all. */
   keep?: number
   grace?: number
+  /** s3://BUCKET/PREFIX: publish the store there after each build (unchanged ones too: a failed publish is retried). */
+  publish?: string
   /** Any skipped entry fails the build (exit 17), nothing published. */
   strict?: boolean
   /** Seconds to wait for another build, prune or rollback holding the store's lock. */
@@ -58,6 +62,7 @@ export async function buildCommand(opts: BuildCommandOptions, out: Output): Prom
 }
 
 async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<BuildResult> {
+  if (opts.publish) parseS3Url(opts.publish, '--publish') // a typo is a usage error before the build, not after
   const privateKey = opts.key ? await readPrivateKeyFile(opts.key) : null
   if (!privateKey) out.log('warning: no --key given: the snapshot is unsigned and replicas with --pubkey will refuse it')
   const r = await buildSnapshot({
@@ -87,7 +92,14 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<BuildR
   // What the snapshot leaves out is said even with --quiet, on one line: an operator who silenced
   // the per-entry warnings must still learn that the replicas do not get the whole tree.
   if (skipLine && opts.quiet) process.stderr.write(`snapshot: warning: ${skipLine}\n`)
-  out.result(r, human)
+  const published = opts.publish
+    ? await publishTo(opts.store, opts.publish, opts, out, '--publish').catch((err: unknown) => {
+        out.log(`snapshot ${r.id} is in the store, but publishing it failed; the next build (or \`snapshot publish\`) sends what is missing`)
+        throw err
+      })
+    : null
+  if (published) human.push(...describePublish(published).map((l) => `publish: ${l}`))
+  out.result(published ? { ...r, published } : r, human)
   return r
 }
 

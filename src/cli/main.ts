@@ -8,12 +8,13 @@ import { withConfigFiles } from './config-file.js'
 import { keygenCommand } from './keygen-command.js'
 import { registerListCommand } from './list-command.js'
 import { registerPruneCommand } from './prune-command.js'
+import { addS3Options, addSourceS3Options, registerPublishCommand } from './publish-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
 import { registerVerifyCommand } from './verify-command.js'
 import { makeOutput } from './output.js'
 import { metricsFileOption, metricsListenOption } from './metrics-options.js'
 import { registerFleetCommand } from './fleet-command.js'
-import { checked, wholeNumber } from './option-parsers.js'
+import { checked, collect, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { serveCommand } from './serve-command.js'
 import { statusCommand, unpinCommand } from './replica-commands.js'
@@ -40,7 +41,7 @@ export function makeProgram(): Command {
     .addOption(quietOption())
     .action(async (o) => keygenCommand(o, makeOutput(o)))
 
-  program
+  const build = program
     .command('build')
     .description('Snapshot the source tree into the store: a delta against the latest snapshot, plus a full archive when the policy says so. An unchanged tree makes no snapshot.')
     .requiredOption('--source <dir>', 'the tree to publish')
@@ -56,11 +57,12 @@ export function makeProgram(): Command {
     .addOption(jitterOption('with --cron: wait a random 0 to N seconds before each scheduled build'))
     .option('--strict', 'fail (exit 17, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
     .addOption(waitOption('wait this long for another build, prune or rollback holding the store\'s lock'))
+    .option('--publish <s3url>', 'after each build, publish the store to s3://BUCKET/PREFIX (see `snapshot publish`; the S3 options below apply)')
     .addOption(jsonOption('print one JSON object (id, kind, counts, sizes, skipped)'))
     .addOption(quietOption())
     .addOption(metricsListenOption())
     .addOption(metricsFileOption())
-    .action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
+  addS3Options(build).action(async (o) => buildCommand({ ...o, maxChain: o.maxChain, fullRatio: o.fullRatio }, makeOutput(o)))
 
   program
     .command('serve')
@@ -76,10 +78,10 @@ export function makeProgram(): Command {
     .addOption(metricsListenOption('serve Prometheus metrics (requests and bytes by status) at /metrics on this address; a bare :PORT or PORT is 127.0.0.1'))
     .action(async (o) => serveCommand(o, makeOutput(o)))
 
-  program
+  const pull = program
     .command('pull')
     .description('Bring a replica up to the store\'s latest snapshot: fetch what it lacks, build the new tree beside the live one, verify, flush, and with --swap switch atomically.')
-    .requiredOption('--from <url|dir>', 'the store: an http(s) URL or a local directory')
+    .option('--from <url|dir>', 'the store: an http(s):// or s3://BUCKET/PREFIX URL, or a local directory; repeat for mirrors (the newest valid pointer wins, a mirror that is down or stale is skipped)', collect, [] as string[])
     .requiredOption('--target <path>', 'the live path: a symlink that snapshot manages (it must not exist yet, or be one it made)')
     .addOption(pubkeyOption('trusted ed25519 public key; repeat during a key rotation'))
     .option('--swap', 'make the new snapshot live at once (otherwise it is only staged: see `snapshot swap`)')
@@ -108,7 +110,7 @@ export function makeProgram(): Command {
     .addOption(quietOption())
     .addOption(metricsListenOption())
     .addOption(metricsFileOption())
-    .action(async (o) => pullCommand(o, makeOutput(o)))
+  addSourceS3Options(pull).action(async (o) => pullCommand(o, makeOutput(o)))
 
   program
     .command('swap')
@@ -126,6 +128,7 @@ export function makeProgram(): Command {
   registerVerifyCommand(program)
   registerPruneCommand(program)
   registerRollbackCommand(program)
+  registerPublishCommand(program)
   registerFleetCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
@@ -148,18 +151,19 @@ export function versionLine(): string {
 
 /** Options every replica-side command shares. */
 function replicaCommand(program: Command, name: string, description: string) {
-  return program
+  const cmd = program
     .command(name)
     .description(description)
     .addOption(targetOption())
     .addOption(stateOption())
     .addOption(treesOption())
-    .option('--from <url|dir>', 'the store, when it must be asked')
+    .option('--from <url|dir>', 'the store, when it must be asked (http(s)://, s3://, or a directory); repeat for mirrors', collect, [] as string[])
     .addOption(pubkeyOption())
     .addOption(tokenOption())
     .addOption(waitOption())
     .addOption(jsonOption())
     .addOption(quietOption())
+  return addSourceS3Options(cmd)
 }
 
 function registerReplicaCommands(program: Command): void {

@@ -348,6 +348,9 @@ async function publishBuilt(layout: StoreLayout, opts: BuildOptions, b: Built): 
     id: b.id,
     parent: b.latest?.id ?? null,
     created: b.now.toISOString(),
+    // The parent's build time, signed with this record: a replica tells a master clock that went
+    // back from a frozen mirror even when this snapshot is a full (its chain then starts here).
+    ...(b.latest ? { parentCreated: b.latest.created } : {}),
     kind: b.full ? 'full' : 'delta',
     treeDigest: b.digest.toHex(),
     ...b.counts,

@@ -117,10 +117,10 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   }
 }
 
-/** The latest snapshot's parent's build time, from the pointer's chain (absent when the latest is a full). */
+/** The latest snapshot's parent's build time: signed in its record, or (older records) from the pointer's chain. */
 export function parentCreated(pointer: { latest: SnapshotRecord; chain: readonly SnapshotRecord[] }): { latestParentCreated?: string } {
-  const parent = pointer.chain.find((r) => r.id === pointer.latest.parent)
-  return parent ? { latestParentCreated: parent.created } : {}
+  const created = pointer.latest.parentCreated ?? pointer.chain.find((r) => r.id === pointer.latest.parent)?.created
+  return created !== undefined ? { latestParentCreated: created } : {}
 }
 
 async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, slots: readonly string[], log: (l: string) => void, started: bigint): Promise<PullResult> {

@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto'
 import { readlink } from 'node:fs/promises'
+import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
 import type { ObjectSource } from '../http/object-source.js'
 import { fetchPointer, loadCachedRecord, parentCreated, slotNames } from './pull.js'
 import { ReplicaLayout } from './replica-layout.js'
@@ -19,6 +20,8 @@ export interface ReplicaStatus {
   readonly lastPull: ReplicaState['lastPull']
   readonly trees: ReplicaState['slots']
   readonly store: { source: string; latestId: number; created: string; latestParentCreated?: string; lag: number } | { source: string; error: string; code: string } | null
+  /** With several mirrors: what each answered, and which were skipped (down, stale, invalid). */
+  readonly mirrors: readonly MirrorReport[] | null
 }
 
 export async function replicaStatus(opts: { target: string; stateDir?: string; trees?: number; source?: ObjectSource; trustedKeys: readonly KeyObject[]; now?: () => Date }): Promise<ReplicaStatus | null> {
@@ -53,5 +56,6 @@ export async function replicaStatus(opts: { target: string; stateDir?: string; t
     lastPull: state.lastPull,
     trees: state.slots,
     store,
+    mirrors: opts.source instanceof MirroredSource && store ? opts.source.reports : null,
   }
 }
