@@ -24,7 +24,8 @@
  * share inodes in the cache, so the N-replica step reads destination metadata once rather than N
  * times, which flatters rsync a little. Rows made that way say so.
  *
- * Page cache (see NOTES.md: this machine evicts what nobody touched for about a minute). With
+ * Page cache (BENCHMARKS.md, "Facts the code's comments rely on": this machine evicts what nobody
+ * touched for about a minute). With
  * cache 'warm' (the default) every timed step is preceded by an untimed pass over what it reads:
  * the data of its source tree or archive, and the metadata of its destination trees, read last, in
  * the seconds before the step. 'cold' drops the caches before each step instead (root outside a

@@ -8,6 +8,8 @@ set -euo pipefail
 needs=(
   "zstd zstd"
   "tar tar"
+  "find findutils"
+  "mkfifo coreutils"
   "prometheus prometheus"
   "promtool prometheus"
   "prometheus-node-exporter prometheus-node-exporter"

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { after, before, describe, test } from 'node:test'
-import { runCli, runJson, startServe } from './helpers/cli.js'
+import { before, describe, test } from 'node:test'
+import { runCli, runJson } from './helpers/cli.js'
+import { masterFixture } from './helpers/master-fixture.js'
 import { awkwardTree, treeDiff, writeTree } from './helpers/tree.js'
 
 /**
@@ -11,26 +11,10 @@ import { awkwardTree, treeDiff, writeTree } from './helpers/tree.js'
  * --swap, again and again, with the replica's tree compared to the master's byte for byte.
  */
 describe('core loop: build, serve, pull --swap', () => {
-  let dir: string
-  let source: string
-  let store: string
-  let keys: string
-  let server: Awaited<ReturnType<typeof startServe>>
+  const { dir, source, store, keys, server } = masterFixture('snapshot-core-', { serve: true })
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapshot-core-'))
-    source = join(dir, 'master')
-    store = join(dir, 'store')
-    keys = join(dir, 'keys')
-    mkdirSync(source)
-    mkdirSync(store)
     awkwardTree(source)
-    await runJson(['keygen', '--out', keys])
-    server = await startServe(store)
-  })
-  after(async () => {
-    await server?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   const build = (...extra: string[]) => runJson<{ id: number; kind: string; created: boolean; changed: number; deleted: number }>(['build', '--source', source, '--store', store, '--key', join(keys, 'snapshot.key'), ...extra])

@@ -2,13 +2,13 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test, type TestContext } from 'node:test'
 import { runCli, runJson } from './helpers/cli.js'
 import { startFaultServer, type FaultServer } from './helpers/fault-server.js'
 import { describeTree, treeDiff, writeTree } from './helpers/tree.js'
+import { freePort } from './helpers/free-port.js'
 
 /**
  * What goes wrong between a replica and its store, and on either disk, through the real CLI: each
@@ -287,14 +287,3 @@ function unmount(path: string): void {
   if (spawnSync('umount', [path]).status !== 0) spawnSync('umount', ['-l', path])
 }
 
-/** A port nobody listens on (it was free a moment ago). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}

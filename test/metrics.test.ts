@@ -60,7 +60,7 @@ describe('metrics: recording outcomes', () => {
   test('a failed build keeps the last success and counts the failure by its exit code', async () => {
     const registry = new Registry()
     const m = createBuildMetrics(registry)
-    recordBuildOutcome(m, { result: { created: true, id: 3, kind: 'delta', parent: 2, fullReason: null, files: 1, dirs: 1, links: 0, bytes: 1, changed: 5, deleted: 2, filesRead: 5, deltaBytes: 100, fullBytes: null, warnings: [], seconds: 1 }, error: null }, 1, 1_000_000)
+    recordBuildOutcome(m, { result: { created: true, id: 3, kind: 'delta', parent: 2, fullReason: null, files: 1, dirs: 1, links: 0, bytes: 1, changed: 5, deleted: 2, filesRead: 5, deltaBytes: 100, fullBytes: null, warnings: [], seconds: 1, skipped: { count: 0, byReason: {} }, setIdDropped: 0, clockWentBack: null }, error: null }, 1, 1_000_000)
     recordBuildOutcome(m, { result: null, error: Object.assign(new Error('disk'), { code: 'ENOSPC' }) }, 2, 2_000_000)
     const s = parseExposition(await registry.metrics())
     assert.equal(sample(s, 'snapshot_master_builds_total', { result: 'delta' }), 1)

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { after, before, describe, test } from 'node:test'
-import { runCli, runJson, startServe } from './helpers/cli.js'
+import { before, describe, test } from 'node:test'
+import { runCli, runJson } from './helpers/cli.js'
+import { masterFixture } from './helpers/master-fixture.js'
 import { copyTree, treeDiff, writeTree } from './helpers/tree.js'
 
 /**
@@ -12,28 +12,13 @@ import { copyTree, treeDiff, writeTree } from './helpers/tree.js'
  * be saved by the mass-deletion guard.
  */
 describe('replica operations', () => {
-  let dir: string
-  let source: string
-  let store: string
-  let keys: string
-  let server: Awaited<ReturnType<typeof startServe>>
+  const { dir, source, store, keys, server } = masterFixture('snapshot-ops-', { serve: true })
   const copies: string[] = [] // the master's tree at each snapshot id (index = id)
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapshot-ops-'))
-    source = join(dir, 'master')
-    store = join(dir, 'store')
-    keys = join(dir, 'keys')
-    mkdirSync(store)
     const files: Record<string, string> = {}
     for (let i = 0; i < 40; i++) files[`d${i % 4}/p${i}.m3u`] = `#EXTM3U\n${i}\n`
     writeTree(source, files)
-    await runJson(['keygen', '--out', keys])
-    server = await startServe(store)
-  })
-  after(async () => {
-    await server?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   const build = async (): Promise<number> => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { UsageError } from '../src/core/errors.js'
-import { checkCronExpression, checkTimezone, cronTrigger, formatRunReport, startScheduler, type Clock, type RunReport, type TriggerHandlers } from '../src/cli/scheduler.js'
+import { checkCronExpression, checkTimezone, cronTrigger, formatRunReport, startScheduler, type Clock, type RunReport, type TriggerHandlers } from '../src/schedule/scheduler.js'
 import { BIN, runJson, startServe } from './helpers/cli.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 

@@ -3,7 +3,7 @@ import { lstatSync, mkdtempSync, rmSync, statSync, unlinkSync, utimesSync, write
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { statSignature } from '../src/fs/tree-scan.js'
+import { statSignature } from '../src/fs/stat-signature.js'
 import { SourceReader } from '../src/master/source-reader.js'
 
 /** The build's reader: the scan's signature stands as "before", and the source is left as it was. */

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs'
-import { hostname, tmpdir } from 'node:os'
+import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
-import { after, before, describe, test } from 'node:test'
-import { runCli, runJson, startServe } from './helpers/cli.js'
+import { before, describe, test } from 'node:test'
+import { runCli, runJson } from './helpers/cli.js'
+import { masterFixture } from './helpers/master-fixture.js'
 import { copyTree, treeDiff, writeTree } from './helpers/tree.js'
 
 /**
@@ -38,11 +39,7 @@ interface Built {
 const STABLE_FILES = 20
 
 describe('store operations: list, verify, prune, lock, fleet rollback', () => {
-  let dir: string
-  let source: string
-  let store: string
-  let keys: string
-  let server: Awaited<ReturnType<typeof startServe>>
+  const { dir, source, store, keys, server } = masterFixture('snapshot-store-ops-', { serve: true })
   let treeOf3: string
 
   const key = (): string => join(keys, 'snapshot.key')
@@ -57,20 +54,12 @@ describe('store operations: list, verify, prune, lock, fleet rollback', () => {
   }
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapshot-store-ops-'))
-    source = join(dir, 'master')
-    store = join(dir, 'store')
-    keys = join(dir, 'keys')
     treeOf3 = join(dir, 'tree-of-3')
-    mkdirSync(source)
-    mkdirSync(store)
     writeTree(source, { 'a.m3u': 'a1\n', 'b/b.m3u': 'b1\n', 'b/c.m3u': 'c1\n', 'link': { link: 'a.m3u' }, 'empty': { dir: true } })
     // files that never change, so that no step trips the replicas' mass-deletion guard; with
     // bodies that do not compress away, so that the full outweighs the few small deltas after it,
     // as on a real tree (the full policy compares their compressed bytes)
     for (let i = 0; i < STABLE_FILES; i++) writeTree(source, { [`stable/${i}.m3u`]: `stable ${i}\n${createHash('sha256').update(`stable ${i}`).digest('base64')}\n` })
-    await runJson(['keygen', '--out', keys, '--quiet'])
-    server = await startServe(store)
     await build() // 1: full
     await pull(join(dir, 'replica-old')) // this replica stays at 1 until after the prune
     writeFileSync(join(source, 'a.m3u'), 'a2\n')
@@ -83,10 +72,6 @@ describe('store operations: list, verify, prune, lock, fleet rollback', () => {
     writeFileSync(join(source, 'a.m3u'), 'a4\n')
     rmSync(join(source, 'new'), { recursive: true })
     await build() // 4: delta
-  })
-  after(async () => {
-    await server?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   test('list shows every snapshot, from a store directory and over HTTP', async () => {

@@ -4,7 +4,8 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utim
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { hasGnuFind, modeOfSig, RecordParser, scanTree, sizeOfSig, statSignature } from '../src/fs/tree-scan.js'
+import { statSignature } from '../src/fs/stat-signature.js'
+import { hasGnuFind, RecordParser, scanTree } from '../src/fs/tree-scan.js'
 import { awkwardTree } from './helpers/tree.js'
 
 /**
@@ -80,13 +81,6 @@ test("statSignature of an lstat is the scan's SIG (what the source reader compar
     const [sig, path] = r.split('\0')
     assert.equal(statSignature(lstatSync(Buffer.from(`${root}/${path}`, 'latin1'), { bigint: true })), sig, path)
   }
-})
-
-test('modeOfSig and sizeOfSig read the carried mode and the size back', () => {
-  assert.equal(modeOfSig('f 4755 213 1.0000000000 1.0000000000 7'), 0o755)
-  assert.equal(modeOfSig('d 1777 4096 1.0000000000 1.0000000000 7'), 0o1777)
-  assert.equal(sizeOfSig('f 644 213 1.0000000000 1.0000000000 7'), 213)
-  assert.equal(sizeOfSig('f 644 213 racy'), 213)
 })
 
 test('records cut anywhere by the pipe come out whole', () => {

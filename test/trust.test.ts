@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { after, before, describe, test } from 'node:test'
+import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { runCli, runJson, startServe } from './helpers/cli.js'
+import { masterFixture } from './helpers/master-fixture.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 
 /**
@@ -12,21 +12,11 @@ import { treeDiff, writeTree } from './helpers/tree.js'
  * signed snapshot, freeze on one, or get past a key rotation done right.
  */
 describe('trust: rollback attacks, frozen mirrors, key rotation', () => {
-  let dir: string
-  let source: string
-  let store: string
-  let keys: string
+  const { dir, source, store, keys } = masterFixture('snapshot-trust-')
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapshot-trust-'))
-    source = join(dir, 'master')
-    store = join(dir, 'store')
-    keys = join(dir, 'keys')
-    mkdirSync(store)
     writeTree(source, { 'a.m3u': 'a\n', 'b/c.m3u': 'c\n', 'b/d.m3u': 'd\n', 'e.m3u': 'e\n', 'f.m3u': 'f\n' })
-    await runJson(['keygen', '--out', keys])
   })
-  after(() => rmSync(dir, { recursive: true, force: true }))
 
   const build = (key = join(keys, 'snapshot.key')) => runJson<{ id: number }>(['build', '--source', source, '--store', store, '--key', key])
 

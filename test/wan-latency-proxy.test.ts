@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -31,7 +31,10 @@ test('the latency proxy passes bytes intact, with backpressure, and counts reque
   t.after(() => rm(dir, { recursive: true, force: true }))
   const big = randomBytes(12 << 20) // three times the proxy's buffer
   await writeFile(join(dir, 'latest.json'), '{"v":1}')
-  await writeFile(join(dir, 'big.bin'), big)
+  // serve answers only the paths a store holds: the big body is an object, named by its hash.
+  const bigPath = `objects/${createHash('sha256').update(big).digest('hex')}.tar.zst`
+  await mkdir(join(dir, 'objects'))
+  await writeFile(join(dir, bigPath), big)
   const server = await startStaticServer({ root: dir })
   t.after(() => server.close())
   const { server: proxy, counters } = await startDelayProxy({ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: server.port }, 20)
@@ -41,7 +44,8 @@ test('the latency proxy passes bytes intact, with backpressure, and counts reque
   t.after(() => agent.destroy())
 
   const a = await get(port, '/latest.json', agent)
-  const b = await get(port, '/big.bin', agent)
+  const b = await get(port, `/${bigPath}`, agent)
+  assert.equal(b.status, 200)
   const c = await get(port, '/latest.json', agent)
   assert.equal(a.body.toString(), '{"v":1}')
   assert.equal(c.status, 200)

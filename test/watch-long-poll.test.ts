@@ -4,13 +4,14 @@
  * ends, without being cut by the server's own timeouts, and never keeps close() waiting.
  */
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { request, type IncomingHttpHeaders } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { writeFileAtomic } from '../src/fs/durable.js'
-import { longPollWaitMs, startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
+import { startStaticServer, type RunningServer, type StaticServerOptions } from '../src/http/static-server.js'
+import { longPollWaitMs } from '../src/http/static-request.js'
 
 interface Reply {
   status: number
@@ -81,7 +82,8 @@ test('a held long-poll outlives the idle, header and request timeouts and ends w
 
 test('what is not a matching long-poll is answered at once, as a static host would', async (t) => {
   const dir = await store(t)
-  await writeFile(join(dir, 'other.json'), '{}')
+  await mkdir(join(dir, 'snapshots'), { recursive: true })
+  await writeFile(join(dir, 'snapshots', '1.json'), '{}') // serve answers only a store's paths
   const server = await serve(t, { root: dir })
   const etag = (await get(server, '/latest.json')).headers.etag as string
   const stale = await get(server, '/latest.json?wait=20', { 'if-none-match': '"something-else"' })
@@ -92,8 +94,8 @@ test('what is not a matching long-poll is answered at once, as a static host wou
   const bad = await get(server, '/latest.json?wait=soon', { 'if-none-match': etag })
   assert.equal(bad.status, 304)
   assert.equal(bad.headers['snapshot-long-poll'], undefined)
-  const otherEtag = (await get(server, '/other.json')).headers.etag as string
-  assert.equal((await get(server, '/other.json?wait=20', { 'if-none-match': otherEtag })).status, 304)
+  const otherEtag = (await get(server, '/snapshots/1.json')).headers.etag as string
+  assert.equal((await get(server, '/snapshots/1.json?wait=20', { 'if-none-match': otherEtag })).status, 304)
   assert.equal(server.heldRequests(), 0)
 })
 

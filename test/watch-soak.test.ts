@@ -92,11 +92,15 @@ test('thousands of long-poll and conditional-request cycles against a real serve
 test('thousands of stat cycles on a local store leave the heap flat', { timeout: 60_000 }, async (t) => {
   const dir = await storeDir(t)
   await cycles(dir, 2_000, 0)
-  const before = heapAfterGc()
-  const r = await cycles(dir, 5_000, 0)
-  const after = heapAfterGc()
-  assert.equal(r.unchanged, 4_999)
-  const growth = after - before
-  t.diagnostic(`heap growth over 5,000 stat cycles: ${(growth / 1024).toFixed(0)} KiB`)
-  assert.ok(growth < 512 * 1024, `the heap grew by ${(growth / 1024).toFixed(0)} KiB over 5,000 cycles`)
+  // Three windows of 5,000 cycles: a leak grows every window alike, while a one-time growth (the
+  // JIT, a GC that ran late on a busy machine: 895 KiB once in CI on Node 24) shows in one only.
+  const growths: number[] = []
+  for (let w = 0; w < 3; w++) {
+    const before = heapAfterGc()
+    const r = await cycles(dir, 5_000, 0)
+    growths.push(heapAfterGc() - before)
+    assert.equal(r.unchanged, 4_999)
+  }
+  t.diagnostic(`heap growth over three windows of 5,000 stat cycles: ${growths.map((g) => `${(g / 1024).toFixed(0)} KiB`).join(', ')}`)
+  assert.ok(Math.min(...growths) < 512 * 1024, `the heap grew in every window: ${growths.map((g) => (g / 1024).toFixed(0)).join(', ')} KiB`)
 })

@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { runCli, runJson } from './helpers/cli.js'
 import { treeDiff, writeTree } from './helpers/tree.js'
 import { pullResults, startLines, startLoggedServe, type Lines } from './helpers/watch-process.js'
+import { freePort } from './helpers/free-port.js'
 
 interface Fixture {
   dir: string
@@ -212,16 +212,6 @@ async function waitForFile(path: string): Promise<void> {
   throw new Error(`${path} never appeared`)
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** nginx serving the store as plain static files, on 127.0.0.1, in the foreground. */
 async function startNginx(t: TestContext, store: string, dir: string): Promise<{ url: string; pointerRequests(): string[] }> {

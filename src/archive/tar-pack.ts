@@ -11,6 +11,15 @@ import { BLOCK, encodePaxHeader, encodeUstarHeader, type UstarType } from './ust
  * buffer, never reused; a file of DIRECT_BYTES or more goes to the sink as the caller's own buffer,
  * uncopied, which the caller must then leave unchanged.
  */
+/**
+ * A file's bytes too many to hold in memory at once: exactly `size` of them, handed to `write`
+ * chunk by chunk (each a buffer the sink may keep), under the sink's back pressure.
+ */
+export interface StreamedBody {
+  readonly size: number
+  writeTo(write: (chunk: Buffer) => Promise<void>): Promise<void>
+}
+
 const CHUNK = 4 << 20
 const DIRECT_BYTES = 256 << 10
 const fillBytes = Uint8Array.prototype.fill // Buffer#fill's argument checks cost 3x the fill itself
@@ -23,8 +32,9 @@ export class TarPacker {
   constructor(private readonly sink: (chunk: Buffer) => Promise<void>) {}
 
   /** `path` and link targets are byte strings; `mtimeSec` whole seconds (clamped to what ustar holds). */
-  async addFile(path: string, mode: number, mtimeSec: number, data: Buffer): Promise<void> {
+  async addFile(path: string, mode: number, mtimeSec: number, data: Buffer | StreamedBody): Promise<void> {
     mtimeSec = clampMtime(mtimeSec)
+    if (!Buffer.isBuffer(data)) return this.addStreamedFile(path, mode, mtimeSec, data)
     const size = data.length
     const pad = (BLOCK - (size % BLOCK)) % BLOCK
     const start = this.used
@@ -47,6 +57,22 @@ export class TarPacker {
       this.used += size
       this.total += size
     }
+    if (pad) await this.zeros(pad)
+  }
+
+  private async addStreamedFile(path: string, mode: number, mtimeSec: number, body: StreamedBody): Promise<void> {
+    const size = body.size
+    await this.header(path, mode, size, mtimeSec, '0', undefined)
+    await this.flush()
+    let sent = 0
+    await body.writeTo(async (chunk) => {
+      sent += chunk.length
+      if (sent > size) throw new RangeError(`${JSON.stringify(path)}: more than the ${size} bytes its header declares`)
+      await this.sink(chunk)
+    })
+    if (sent !== size) throw new RangeError(`${JSON.stringify(path)}: ${sent} bytes streamed, its header declares ${size}`)
+    this.total += size
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK
     if (pad) await this.zeros(pad)
   }
 

@@ -1,8 +1,8 @@
 /**
  * Pure POSIX ustar header code for the hot path: encode into, and decode from, a caller's buffer,
  * allocating nothing but the decoded strings and result. node-tar's generic Header costs 5-20 µs
- * an entry, which a million tiny files cannot afford; this handles regular files, directories and
- * symlinks. Names are byte strings (src/core/byte-path.ts) and go into the fields as their bytes,
+ * an entry (scripts/tar-codec-bench.ts measures both; BENCHMARKS.md), which a million tiny files
+ * cannot afford; this handles regular files, directories and symlinks. Names are byte strings (src/core/byte-path.ts) and go into the fields as their bytes,
  * as GNU tar stores them; a name too long for its field travels in a pax header (encodePaxHeader),
  * whose values are bytes too (node-tar's Pax encodes text as UTF-8, which would re-encode them).
  *

@@ -9,7 +9,8 @@
  * external memory). We only route their plain Errors to CompressionError and add the frame
  * boundary check: they accept an empty stream.
  *
- * zstd-codec needs care (NOTES.md, and measured while writing this file):
+ * zstd-codec needs care (BENCHMARKS.md, "Facts the code's comments rely on", and measured while
+ * writing this file):
  * - its whole-buffer APIs abort above ~8 MB; only its streaming bindings work at size;
  * - every WASM instance has a fixed 16 MiB heap: an input chunk over ~3 MB, a level above 9, or a
  *   few live level-3 compressors in one instance abort it with `throw "abort(OOM)"` (a string,
@@ -21,6 +22,9 @@
  * So we drive the same streaming bindings from our own Transform: inputs fed in slices, the
  * binding deleted on close, one WASM instance per live stream (idle instances are cached and
  * reused), anything thrown turned into a CompressionError, and frame boundaries checked at the end.
+ *
+ * Over ~350 lines on purpose: the three backends and their guards belong together, so the rest of
+ * the code sees one compress and one decompress whatever runs underneath.
  */
 import { createRequire } from 'node:module'
 import { Transform, type TransformCallback } from 'node:stream'

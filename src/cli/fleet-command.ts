@@ -1,4 +1,4 @@
-import { Option, type Command } from '@commander-js/extra-typings'
+import type { Command } from '@commander-js/extra-typings'
 import got from 'got'
 import { FleetProblemError } from '../core/errors.js'
 import { openSource } from '../http/object-source.js'
@@ -7,6 +7,7 @@ import { fleetExitCode, fleetProblems, fleetRow, type FetchResult, type FleetRow
 import { readPublicKeyFiles } from './keys.js'
 import { collect, wholeNumber } from './option-parsers.js'
 import { makeOutput, type Output } from './output.js'
+import { jsonOption, maxAgeOption, pubkeyOption, quietOption, tokenOption } from './common-options.js'
 
 export interface FleetCommandOptions {
   replica: string[]
@@ -59,7 +60,7 @@ async function readStore(opts: FleetCommandOptions, out: Output): Promise<StoreV
   if (!opts.from) return null
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the store\'s pointer is not authenticated')
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const token = opts.token
   // A check, not a pull: one retry, and the same --timeout as for the replicas.
   const source = openSource(opts.from, { ...(token ? { token } : {}), retries: 1, timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 } })
   const listing = await listStore({ source, trustedKeys: keys })
@@ -109,12 +110,12 @@ export function registerFleetCommand(program: Command): void {
     .description('Every replica at a glance, from their /status endpoints (`pull --cron --metrics-listen`): live snapshot, age, lag behind the store, last pull, pin. Exit 16 when any is unreachable, stale, lagging or pinned.')
     .requiredOption('--replica <url>', 'a replica\'s --metrics-listen base URL (http://host:port) or its /status URL; repeat for each', collect, [] as string[])
     .option('--from <url|dir>', 'the store: compare every replica with its latest snapshot (otherwise with what each replica last saw)')
-    .option('--pubkey <file>', 'trusted ed25519 public key for the store\'s pointer (repeatable)', collect, [] as string[])
-    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>" to the store').env('SNAPSHOT_TOKEN'))
+    .addOption(pubkeyOption('trusted ed25519 public key for the store\'s pointer (repeatable)'))
+    .addOption(tokenOption('send "Authorization: Bearer <token>" to the store'))
     .option('--max-lag <seconds>', 'a replica that has lacked a published snapshot for longer than this is lagging', wholeNumber('--max-lag', 0, 10 * 365 * 86400), 900)
-    .option('--max-age <seconds>', 'a replica whose live snapshot was built longer ago than this is stale; 0: never', wholeNumber('--max-age', 0, 10 * 365 * 86400), 3 * 3600)
+    .addOption(maxAgeOption('a replica whose live snapshot was built longer ago than this is stale; 0: never'))
     .option('--timeout <seconds>', 'how long to wait for each replica\'s answer', wholeNumber('--timeout', 1, 3600), 10)
-    .option('--json', 'print one JSON object: { store, replicas, problems }')
-    .option('--quiet', 'no progress lines on stderr')
+    .addOption(jsonOption('print one JSON object: { store, replicas, problems }'))
+    .addOption(quietOption())
     .action(async (o) => fleetCommand(o, makeOutput(o)))
 }

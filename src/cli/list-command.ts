@@ -1,10 +1,11 @@
-import { Option, type Command } from '@commander-js/extra-typings'
+import type { Command } from '@commander-js/extra-typings'
 import { stat } from 'node:fs/promises'
 import { UsageError } from '../core/errors.js'
 import { openSource } from '../http/object-source.js'
 import { listStore, type ListedSnapshot } from '../master/store-list.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
+import { jsonOption, pubkeyOption, quietOption, tokenOption } from './common-options.js'
 
 export interface ListCommandOptions {
   store?: string
@@ -20,7 +21,7 @@ export async function listCommand(opts: ListCommandOptions, out: Output): Promis
   if (opts.store !== undefined && !(await stat(opts.store).catch(() => null))?.isDirectory()) throw new UsageError(`--store ${opts.store} is not a directory`)
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer and records are not authenticated')
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const token = opts.token
   const source = openSource((opts.store ?? opts.from)!, token ? { token } : {})
   const listing = await listStore({ source, trustedKeys: keys })
   const first = listing.snapshots[0]
@@ -51,9 +52,9 @@ export function registerListCommand(program: Command): void {
     .description('List the snapshots a store offers: id, kind, time, size of its objects, files, changes.')
     .option('--store <dir>', 'a store directory')
     .option('--from <url>', 'a store over http(s) (or a directory), read as a replica reads it')
-    .option('--pubkey <file>', 'trusted ed25519 public key: the pointer and records must verify under it; repeat during a key rotation', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--json', 'print one JSON object: { latest, snapshots: [...] }')
-    .option('--quiet', 'no progress lines on stderr')
+    .addOption(pubkeyOption('trusted ed25519 public key: the pointer and records must verify under it; repeat during a key rotation'))
+    .addOption(tokenOption())
+    .addOption(jsonOption('print one JSON object: { latest, snapshots: [...] }'))
+    .addOption(quietOption())
     .action(async (o) => listCommand(o, makeOutput(o)))
 }

@@ -20,17 +20,7 @@ export function makeOutput(opts: { json?: boolean; quiet?: boolean }): Output {
   }
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`
-  const units = ['KiB', 'MiB', 'GiB', 'TiB']
-  let v = n / 1024
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024
-    i++
-  }
-  return `${v.toFixed(1)} ${units[i]}`
-}
+export { formatBytes } from '../core/format-bytes.js' // where the CLI has always found it
 
 export function parseWholeNumber(name: string, min: number, max: number) {
   return (value: string): number => {

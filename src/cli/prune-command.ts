@@ -1,11 +1,12 @@
 import type { Command } from '@commander-js/extra-typings'
-import { DEFAULT_GRACE_SECONDS, describeIds, pruneStore, type PruneResult } from '../master/prune.js'
+import { describePrune, pruneStore, type PruneResult } from '../master/prune.js'
 import { Registry } from 'prom-client'
 import { createPruneMetrics, recordPruneOutcome } from '../metrics/master-metrics.js'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { metricsFileOption } from './metrics-options.js'
 import { wholeNumber } from './option-parsers.js'
-import { formatBytes, makeOutput, type Output } from './output.js'
+import { makeOutput, type Output } from './output.js'
+import { graceOption, jsonOption, quietOption, waitOption } from './common-options.js'
 
 export interface PruneCommandOptions extends MetricsFlags {
   store: string
@@ -35,29 +36,17 @@ export async function pruneCommand(opts: PruneCommandOptions, out: Output): Prom
   }
 }
 
-/** Also used by `snapshot build --keep`. */
-export function describePrune(r: PruneResult): string[] {
-  const verb = r.dryRun ? 'would remove' : 'removed'
-  const held = r.held.filter((h) => h.reason === 'grace').map((h) => h.id)
-  return [
-    `${verb} snapshots ${describeIds(r.removed.snapshots)}, ${r.removed.objects} objects (${formatBytes(r.removed.bytes)}), ${r.removed.temps} temp files; kept ${describeIds(r.kept)}`,
-    ...(held.length ? [`held for the grace period (${r.graceSeconds} s, pulls may still fetch them): snapshots ${describeIds(held)}`] : []),
-    ...(r.young.objects + r.young.temps > 0 ? [`left ${r.young.objects} unreferenced objects and ${r.young.temps} temp files younger than the grace period`] : []),
-  ]
-}
-
-
 export function registerPruneCommand(program: Command): void {
   program
     .command('prune')
     .description('Remove old snapshots from the store, never what a replica needs to reach the latest, plus leftovers of builds that died.')
     .requiredOption('--store <dir>', 'the store directory')
     .requiredOption('--keep <n>', 'keep the N most recent snapshots (each with the full and deltas that rebuild it), besides the latest full and the deltas after it', wholeNumber('--keep', 1, 1_000_000))
-    .option('--grace <seconds>', 'leave what a pull or build in progress may still use for this long', wholeNumber('--grace', 0, 10 * 365 * 86400), DEFAULT_GRACE_SECONDS)
+    .addOption(graceOption('leave what a pull or build in progress may still use for this long'))
     .option('--dry-run', 'say what would be removed, remove nothing')
-    .option('--wait <seconds>', 'wait this long for a build holding the store\'s lock', wholeNumber('--wait', 0, 86400), 0)
-    .option('--json', 'print one JSON object')
-    .option('--quiet', 'no progress lines on stderr')
+    .addOption(waitOption('wait this long for a build holding the store\'s lock'))
+    .addOption(jsonOption())
+    .addOption(quietOption())
     .addOption(metricsFileOption())
     .action(async (o) => pruneCommand(o, makeOutput(o)))
 }

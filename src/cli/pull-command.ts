@@ -1,6 +1,8 @@
-import { openSource } from '../http/object-source.js'
+import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
+import { openSources, type SourceFlags } from './open-sources.js'
 import { RateLimiter } from '../http/rate-limit.js'
-import { StaleError, UsageError } from '../core/errors.js'
+import { UsageError } from '../core/errors.js'
+import { checkFreshness } from '../core/freshness.js'
 import { Registry } from 'prom-client'
 import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { ReplicaObserver } from '../metrics/replica-observer.js'
@@ -12,9 +14,10 @@ import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 import { runPullWatch, type WatchFlags } from './watch-command.js'
 import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 
-export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit<WatchFlags, 'from' | 'timeout'>>, MetricsFlags {
+export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit<WatchFlags, 'from' | 'timeout'>>, MetricsFlags, SourceFlags {
   watch?: boolean
-  from: string
+  /** One store, or several mirrors of it (a failover list). */
+  from: string[]
   target: string
   pubkey: string[]
   swap?: boolean
@@ -43,7 +46,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
   if (opts.watch && cron !== undefined) throw new UsageError('--watch and --cron are two ways to keep pulling: give one')
   const longRunning = cron !== undefined || opts.watch === true
   const registry = new Registry()
-  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from })
+  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from.join(' ') })
   const metrics = await openMetricsOutputs(opts, registry, { longRunning, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
   // One pull, with its outcome recorded, whichever loop runs it; throws StaleError after a pull
   // that worked against a store whose newest snapshot is too old.
@@ -55,7 +58,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
           const r = await pullOnce(opts, out)
           keep(r)
           pulled = r
-          checkFreshness(r.latestCreated, opts.maxAge, Date.now())
+          checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
         },
         (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
         (l) => out.log(l),
@@ -69,7 +72,8 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
     if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
     if (opts.watch) {
       const d = WATCH_DEFAULTS
-      const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token ?? process.env.SNAPSHOT_TOKEN, quiet: opts.quiet ?? false }
+      // The watch checks the first --from for new pointers; each pull then takes the newest valid one among all.
+      const flags = { from: opts.from[0] ?? '', timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token, quiet: opts.quiet ?? false }
       return await runPullWatch(observedPull, flags, out)
     }
     if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)
@@ -83,14 +87,19 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
 async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const keys = await readPublicKeyFiles(opts.pubkey)
   if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
-  const source = openSource(opts.from, {
-    ...(token ? { token } : {}),
-    retries: opts.retries,
-    timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
-    ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
-  })
-  const r = await pull({
+  const token = opts.token
+  const source = openSources(
+    opts.from,
+    {
+      ...(token ? { token } : {}),
+      retries: opts.retries,
+      timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+      ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
+      ...s3Flags(opts),
+    },
+    { trustedKeys: keys, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
+  )
+  const pulled = await pull({
     source,
     target: opts.target,
     ...(opts.state ? { stateDir: opts.state } : {}),
@@ -108,6 +117,9 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
     progress: makeProgress({ enabled: !opts.quiet && !opts.json }),
     log: (l) => out.log(l),
   })
+  // With several --from, which mirror served and which were skipped (down, stale, invalid).
+  const mirrors = source instanceof MirroredSource ? source.reports : undefined
+  const r = mirrors ? { ...pulled, mirrors } : pulled
   const human =
     r.action === 'up-to-date'
       ? [`up to date: ${opts.target} serves snapshot ${r.id}`]
@@ -118,18 +130,22 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
           ...(r.plan ? [`downloaded ${formatBytes(r.plan.downloadBytes)}; wrote ${r.applied.filesWritten} files, deleted ${r.applied.deleted} paths`] : []),
           ...(r.catchUp && !r.catchUp.error ? [`caught up the spare tree ${r.catchUp.slot} to snapshot ${r.catchUp.id} (${r.catchUp.filesWritten} files) in ${r.catchUp.seconds.toFixed(2)} s`] : []),
         ]
+  if (mirrors) human.push(...describeMirrors(mirrors))
   out.result(r, human)
   return r
 }
 
-/**
- * A mirror that keeps serving the same old snapshot looks like "up to date" forever. The pointer
- * carries its signed build time: past the bound, say so with an exit code of its own.
- */
-export function checkFreshness(created: string | null, maxAgeSeconds: number, nowMs: number): void {
-  if (created === null || maxAgeSeconds === 0) return
-  const age = Math.round((nowMs - Date.parse(created)) / 1000)
-  if (age > maxAgeSeconds) {
-    throw new StaleError(`the newest snapshot the store offers was built ${created} (${age} s ago), older than --max-age ${maxAgeSeconds} s: is the master's build running, or is this mirror frozen?`)
-  }
+/** One line per mirror: the one chosen, and why each other one was or was not used. */
+export function describeMirrors(mirrors: readonly MirrorReport[]): string[] {
+  return mirrors.map((m) =>
+    m.status === 'chosen' || m.status === 'current'
+      ? `mirror ${m.source}: ${m.status}, snapshot ${m.latestId}`
+      : m.status === 'stale'
+        ? `mirror ${m.source}: stale (snapshot ${m.latestId}), skipped`
+        : `mirror ${m.source}: ${m.status}, skipped [${m.code}] ${m.error}`,
+  )
+}
+
+export function s3Flags(o: SourceFlags): SourceFlags {
+  return { ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}), ...(o.region !== undefined ? { region: o.region } : {}), ...(o.pathStyle ? { pathStyle: true } : {}) }
 }

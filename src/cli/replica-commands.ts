@@ -1,34 +1,39 @@
 import { SnapshotError, VerifyError } from '../core/errors.js'
-import { openSource } from '../http/object-source.js'
+import type { KeyObject } from 'node:crypto'
+import { openSources, type SourceFlags } from './open-sources.js'
 import { rollbackReplica, unpinReplica } from '../replica/replica-rollback.js'
 import { replicaStatus } from '../replica/replica-status.js'
 import { verifyLiveTree } from '../replica/verify-tree.js'
 import { readPublicKeyFiles } from './keys.js'
 import type { Output } from './output.js'
-import { checkFreshness } from './pull-command.js'
+import { checkFreshness } from '../core/freshness.js'
+import { describeMirrors, s3Flags } from './pull-command.js'
 import { displayPath } from '../core/byte-path.js'
 
 /** The replica-side operator commands: rollback, unpin, status, verify --target. */
-export interface ReplicaCommandOptions {
+export interface ReplicaCommandOptions extends SourceFlags {
   target: string
   state?: string
   trees: number
-  from?: string
+  /** Repeated: mirrors (status, unpin); `rollback` and `verify` give one. */
+  from?: string | string[]
   pubkey: string[]
   token?: string
   wait: number
 }
 
-function sourceOf(o: ReplicaCommandOptions) {
-  const token = o.token ?? process.env.SNAPSHOT_TOKEN
-  return o.from ? openSource(o.from, token ? { token } : {}) : undefined
+function sourceOf(o: ReplicaCommandOptions, trustedKeys: readonly KeyObject[] = [], out?: Output) {
+  const token = o.token
+  const froms = o.from === undefined ? [] : typeof o.from === 'string' ? [o.from] : o.from
+  if (froms.length === 0) return undefined
+  return openSources(froms, { ...(token ? { token } : {}), ...s3Flags(o) }, { trustedKeys, pointerTimeoutMs: 30_000, ...(out ? { log: (l: string) => out.log(l) } : {}) })
 }
 function replicaBase(o: ReplicaCommandOptions) {
   return { target: o.target, trees: o.trees, ...(o.state ? { stateDir: o.state } : {}) }
 }
 
 export async function replicaRollbackCommand(o: ReplicaCommandOptions & { to?: number }, out: Output): Promise<void> {
-  const source = sourceOf(o)
+  const source = sourceOf(o, await readPublicKeyFiles(o.pubkey), out)
   const r = await rollbackReplica({
     ...replicaBase(o),
     ...(o.to !== undefined ? { to: o.to } : {}),
@@ -46,8 +51,9 @@ export async function unpinCommand(o: ReplicaCommandOptions, out: Output): Promi
 }
 
 export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number }, out: Output): Promise<void> {
-  const source = sourceOf(o)
-  const s = await replicaStatus({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey) })
+  const keys = await readPublicKeyFiles(o.pubkey)
+  const source = sourceOf(o, keys)
+  const s = await replicaStatus({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: keys })
   if (!s) throw new SnapshotError(`${o.target} is not a replica yet: run \`snapshot pull\` first`)
   const human = [
     s.live ? `live: snapshot ${s.live.id}${s.live.created ? `, built ${s.live.created} (${formatAge(s.live.ageSeconds)} ago)` : ''}, live since ${s.live.since}${s.linkOk ? '' : ' (WARNING: the symlink does not point at it)'}` : 'live: nothing yet',
@@ -55,15 +61,16 @@ export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number 
     `pinned: ${s.pinned ? `at snapshot ${s.pinned.id} since ${s.pinned.since} (${s.pinned.reason})` : 'no'}`,
     `last pull: ${s.lastPull ? `${s.lastPull.at} ${s.lastPull.ok ? `ok (snapshot ${s.lastPull.id})` : `FAILED [${s.lastPull.code}] ${s.lastPull.error}`}` : 'never'}`,
     ...(s.store ? ['latestId' in s.store ? `store: latest snapshot ${s.store.latestId} (${s.store.lag} ahead of this replica)` : `store: unreachable [${s.store.code}] ${s.store.error}`] : []),
+    ...(s.mirrors ? describeMirrors(s.mirrors) : []),
   ]
   out.result(s, human)
   // The newest snapshot seen: the store's when it answered, else the live one's.
   const newest = s.store && 'latestId' in s.store ? s.store.created : (s.live?.created ?? null)
-  checkFreshness(newest, o.maxAge, Date.now())
+  checkFreshness(newest, o.maxAge, Date.now(), s.store && 'latestId' in s.store ? (s.store.latestParentCreated ?? null) : null)
 }
 
 export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
-  const source = sourceOf(o)
+  const source = sourceOf(o, await readPublicKeyFiles(o.pubkey), out)
   const r = await verifyLiveTree({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey), log: (l) => out.log(l) })
   // Paths are bytes: shown escaped (byte-path.ts displayPath), in the JSON output too; '.' is the root.
   const problems = r.problems.map((p) => ({ path: p.path === '' ? '.' : displayPath(p.path), problem: p.problem }))

@@ -1,10 +1,11 @@
-import { Option, type Command } from '@commander-js/extra-typings'
+import type { Command } from '@commander-js/extra-typings'
 import { UsageError } from '../core/errors.js'
 import { replicaRollbackCommand } from './replica-commands.js'
 import { describeRollback, fleetRollback } from '../master/fleet-rollback.js'
 import { readPrivateKeyFile } from './keys.js'
 import { makeOutput, type Output } from './output.js'
 import { wholeNumber } from './option-parsers.js'
+import { jsonOption, pubkeyOption, quietOption, stateOption, tokenOption, treesOption, waitOption } from './common-options.js'
 
 export interface FleetRollbackCommandOptions {
   store: string
@@ -31,13 +32,13 @@ export function registerRollbackCommand(program: Command): void {
     .option('--to <id>', 'the snapshot to go back to (replica: default the previous one it keeps)', wholeNumber('--to', 1, Number.MAX_SAFE_INTEGER))
     .option('--key <file>', 'fleet: ed25519 private key that signs the new snapshot (required when the store is signed)')
     .option('--from <url|dir>', 'replica: the store, to rebuild a snapshot no tree keeps')
-    .option('--pubkey <file>', 'replica: trusted ed25519 public key (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('--state <dir>', 'replica: the state directory (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'replica: trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
-    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--wait <seconds>', 'wait this long for a build (store) or pull (replica) holding the lock', wholeNumber('--wait', 0, 86400), 0)
-    .option('--json', 'print one JSON object')
-    .option('--quiet', 'no progress lines on stderr')
+    .addOption(pubkeyOption('replica: trusted ed25519 public key (repeatable)'))
+    .addOption(stateOption('replica: the state directory (default: .NAME.snapshot beside the target)'))
+    .addOption(treesOption('replica: trees kept (as given to pull)'))
+    .addOption(tokenOption())
+    .addOption(waitOption('wait this long for a build (store) or pull (replica) holding the lock'))
+    .addOption(jsonOption())
+    .addOption(quietOption())
     .action(async (o) => {
       if ((o.store === undefined) === (o.target === undefined)) throw new UsageError('rollback takes exactly one of --store DIR (the fleet) or --target PATH (one replica)')
       if (o.store !== undefined) {

@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client'
-import { startStaticServer, STATIC_SERVER_DEFAULTS } from '../http/static-server.js'
+import { STATIC_SERVER_DEFAULTS } from '../http/static-server-options.js'
+import { startStaticServer } from '../http/static-server.js'
 import { openMetricsOutputs, type MetricsFlags } from '../metrics/metrics-outputs.js'
 import { createServeMetrics, recordResponse } from '../metrics/serve-metrics.js'
 import type { Output } from './output.js'
@@ -19,7 +20,7 @@ export interface ServeCommandOptions {
 
 /** Serves the store until SIGINT or SIGTERM, then closes cleanly. */
 export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
-  const token = opts.token ?? process.env.SNAPSHOT_TOKEN
+  const token = opts.token
   const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
   const registry = new Registry()
   const m = createServeMetrics(registry)

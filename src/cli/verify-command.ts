@@ -1,10 +1,10 @@
-import { Option, type Command } from '@commander-js/extra-typings'
-import { UsageError } from '../core/errors.js'
+import type { Command } from '@commander-js/extra-typings'
+import { StoreVerifyError, UsageError } from '../core/errors.js'
 import { verifyTargetCommand } from './replica-commands.js'
-import { wholeNumber } from './option-parsers.js'
-import { StoreVerifyError, verifyStore } from '../master/verify-store.js'
+import { verifyStore } from '../master/verify-store.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
+import { jsonOption, pubkeyOption, quietOption, stateOption, tokenOption, treesOption } from './common-options.js'
 
 export interface VerifyStoreCommandOptions {
   store: string
@@ -33,13 +33,13 @@ export function registerVerifyCommand(program: Command): void {
     .description('With --store: check every object any snapshot names (present, exact length, sha256), the signatures, and the pointer\'s chain. With --target: read the live tree of a replica and name every path that differs from its snapshot. Exit 3 if anything is wrong.')
     .option('--store <dir>', 'the store directory to check')
     .option('--target <path>', 'the live path of a replica to check')
-    .option('--pubkey <file>', 'trusted ed25519 public key: the pointer and every record must verify under it; repeat during a key rotation', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .addOption(pubkeyOption('trusted ed25519 public key: the pointer and every record must verify under it; repeat during a key rotation'))
     .option('--from <url|dir>', 'with --target: the store, to fetch archives and manifests the replica no longer keeps')
-    .option('--state <dir>', 'with --target: the replica state directory (default: .NAME.snapshot beside the target)')
-    .option('--trees <n>', 'with --target: trees kept (as given to pull)', wholeNumber('--trees', 2, 26), 2)
-    .addOption(new Option('--token <token>', 'send "Authorization: Bearer <token>"').env('SNAPSHOT_TOKEN'))
-    .option('--json', 'print one JSON object (ok, problems, counts)')
-    .option('--quiet', 'no progress lines on stderr')
+    .addOption(stateOption('with --target: the replica state directory (default: .NAME.snapshot beside the target)'))
+    .addOption(treesOption('with --target: trees kept (as given to pull)'))
+    .addOption(tokenOption())
+    .addOption(jsonOption('print one JSON object (ok, problems, counts)'))
+    .addOption(quietOption())
     .action(async (o) => {
       if ((o.store === undefined) === (o.target === undefined)) throw new UsageError('verify takes exactly one of --store DIR or --target PATH')
       if (o.store !== undefined) return verifyStoreCommand({ ...o, store: o.store }, makeOutput(o))

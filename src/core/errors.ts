@@ -14,11 +14,13 @@ export const ExitCode = {
   Refused: 6,
   NoSnapshot: 10,
   Locked: 11,
-  Pinned: 12,
+  // 12 is reserved: it was `Pinned`, defined and never returned (a pinned replica's pull exits 0).
+  // Never reuse it: a script may test for it.
   Stale: 13,
   GuardTripped: 14,
   HookVeto: 15,
   FleetProblem: 16,
+  Skipped: 17,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -153,4 +155,58 @@ export class NameUnsupportedError extends SnapshotError {
 export class FleetProblemError extends SnapshotError {
   override readonly code = 'ERR_FLEET'
   override readonly exitCode = ExitCode.FleetProblem
+}
+
+/** `build --strict`: the build would leave entries out of the snapshot; it publishes nothing. */
+export class SkippedEntriesError extends SnapshotError {
+  override readonly code = 'ERR_SKIPPED'
+  override readonly exitCode = ExitCode.Skipped
+}
+
+/** An object the store's records name is not there (404, or no such file): pruned or lost. */
+export class ObjectMissingError extends NetworkError {
+  readonly objectMissing = true
+}
+
+/** The newest snapshot is older than its parent: the master's clock went backwards, not a frozen mirror. */
+export class ClockSkewError extends SnapshotError {
+  override readonly code = 'ERR_CLOCK_SKEW'
+  override readonly exitCode = ExitCode.Stale
+}
+
+/** An index file of another version: not an error, the build reads the whole tree instead. */
+export class IndexVersionError extends SnapshotError {
+  override readonly code = 'ERR_INDEX_VERSION'
+}
+
+/** A source file changed while the snapshot was being written: nothing is published; build again. */
+export class SourceChangedError extends SnapshotError {
+  override readonly code = 'ERR_SOURCE_CHANGED'
+}
+
+/** A file that kept changing while it was read (fs/stable-read.ts): skipped as `changing`. */
+export class FileChangingError extends SnapshotError {
+  override readonly code = 'ERR_FILE_CHANGING'
+}
+
+/** A private key inside the directory we are about to publish: refuse rather than risk it. */
+export class PrivateKeyInStoreError extends SnapshotError {
+  override readonly code = 'ERR_PRIVATE_KEY_IN_STORE'
+  override readonly exitCode = ExitCode.Refused
+  constructor(file: string, why: string) {
+    super(
+      `refusing to serve the store: ${file} ${why}; move private keys out of the store directory ` +
+        `(the master keeps its signing key outside what it publishes)`,
+    )
+  }
+}
+
+/** `snapshot verify --store` found problems: the first five named, the rest counted. */
+export class StoreVerifyError extends VerifyError {
+  override readonly code = 'ERR_STORE_VERIFY'
+  constructor(store: string, problems: readonly { readonly path: string; readonly message: string }[]) {
+    const shown = problems.slice(0, 5).map((p) => `${p.path}: ${p.message}`)
+    const more = problems.length > shown.length ? `; and ${problems.length - shown.length} more` : ''
+    super(`store ${store}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: ${shown.join('; ')}${more}`)
+  }
 }

@@ -29,6 +29,8 @@ export interface SnapshotRecord {
   readonly id: number
   readonly parent: number | null
   readonly created: string // ISO 8601, UTC
+  /** The parent's `created` (absent on a first snapshot, and in records written before it existed). */
+  readonly parentCreated?: string
   /** 'full' when the snapshot carries a whole-tree archive (it may carry a delta as well). */
   readonly kind: SnapshotKind
   readonly treeDigest: string
@@ -86,6 +88,7 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
   if (!isCount(o.id) || o.id < 1) fail('id')
   if (o.parent !== null && (!isCount(o.parent) || o.parent >= o.id)) fail('parent')
   if (typeof o.created !== 'string' || Number.isNaN(Date.parse(o.created))) fail('created')
+  if (o.parentCreated !== undefined && (typeof o.parentCreated !== 'string' || Number.isNaN(Date.parse(o.parentCreated)) || o.parent === null)) fail('parentCreated')
   if (o.kind !== 'full' && o.kind !== 'delta') fail('kind')
   if (typeof o.treeDigest !== 'string' || !HEX64.test(o.treeDigest)) fail('treeDigest')
   for (const k of ['files', 'dirs', 'links', 'bytes'] as const) if (!isCount(o[k])) fail(k)
@@ -101,6 +104,7 @@ export function parseSnapshotRecord(v: unknown): SnapshotRecord {
     id: o.id,
     parent: o.parent as number | null,
     created: o.created,
+    ...(o.parentCreated !== undefined ? { parentCreated: o.parentCreated as string } : {}),
     kind: o.kind,
     treeDigest: o.treeDigest,
     files: o.files as number,

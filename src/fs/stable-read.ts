@@ -1,5 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs'
-import { SnapshotError } from '../core/errors.js'
+import { FileChangingError } from '../core/errors.js'
 
 /**
  * Reads a whole file and proves nobody wrote it meanwhile: size, mtime and ctime must be the same
@@ -12,10 +12,6 @@ export interface StableRead {
 }
 
 const MAX_ATTEMPTS = 5
-
-export class FileChangingError extends SnapshotError {
-  override readonly code = 'ERR_FILE_CHANGING'
-}
 
 export function readFileStable(path: string | Buffer): StableRead {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW)

@@ -1,20 +1,19 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs'
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
-import { mtimeFromFindText, mtimeFromNs, type Mtime } from '../core/mtime.js'
+import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type RootMeta } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
+import { statSignature } from './stat-signature.js'
 
 /**
  * Metadata of every entry below a root, without reading any file. GNU find does this ~7x faster
- * than Node's lstat per file (../shared/NOTES.md), so it is used when present; a portable walk in
- * Node is the fallback.
+ * than Node's lstat per file (BENCHMARKS.md, "Facts the code's comments rely on"), so it is used
+ * when present; a portable walk in Node is the fallback.
  *
  * Both produce the same bytes for the same entry, one record `SIG\0PATH\0TARGET\0`:
- * - SIG is find's `%y %m %s %T@ %C@ %i`: type letter, permission bits in octal, size, mtime and
- *   ctime as seconds with ten fractional digits, inode (`f 644 213 1795257700.6313518810
- *   1795257700.6313518810 2542497`). Equal texts, same metadata: it is a stat signature, never
- *   parsed for the million entries that did not change.
+ * - SIG is find's `%y %m %s %T@ %C@ %i`, the stat signature (stat-signature.ts makes and reads it):
+ *   equal texts, same metadata, never parsed for the million entries that did not change.
  * - PATH is relative and '/'-separated, TARGET the symlink target (empty for anything else), both
  *   the raw bytes of the names.
  * So an index written after one scan is read after the other, and the master's index can tell an
@@ -26,7 +25,7 @@ export interface ScanRecord {
   /** f, d, l, or s for anything else (socket, fifo, device): skipped by the caller with a warning. */
   readonly type: 'f' | 'd' | 'l' | 's'
   readonly path: string // a byte string (byte-path.ts), as is target
-  /** The record's SIG: everything that changes when the entry does (see statSignature). */
+  /** The record's SIG: everything that changes when the entry does (stat-signature.ts). */
   readonly sig: string
   readonly target: string // symlink target, '' otherwise
 }
@@ -70,60 +69,27 @@ export function hasGnuFind(): boolean {
   return gnuFind
 }
 
-/** The SIG find prints for an entry with these lstat (or fstat) results, to the byte. */
-export function statSignature(st: BigIntStats): string {
-  return `${typeLetter(st)} ${(st.mode & 0o7777n).toString(8)} ${st.size} ${timeText(st.mtimeNs)} ${timeText(st.ctimeNs)} ${st.ino}`
-}
-
-function typeLetter(st: BigIntStats): string {
-  return st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : 'U'
-}
-
-/**
- * find's `%T@`: the seconds of the timespec, '.', its nanoseconds in nine digits, and a '0'. Before
- * 1970 the seconds are the floor and the nanoseconds count up from it (-0.5 s is "-1.5000000000").
- */
-function timeText(ns: bigint): string {
-  let sec = ns / 1_000_000_000n
-  let frac = ns % 1_000_000_000n
-  if (frac < 0n) {
-    sec -= 1n
-    frac += 1_000_000_000n
-  }
-  return `${sec}.${frac.toString().padStart(9, '0')}0`
-}
-
-/** The carried permission bits a SIG records (`f 644 ...`; setuid and setgid dropped). */
-export function modeOfSig(sig: string): number {
-  const a = sig.indexOf(' ')
-  return parseInt(sig.slice(a + 1, sig.indexOf(' ', a + 1)), 8) & CARRIED_MODE_BITS
-}
-
-/** The mtime a SIG records (its fourth field, find's `%T@`), as carried (core/mtime.ts). */
-export function mtimeOfSig(sig: string): Mtime {
-  const c = sig.indexOf(' ', sig.indexOf(' ', sig.indexOf(' ') + 1) + 1)
-  const d = sig.indexOf(' ', c + 1)
-  return mtimeFromFindText(sig.slice(c + 1, d < 0 ? sig.length : d))
-}
-
 /** The root directory's own mode and mtime (find -mindepth 1 does not print it). */
 export function rootMeta(root: string): RootMeta {
   const st = lstatSync(root, { bigint: true })
   return { mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, mtime: mtimeFromNs(st.mtimeNs) }
 }
 
-/** The size a SIG records (its third field). */
-export function sizeOfSig(sig: string): number {
-  const b = sig.indexOf(' ', sig.indexOf(' ') + 1)
-  const c = sig.indexOf(' ', b + 1)
-  return Number(sig.slice(b + 1, c < 0 ? sig.length : c))
-}
+/**
+ * An entry that disappeared (or whose directory turned into something else) between being listed
+ * and being looked at: `path` relative, as find or the walk names it, `why` the system's words.
+ */
+export type OnVanished = (path: string, why: string) => void
 
-/** Streams scan records to `onRecord`; resolves when the whole tree was seen. */
-export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void): Promise<void> {
+/**
+ * Streams scan records to `onRecord`; resolves when the whole tree was seen. A live tree changes
+ * while it is walked (editors and generators write a temp file and rename it): an entry that
+ * vanishes mid-walk is not an error but `onVanished`, and the walk goes on.
+ */
+export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void, onVanished: OnVanished = () => undefined): Promise<void> {
   const parser = new RecordParser(onRecord)
-  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) await scanWithFind(root, parser)
-  else scanWithNode(root, parser)
+  if (process.env.SNAPSHOT_SCAN !== 'node' && hasGnuFind()) await scanWithFind(root, parser, onVanished)
+  else scanWithNode(root, parser, onVanished)
   if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
@@ -184,16 +150,31 @@ export class RecordParser {
   }
 }
 
-function scanWithFind(root: string, parser: RecordParser): Promise<void> {
+/**
+ * find's words (LC_ALL=C: untranslated, ASCII quotes) for an entry that was listed and then gone
+ * when looked at: it goes on walking and exits 1 at the end.
+ */
+const FIND_VANISHED = /^find: '?(.*?)'?: (No such file or directory|Not a directory)$/
+
+function scanWithFind(root: string, parser: RecordParser, onVanished: OnVanished): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('find', ['.', '-mindepth', '1', '-printf', FIND_FORMAT], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
     })
-    let stderr = ''
+    let stderr = '' // what find said besides vanished entries
+    let partial = ''
     let failure: unknown
+    const onLine = (line: string): void => {
+      const m = FIND_VANISHED.exec(line)
+      if (m) onVanished(m[1]!.replace(/^\.\//, ''), m[2]!)
+      else if (line && stderr.length < 4096) stderr += `${line}\n`
+    }
     child.stderr.on('data', (d: Buffer) => {
-      if (stderr.length < 4096) stderr += d.toString()
+      const lines = (partial + d.toString('latin1')).split('\n')
+      partial = lines.pop()!
+      for (const line of lines) onLine(line)
     })
     child.stdout.on('data', (chunk: Buffer) => {
       if (failure) return
@@ -207,7 +188,9 @@ function scanWithFind(root: string, parser: RecordParser): Promise<void> {
     child.on('error', (err) => reject(new SnapshotError(`cannot run find: ${err.message}`, { cause: err })))
     child.on('close', (code) => {
       if (failure) return reject(failure)
-      if (code !== 0) return reject(new SnapshotError(`scanning ${root} failed: ${stderr.trim() || `find exited ${code}`}`))
+      onLine(partial)
+      // Exit 1 with nothing but vanished entries said: the walk itself completed.
+      if (code !== 0 && !(code === 1 && stderr === '')) return reject(new SnapshotError(`scanning ${root} failed: ${stderr.trim() || `find exited ${code}`}`))
       resolve()
     })
   })
@@ -218,17 +201,34 @@ const SLASH = Buffer.from('/')
 const BATCH_BYTES = 1 << 20
 
 /** find's walk, in Node: the same records, in readdir order, preorder. Names stay raw bytes. */
-function scanWithNode(root: string, parser: RecordParser): void {
+function scanWithNode(root: string, parser: RecordParser, onVanished: OnVanished): void {
   let batch: Buffer[] = []
   let batched = 0
   const rootBytes = Buffer.from(root)
+  // Below the root, an entry gone between readdir and lstat (or a directory gone before its
+  // readdir) is reported, as find reports it, and the walk goes on.
+  const unlessVanished = <T>(rel: Buffer, look: () => T): T | null => {
+    try {
+      return look()
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
+      onVanished(rel.toString(), code === 'ENOENT' ? 'No such file or directory' : 'Not a directory')
+      return null
+    }
+  }
   const walk = (rel: Buffer | null): void => {
     const dir = rel ? Buffer.concat([rootBytes, SLASH, rel]) : rootBytes
-    for (const name of readdirSync(dir, { encoding: 'buffer' })) {
+    const names = rel ? unlessVanished(rel, () => readdirSync(dir, { encoding: 'buffer' })) : readdirSync(dir, { encoding: 'buffer' })
+    for (const name of names ?? []) {
       const path = rel ? Buffer.concat([rel, SLASH, name]) : name
       const abs = Buffer.concat([rootBytes, SLASH, path])
-      const st = lstatSync(abs, { bigint: true })
-      const target = st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : null
+      const looked = unlessVanished(path, () => {
+        const st = lstatSync(abs, { bigint: true })
+        return { st, target: st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : null }
+      })
+      if (!looked) continue
+      const { st, target } = looked
       const sig = Buffer.from(statSignature(st), 'latin1')
       batch.push(sig, NUL, path, NUL, ...(target ? [target] : []), NUL)
       batched += sig.length + path.length + (target?.length ?? 0) + 3

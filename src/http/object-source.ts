@@ -18,6 +18,7 @@ import {
   ChecksumMismatchError,
   LengthMismatchError,
   NetworkError,
+  ObjectMissingError,
   SnapshotError,
   TooLargeError,
   UnsafeArchiveError,
@@ -27,6 +28,9 @@ import {
 } from '../core/errors.js'
 import { crashPoint } from '../fs/crash-points.js'
 import { fsyncDir } from '../fs/durable.js'
+import type { S3ConnectOptions } from '../store/s3-client.js'
+import { isS3Url } from '../store/s3-location.js'
+import { S3Source } from './s3-source.js'
 import type { RateLimiter } from './rate-limit.js'
 
 export interface ObjectSource {
@@ -66,11 +70,12 @@ const DEFAULT_RETRIES = 5
 const DEFAULT_RETRY_BASE_MS = 500
 const RETRY_CAP_MS = 10_000
 
-/** http(s):// (or file://, or a plain path) to the matching source. */
-export function openSource(from: string, opts: SourceOptions = {}): ObjectSource {
+/** http(s):// (or s3://, file://, or a plain path) to the matching source. */
+export function openSource(from: string, opts: SourceOptions & { s3?: S3ConnectOptions } = {}): ObjectSource {
   if (/^https?:\/\//i.test(from)) return new HttpSource(from, opts)
+  if (isS3Url(from)) return new S3Source(from, opts)
   if (/^file:\/\//i.test(from)) return new DirSource(fileURLToPath(from), opts.limiter)
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(from)) throw new UsageError(`--from ${from}: expected an http(s):// URL or a directory`)
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(from)) throw new UsageError(`--from ${from}: expected an http(s):// or s3:// URL, or a directory`)
   return new DirSource(from, opts.limiter)
 }
 
@@ -114,7 +119,7 @@ class TransientError extends Error {
  * The download target `dest + '.part'`: bytes are only appended, hashed as they are written, and
  * never beyond the declared length.
  */
-class PartFile {
+export class PartFile {
   readonly path: string
   size = 0
   private handle: FileHandle | undefined
@@ -377,7 +382,7 @@ class HttpSource implements ObjectSource {
     const status = response.statusCode
     const length = part.expect.length
     if (status === 404 || status === 410) {
-      throw new NetworkError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
+      throw new ObjectMissingError(`${this.shown(url)}: the object is missing from the store (HTTP ${status}); the store may be damaged or pruned`)
     }
     if (status === 416 && from > 0) {
       throw new TransientError(`the server refused to resume at byte ${from} (HTTP 416)`, { restart: true })
@@ -558,7 +563,7 @@ class DirSource implements ObjectSource {
         }
       } catch (err) {
         if (err instanceof SnapshotError) throw err
-        if (isMissing(err)) throw new NetworkError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
+        if (isMissing(err)) throw new ObjectMissingError(`${file}: the object is missing from the store; the store may be damaged or pruned`, { cause: err })
         throw asSnapshotError(err, `reading ${file}`)
       }
       const bad = part.mismatch()

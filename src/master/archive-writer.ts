@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { TarPacker } from '../archive/tar-pack.js'
+import { TarPacker, type StreamedBody } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
 import { encodeDeletionLine, encodeEntryLine, encodeHeaderLine, MANIFEST_FORMAT, type ManifestHeader } from '../core/manifest.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
@@ -15,13 +15,10 @@ import { writeCompressedObject } from '../store/object-writer.js'
  * memory stays flat however many entries there are. The manifest (header, deletions, then the
  * spooled entries) is written after the archive, when its counts are known.
  */
-export class SourceChangedError extends SnapshotError {
-  override readonly code = 'ERR_SOURCE_CHANGED'
-}
 
 export interface ArchiveSink {
-  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked). */
-  add(entry: TreeEntry, data?: Buffer): Promise<void>
+  /** Adds an entry; a file's `data` must hash to its sha256 (the caller checked, or its stream checks). */
+  add(entry: TreeEntry, data?: Buffer | StreamedBody): Promise<void>
   /** A path this archive deletes (a delta's), in any order: sorted when the manifest is written. */
   deleted(path: string): void
 }

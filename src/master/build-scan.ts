@@ -3,8 +3,12 @@ import { quotePath } from '../core/byte-path.js'
 import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
-import { modeOfSig, mtimeOfSig, scanTree, sizeOfSig, type ScanRecord } from '../fs/tree-scan.js'
-import { entryFromIndex, IndexSlot, MasterIndex, racySig, type IndexRows } from './master-index.js'
+import { modeOfSig, mtimeOfSig, permissionBitsOfSig, racySig, sigBytesHaveSetId, sizeOfSig } from '../fs/stat-signature.js'
+import { scanTree, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.js'
+import { entryFromIndex } from './index-row.js'
+import type { IndexRows } from './index-rows.js'
+import { IndexSlot, MasterIndex } from './master-index.js'
+import type { StreamedBody } from '../archive/tar-pack.js'
 import type { SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
 
@@ -26,7 +30,112 @@ export interface MetadataScan {
   readonly previous: Map<string, TreeEntry>
   readonly deleted: string[]
   readonly warnings: string[]
+  readonly skips: SkipLog
   readonly scanStartNs: bigint
+}
+
+/** Why an entry was left out of a snapshot (the keys of `skipped.byReason` in `build --json`). */
+export type SkipReason = 'vanished' | 'changing' | 'special' | 'name' | 'link' | 'too-large'
+
+export interface SkipSummary {
+  readonly count: number
+  readonly byReason: Partial<Record<SkipReason, number>>
+}
+
+/** Past this many, per-entry warnings of one kind give way to a count: a build must not print a million lines. */
+const MAX_WARNINGS_PER_KIND = 100
+
+/**
+ * What a build leaves out, and why: every entry counted, one warning per subtree. The scan is
+ * preorder (find's and the walk's order), so the entries below a skipped directory come right
+ * after it: they are skipped with it (a replica could not hold them without their parent) and
+ * counted into its one warning, which says how many there were.
+ */
+export class SkipLog {
+  count = 0
+  readonly byReason: Partial<Record<SkipReason, number>> = {}
+  /** The skipped directory whose entries are still coming: its path + '/', its reason, its warning. */
+  private subtree: { prefix: string; reason: SkipReason; warning: number; text: string; below: number } | null = null
+  private warned = 0
+  setIdDropped = 0
+  private setIdWarned = 0
+
+  constructor(private readonly warnings: string[]) {}
+
+  /** True when `path` lies below a directory skipped earlier in this scan: counted, not warned. */
+  below(path: string): boolean {
+    const t = this.subtree
+    if (t === null) return false
+    if (!path.startsWith(t.prefix)) {
+      this.closeSubtree()
+      return false
+    }
+    t.below++
+    this.tally(t.reason)
+    return true
+  }
+
+  skip(path: string, reason: SkipReason, why: string, isDir = false): void {
+    this.closeSubtree()
+    this.tally(reason)
+    const text = `skipped ${quotePath(path)}: ${why}`
+    let warning = -1
+    if (this.warned++ < MAX_WARNINGS_PER_KIND) warning = this.warnings.push(text) - 1
+    if (isDir) this.subtree = { prefix: `${path}/`, reason, warning, text, below: 0 }
+  }
+
+  /**
+   * An entry find or the walk listed and then found gone. It may be reported (find's stderr) while
+   * a skipped subtree's entries are still coming on stdout: that subtree stays open.
+   */
+  vanished(path: string, why: string): void {
+    this.tally('vanished')
+    if (this.warned++ < MAX_WARNINGS_PER_KIND) this.warnings.push(`skipped ${quotePath(path)}: it vanished during the scan (${why})`)
+  }
+
+  /** A file or directory carried without its setuid or setgid bit (replicas refuse them). */
+  setIdBits(path: string, mode: number): void {
+    this.setIdDropped++
+    if (this.setIdWarned++ < MAX_WARNINGS_PER_KIND) {
+      this.warnings.push(`dropped the setuid/setgid bits of ${quotePath(path)} (mode ${mode.toString(8)} carried as ${(mode & CARRIED_MODE_BITS).toString(8)}): replicas never carry them`)
+    }
+  }
+
+  /** After the scan and the reads: the counts, and the lines that stood for the warnings left unsaid. */
+  finish(): SkipSummary {
+    this.closeSubtree()
+    if (this.warned > MAX_WARNINGS_PER_KIND) this.warnings.push(`skipped ${this.warned - MAX_WARNINGS_PER_KIND} more entries (subtrees) not named here`)
+    if (this.setIdWarned > MAX_WARNINGS_PER_KIND) this.warnings.push(`dropped the setuid/setgid bits of ${this.setIdWarned - MAX_WARNINGS_PER_KIND} more entries not named here`)
+    this.warned = Math.min(this.warned, MAX_WARNINGS_PER_KIND)
+    this.setIdWarned = Math.min(this.setIdWarned, MAX_WARNINGS_PER_KIND)
+    return this.summary()
+  }
+
+  summary(): SkipSummary {
+    return { count: this.count, byReason: { ...this.byReason } }
+  }
+
+  private tally(reason: SkipReason): void {
+    this.count++
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1
+  }
+
+  private closeSubtree(): void {
+    const t = this.subtree
+    if (t === null) return
+    this.subtree = null
+    if (t.below > 0 && t.warning >= 0) this.warnings[t.warning] = `${t.text} (and the ${t.below} entries below it)`
+  }
+}
+
+/** find's %m of a record (`f 4755 ...`): a setuid or setgid bit set, read from the bytes. */
+function hasSetIdBits(raw: RawScanRecord): boolean {
+  return sigBytesHaveSetId(raw.buf, raw.start, raw.pathStart)
+}
+
+/** Said for an entry carried without them; the whole permission field of its SIG (modeOfSig drops them). */
+function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
+  skips.setIdBits(rec.path, permissionBitsOfSig(rec.sig))
 }
 
 /** A file to read: its slot in the new index, filled once it is read. */
@@ -51,7 +160,8 @@ export class FileToRead extends IndexSlot {
 
 export interface FileRead {
   readonly entry: Extract<TreeEntry, { type: 'f' }>
-  readonly data: Buffer
+  /** The bytes; a large file's come as a stream, read when packed (source-reader.ts). */
+  readonly data: Buffer | StreamedBody
 }
 
 /** Files modified this close to the scan may change again within the clock's granularity. */
@@ -74,17 +184,23 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   const previous = new Map<string, TreeEntry>()
   const warnings: string[] = []
   const deleted: string[] = []
-  const state = { index, toRead, changed, previous, deleted, warnings, scanStartNs }
+  const skips = new SkipLog(warnings)
+  const state = { index, toRead, changed, previous, deleted, warnings, skips, scanStartNs }
   let earlyBytes = 0
 
   await scanTree(source, (raw) => {
-    if (index.carryNextIfSame(raw)) return
+    if (index.carryNextIfSame(raw)) {
+      if (hasSetIdBits(raw)) setIdDropped(skips, raw.decode())
+      return
+    }
     const rec = raw.decode()
+    if (skips.below(rec.path)) return
     const problem = recordProblem(rec)
     if (problem) {
-      warnings.push(`skipped ${quotePath(rec.path)}: ${problem}`)
+      skips.skip(rec.path, problem.reason, problem.why, rec.type === 'd')
       return // its row, if any, is not taken: the path counts as deleted
     }
+    if (hasSetIdBits(raw)) setIdDropped(skips, rec)
     const row = index.take(raw)
     if (row >= 0 && index.isRecord(row, raw)) {
       index.carry(row) // met out of the previous order, but unchanged
@@ -97,8 +213,8 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       if (reader && earlyBytes < EARLY_READ_BUDGET && sizeOfSig(rec.sig) <= EARLY_READ_MAX_FILE) {
         const read = readIntoIndex(reader, item, state)
         if (read) {
-          item.read = { entry: read.entry, data: Buffer.from(read.data) } // the reader reuses its buffer
-          earlyBytes += read.data.length
+          item.read = { entry: read.entry, data: Buffer.isBuffer(read.data) ? Buffer.from(read.data) : read.data } // the reader reuses its buffer
+          earlyBytes += read.entry.size
         }
       }
       return
@@ -111,7 +227,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       changed.set(rec.path, entry)
       if (before) previous.set(rec.path, before)
     }
-  })
+  }, (path, why) => skips.vanished(path, why))
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   for (const [path, value] of index.finish()) {
@@ -126,6 +242,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
 export interface WholeTreeScan {
   readonly index: WholeTreeIndex
   readonly warnings: string[]
+  readonly skips: SkipLog
   readonly scanStartNs: bigint
 }
 
@@ -134,17 +251,33 @@ export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new WholeTreeIndex()
   const warnings: string[] = []
+  const skips = new SkipLog(warnings)
   await scanTree(source, (raw) => {
     const rec = raw.decode()
+    if (skips.below(rec.path)) return
     const problem = recordProblem(rec)
-    if (problem) warnings.push(`skipped ${quotePath(rec.path)}: ${problem}`)
-    else index.add(raw, rec.sig)
-  })
-  return { index, warnings, scanStartNs }
+    if (problem) skips.skip(rec.path, problem.reason, problem.why, rec.type === 'd')
+    else {
+      if (hasSetIdBits(raw)) setIdDropped(skips, rec)
+      index.add(raw, rec.sig)
+    }
+  }, (path, why) => skips.vanished(path, why))
+  return { index, warnings, skips, scanStartNs }
 }
 
-function recordProblem(rec: ScanRecord): string | null {
-  return rec.type === 's' ? 'not a regular file, directory or symlink' : pathProblem(rec.path) ?? (rec.type === 'l' ? linkTargetProblem(rec.target) : null)
+/** The largest file a ustar header's size field holds (11 octal digits): larger ones are skipped. */
+export const MAX_FILE_BYTES = 0o77777777777
+
+function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | null {
+  if (rec.type === 's') return { reason: 'special', why: 'not a regular file, directory or symlink' }
+  const path = pathProblem(rec.path)
+  if (path) return { reason: 'name', why: path }
+  if (rec.type === 'l') {
+    const link = linkTargetProblem(rec.target)
+    return link ? { reason: 'link', why: link } : null
+  }
+  if (rec.type === 'f' && sizeOfSig(rec.sig) > MAX_FILE_BYTES) return { reason: 'too-large', why: `larger than ${MAX_FILE_BYTES} bytes, the most a tar header holds` }
+  return null
 }
 
 /**
@@ -153,7 +286,7 @@ function recordProblem(rec: ScanRecord): string | null {
  * snapshot then does not carry it; the next one will). A file read during the scan is not read
  * again.
  */
-export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'warnings' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
+export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
   if (item.read !== undefined) return item.read
   const read = readSourceFile(reader, item.path, item.scanSig, scan)
   if (read) {
@@ -175,17 +308,18 @@ export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick
  * should carry (racy if it was written too recently to trust). Null, with a warning, when the file
  * vanished or turned into something else since the scan.
  */
-export function readSourceFile(reader: SourceReader, path: string, scanSig: string, scan: { warnings: string[]; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
+export function readSourceFile(reader: SourceReader, path: string, scanSig: string, scan: { skips: SkipLog; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
   const r = reader.read(path, scanSig)
   if ('gone' in r) {
-    scan.warnings.push(`skipped ${quotePath(path)}: it changed during the build (${r.gone})`)
+    const vanished = r.gone === 'ENOENT' || r.gone === 'ENOTDIR'
+    scan.skips.skip(path, vanished ? 'vanished' : 'changing', `it changed during the build (${r.gone})`)
     return null
   }
   const st = r.stat
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
-  const sha256 = sha256Hex(r.data)
-  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size: r.data.length, mtime: mtimeFromNs(st.mtimeNs), sha256 }
-  return { entry, data: r.data, indexSig: racy ? racySig(r.sig) : r.sig }
+  const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: sha256Hex(r.data), size: r.data.length, data: r.data }
+  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeFromNs(st.mtimeNs), sha256 }
+  return { entry, data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
 /** sha256 in hex. crypto.hash (Node >= 20.12) makes no Hash object: 2-4x faster on tiny files. */

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto'
-import { mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { asSnapshotError, UsageError, VerifyError } from '../core/errors.js'
+import { lstat, mkdir, readdir, realpath, rm, stat } from 'node:fs/promises'
+import { basename, dirname, join, resolve, sep } from 'node:path'
+import { asSnapshotError, IndexVersionError, SkippedEntriesError, SourceChangedError, UsageError, VerifyError } from '../core/errors.js'
 import { decideFull, type FullPolicy } from '../core/full-policy.js'
 import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
 import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
@@ -10,12 +11,13 @@ import { rootMeta } from '../fs/tree-scan.js'
 import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
-import { SourceChangedError, writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree } from './build-scan.js'
+import { writeArchivePair } from './archive-writer.js'
+import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
-import { IndexVersionError, readIndex, type IndexRows, type TreeCounts } from './master-index.js'
-import { DEFAULT_GRACE_SECONDS, pruneLocked, type PruneResult } from './prune.js'
+import type { TreeCounts } from './index-row.js'
+import { readIndex, type IndexRows } from './index-rows.js'
+import { DEFAULT_GRACE_SECONDS, pruneLocked, ROLLBACK_WORK_PREFIX, type PruneResult } from './prune.js'
 import { readLocalPointer } from './store-reader.js'
 
 /**
@@ -23,6 +25,9 @@ import { readLocalPointer } from './store-reader.js'
  * order is what keeps the store valid after a crash at any point: objects, then the snapshot's
  * record, then the master's index, and last the pointer. Until the pointer moves, everything new
  * is unreferenced and harmless.
+ *
+ * Over ~350 lines on purpose: it is that publication order, read top to bottom in one place
+ * (the scan is build-scan.ts, the index master-index.ts, the archives full-archive.ts).
  */
 export interface BuildOptions {
   readonly source: string
@@ -41,6 +46,16 @@ export interface BuildOptions {
   readonly rollbackOf?: number
   /** Refuse to publish a tree whose digest is not this one (fleet rollback checks its rebuild). */
   readonly expectTreeDigest?: string
+  /** Any entry skipped (vanished, special, a name or link a replica would refuse) fails the build, unpublished. */
+  readonly strict?: boolean
+}
+
+/** The master's clock read earlier than the parent's build time: the new snapshot looks older than its parent. */
+export interface ClockWentBack {
+  readonly parent: number
+  readonly parentCreated: string
+  readonly created: string
+  readonly seconds: number
 }
 
 export interface BuildResult {
@@ -59,6 +74,14 @@ export interface BuildResult {
   readonly deltaBytes: number | null
   readonly fullBytes: number | null
   readonly warnings: readonly string[]
+  /** Entries left out of the snapshot, by reason (build-scan.ts SkipReason). */
+  readonly skipped: SkipSummary
+  /** Entries carried without their setuid or setgid bits. */
+  readonly setIdDropped: number
+  /** Set when this build's time is earlier than its parent's (a clock that went backwards). */
+  readonly clockWentBack: ClockWentBack | null
+  /** Temp files that builds which died (kill -9) had left in the store, removed under the lock. */
+  readonly deadTemps?: { readonly files: number; readonly bytes: number }
   readonly seconds: number
   readonly rollbackOf?: number
   /** With `keep`: what the automatic prune removed. */
@@ -69,10 +92,12 @@ export interface BuildResult {
 export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
   const layout = new StoreLayout(opts.store)
   await requireSourceDir(opts.source)
+  await requireStoreApart(opts.source, opts.store)
   await mkdir(layout.stateDir, { recursive: true })
   const lock = await acquireLock(layout.lock, `store ${opts.store}`, { waitMs: opts.lockWaitMs ?? 0 })
   try {
-    const result = await buildLocked(opts)
+    const deadTemps = await removeDeadBuildTemps(layout, opts.log ?? (() => undefined))
+    const result = { ...(await buildLocked(opts)), ...(deadTemps.files > 0 ? { deadTemps } : {}) }
     if (opts.keep === undefined) return result
     const pruned = await pruneLocked(layout, { keep: opts.keep, graceMs: opts.graceMs ?? DEFAULT_GRACE_SECONDS * 1000, ...(opts.now ? { now: opts.now } : {}), ...(opts.log ? { log: opts.log } : {}) })
     return { ...result, pruned }
@@ -84,6 +109,96 @@ export async function buildSnapshot(opts: BuildOptions): Promise<BuildResult> {
 async function requireSourceDir(source: string): Promise<void> {
   const sourceStat = await stat(source).catch(() => null)
   if (!sourceStat?.isDirectory()) throw new UsageError(`--source ${source} is not a directory`)
+}
+
+/**
+ * A store inside the source would be snapshotted into itself (every build a full, growing each
+ * time), and a source inside the store would publish the store's private state: both are refused,
+ * by real paths (symlinks and `..` resolved). A store that is a file is refused too.
+ */
+async function requireStoreApart(source: string, store: string): Promise<void> {
+  const storeStat = await stat(store).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOTDIR') throw new UsageError(`--store ${store} is not a directory: a part of its path is a file`)
+    return null
+  })
+  if (storeStat && !storeStat.isDirectory()) throw new UsageError(`--store ${store} is not a directory (it is a file): give the store's directory`)
+  const realSource = await realpath(source)
+  const realStore = await realpathOfNew(store)
+  const inside = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(sep) ? b : b + sep)
+  if (inside(realStore, realSource)) {
+    throw new UsageError(`--store ${store} (${realStore}) is inside --source ${source} (${realSource}): the store would snapshot itself; keep the store outside the source`)
+  }
+  if (inside(realSource, realStore)) {
+    throw new UsageError(`--source ${source} (${realSource}) is inside --store ${store} (${realStore}): the store would publish itself; keep the source outside the store`)
+  }
+}
+
+/** The real path of a directory that may not exist yet: its nearest existing ancestor's, resolved. */
+async function realpathOfNew(path: string): Promise<string> {
+  const abs = resolve(path)
+  try {
+    return await realpath(abs)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(abs) === abs) throw err
+    return join(await realpathOfNew(dirname(abs)), basename(abs))
+  }
+}
+
+/** Temp files of atomic writes (durable.ts tempPathFor: `.${name}.${uuid}.tmp`), as prune.ts knows them. */
+const TEMP_NAME = /^\..+\.tmp$/
+
+/**
+ * A build killed with kill -9 leaves its temp files behind, the archive's as large as the archive.
+ * Under the store's lock no build, prune or fleet rollback is writing, so every temp file a build
+ * writes is one that died: removed now, not after prune's grace period, or a crash-looping build
+ * fills the disk. Only the names builds and fleet rollbacks write are touched: objects' and
+ * records' temps, the pointer's, the index's, rollback work directories (the lock's own temp
+ * files, `.build.lock.*`, may be a live rival's).
+ */
+async function removeDeadBuildTemps(layout: StoreLayout, log: (line: string) => void): Promise<{ files: number; bytes: number }> {
+  const dirs: [string, (name: string) => boolean][] = [
+    [layout.objectsDir, (n) => TEMP_NAME.test(n)],
+    [layout.snapshotsDir, (n) => TEMP_NAME.test(n)],
+    [layout.root, (n) => TEMP_NAME.test(n) && n.startsWith('.latest.json.')],
+    [layout.stateDir, (n) => (TEMP_NAME.test(n) && n.startsWith('.index-')) || n.startsWith(ROLLBACK_WORK_PREFIX)],
+  ]
+  let files = 0
+  let bytes = 0
+  for (const [dir, dead] of dirs) {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!dead(name)) continue
+      const st = await lstat(join(dir, name)).catch(() => null)
+      if (!st) continue
+      await rm(join(dir, name), { recursive: true, force: true })
+      files++
+      bytes += st.isFile() ? st.size : 0
+    }
+  }
+  if (files > 0) log(`removed ${files} temp file(s) (${bytes} bytes) left by a build that died`)
+  return { files, bytes }
+}
+
+/**
+ * After the scan and the reads: the skips counted and warned, and under --strict, the build
+ * stopped before anything is published.
+ */
+function settleSkips(skips: SkipLog, warnings: readonly string[], opts: BuildOptions, log: (line: string) => void): SkipSummary {
+  const summary = skips.finish()
+  for (const w of warnings) log(`warning: ${w}`)
+  if (opts.strict && summary.count > 0) {
+    const reasons = Object.entries(summary.byReason).sort(([a], [b]) => (a < b ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ')
+    throw new SkippedEntriesError(`--strict: ${summary.count} ${summary.count === 1 ? 'entry' : 'entries'} would be left out of the snapshot (${reasons}); nothing was published`)
+  }
+  return summary
+}
+
+/** The clock went backwards when this build's time is before its parent's: said, and returned for --json. */
+function checkClock(latest: SnapshotRecord | null, now: Date, log: (line: string) => void): ClockWentBack | null {
+  if (!latest) return null
+  const seconds = (Date.parse(latest.created) - now.getTime()) / 1000
+  if (!(seconds > 0)) return null
+  log(`warning: the clock went backwards: this build's time ${now.toISOString()} is ${seconds.toFixed(3)} s before snapshot ${latest.id}'s (${latest.created}); replicas will report clock skew: fix the master's clock (NTP)`)
+  return { parent: latest.id, parentCreated: latest.created, created: now.toISOString(), seconds }
 }
 
 /** One build; the caller holds the store's lock (fleet rollback holds it across its rebuild). */
@@ -113,13 +228,15 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     const reason = latest ? (latest.root ? 'no index of the previous snapshot' : 'the previous snapshot is of an older format') : 'first snapshot'
     log(`packing full archive (${reason})`)
     const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, root, scan, reader)
-    for (const w of scan.warnings) log(`warning: ${w}`)
+    const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
+    const clockWentBack = checkClock(latest, now, log)
     const counts = scan.index.counts()
     await publishBuilt(layout, opts, { id, now, latest, chain: pointer?.chain ?? [], digest, counts, root, full, index: scan.index })
     return {
       created: true, id, kind: 'full', parent: latest?.id ?? null, fullReason: reason, ...counts,
       changed: counts.files + counts.dirs + counts.links, deleted: 0, filesRead: reader.filesRead,
-      deltaBytes: null, fullBytes: full.archive.length + full.manifest.length, warnings: scan.warnings, seconds: elapsed(),
+      deltaBytes: null, fullBytes: full.archive.length + full.manifest.length, warnings: scan.warnings,
+      skipped, setIdDropped: scan.skips.setIdDropped, clockWentBack, seconds: elapsed(),
       ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
     }
   }
@@ -131,14 +248,14 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const scan = await scanMetadata(opts.source, base, reader)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks so far; files join as they are read
-  const unchanged = (previous: SnapshotRecord): BuildResult => ({
+  const unchanged = (previous: SnapshotRecord, skipped: SkipSummary): BuildResult => ({
     created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...scan.index.counts(),
-    changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings, seconds: elapsed(),
+    changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings,
+    skipped, setIdDropped: scan.skips.setIdDropped, clockWentBack: null, seconds: elapsed(),
   })
 
   if (scan.toRead.length === 0 && changed.size === 0 && scan.deleted.length === 0 && !rootChanged) {
-    for (const w of scan.warnings) log(`warning: ${w}`)
-    return unchanged(latest)
+    return unchanged(latest, settleSkips(scan.skips, scan.warnings, opts, log))
   }
   log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
   const dirsAndLinks = [...scan.changed.values()].sort(byPath)
@@ -159,14 +276,15 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
     for (const p of scan.deleted) sink.deleted(p)
   })
-  for (const w of scan.warnings) log(`warning: ${w}`)
+  const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
   if (changed.size === 0 && scan.deleted.length === 0 && !rootChanged) {
     // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
     // The objects just written are left for prune: named by content, they may be byte for byte
     // ones a published snapshot already names (an empty delta archive is always the same).
     await scan.index.write(layout.index(latest.id), latest.id)
-    return unchanged(latest)
+    return unchanged(latest, skipped)
   }
+  const clockWentBack = checkClock(latest, now, log)
   const decision = decideFull({ policy: opts.policy, forced: opts.forceFull, chain: pointer.chain, thisDeltaBytes: delta.archive.length + delta.manifest.length })
 
   let full: ArchivePair | undefined
@@ -200,6 +318,9 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     deltaBytes: delta.archive.length + delta.manifest.length,
     fullBytes: full ? full.archive.length + full.manifest.length : null,
     warnings: scan.warnings,
+    skipped,
+    setIdDropped: scan.skips.setIdDropped,
+    clockWentBack,
     seconds: elapsed(),
     ...(opts.rollbackOf !== undefined ? { rollbackOf: opts.rollbackOf } : {}),
   }
@@ -227,6 +348,9 @@ async function publishBuilt(layout: StoreLayout, opts: BuildOptions, b: Built): 
     id: b.id,
     parent: b.latest?.id ?? null,
     created: b.now.toISOString(),
+    // The parent's build time, signed with this record: a replica tells a master clock that went
+    // back from a frozen mirror even when this snapshot is a full (its chain then starts here).
+    ...(b.latest ? { parentCreated: b.latest.created } : {}),
     kind: b.full ? 'full' : 'delta',
     treeDigest: b.digest.toHex(),
     ...b.counts,

@@ -1,9 +1,12 @@
+import type { StreamedBody } from '../archive/tar-pack.js'
+import { SourceChangedError } from '../core/errors.js'
 import type { ArchivePair } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { RootMeta } from '../core/tree-entry.js'
-import { SourceChangedError, writeArchivePair } from './archive-writer.js'
+import { writeArchivePair } from './archive-writer.js'
 import { readSourceFile, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
-import { entryFromIndex, sigOf, type EntryList } from './master-index.js'
+import { entryFromIndex, sigOf } from './index-row.js'
+import type { EntryList } from './master-index.js'
 import type { SourceReader } from './source-reader.js'
 
 /**
@@ -72,19 +75,20 @@ export async function writeFullFromIndex(objectsDir: string, id: number, root: R
         await sink.add(entry)
         continue
       }
-      const data = readExpected(reader, path, value)
-      if (data.length !== entry.size || sha256Hex(data) !== entry.sha256) {
+      const read = readExpected(reader, path, value)
+      if (read.size !== entry.size || read.sha256 !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
-      await sink.add(entry, data)
+      await sink.add(entry, read.data)
     }
   })
 }
 
 /** Reads a file the index already describes, using its stat signature as the scan's. */
-function readExpected(reader: SourceReader, path: string, value: string): Buffer {
+function readExpected(reader: SourceReader, path: string, value: string): { data: Buffer | StreamedBody; size: number; sha256: string } {
   // A racy entry's signature never matches a stat: it gets the slow, stable read.
   const read = reader.read(path, sigOf(value))
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
-  return read.data
+  if ('large' in read) return { data: read.large, size: read.large.size, sha256: read.large.sha256 }
+  return { data: read.data, size: read.data.length, sha256: sha256Hex(read.data) }
 }

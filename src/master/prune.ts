@@ -1,5 +1,6 @@
 import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { formatBytes } from '../core/format-bytes.js'
 import { asSnapshotError, NoSnapshotError, VerifyError } from '../core/errors.js'
 import { planRetention, type RetentionFile, type RetentionPlan } from '../core/retention-plan.js'
 import type { SnapshotRecord } from '../core/snapshot-record.js'
@@ -163,4 +164,15 @@ export function describeIds(ids: readonly number[]): string {
     prev = id
   }
   return parts.join(', ')
+}
+
+/** What a prune did (or would do), in a few plain lines: for `snapshot prune` and `build --keep`. */
+export function describePrune(r: PruneResult): string[] {
+  const verb = r.dryRun ? 'would remove' : 'removed'
+  const held = r.held.filter((h) => h.reason === 'grace').map((h) => h.id)
+  return [
+    `${verb} snapshots ${describeIds(r.removed.snapshots)}, ${r.removed.objects} objects (${formatBytes(r.removed.bytes)}), ${r.removed.temps} temp files; kept ${describeIds(r.kept)}`,
+    ...(held.length ? [`held for the grace period (${r.graceSeconds} s, pulls may still fetch them): snapshots ${describeIds(held)}`] : []),
+    ...(r.young.objects + r.young.temps > 0 ? [`left ${r.young.objects} unreferenced objects and ${r.young.temps} temp files younger than the grace period`] : []),
+  ]
 }

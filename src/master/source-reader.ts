@@ -1,7 +1,10 @@
-import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs'
-import { byteStringOf, fsPath } from '../core/byte-path.js'
-import { readFileStable, FileChangingError } from '../fs/stable-read.js'
-import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
+import { createHash } from 'node:crypto'
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, type BigIntStats } from 'node:fs'
+import type { StreamedBody } from '../archive/tar-pack.js'
+import { FileChangingError, SourceChangedError } from '../core/errors.js'
+import { byteStringOf, fsPath, quotePath } from '../core/byte-path.js'
+import { readFileStable } from '../fs/stable-read.js'
+import { sizeOfSig, statSignature } from '../fs/stat-signature.js'
 
 /**
  * Reads source files for a build at four system calls each (open, read, fstat, close), into one
@@ -9,10 +12,22 @@ import { sizeOfSig, statSignature } from '../fs/tree-scan.js'
  * stat signature (size, mtime, ctime, inode, mode), nobody wrote the file in between, and the bytes
  * are the ones the scan saw. Otherwise the file is read again until it holds still (stable-read.ts).
  */
-export type SourceRead = { readonly data: Buffer; readonly stat: BigIntStats; /** statSignature(stat) */ readonly sig: string } | { readonly gone: string }
+export type SourceRead =
+  | { readonly data: Buffer; readonly stat: BigIntStats; /** statSignature(stat) */ readonly sig: string }
+  | { readonly large: LargeFile; readonly stat: BigIntStats; readonly sig: string }
+  | { readonly gone: string }
 
 /** Files this large get their own buffer: the packer may hand them on without copying. */
 const SCRATCH_BYTES = 256 << 10
+
+/**
+ * Files this large are never held whole (a 5 GiB file would not fit a Buffer, and a 200 MB one
+ * cost a build 660 MB): they are hashed in one pass, and their bytes streamed into the archive in
+ * a second, which must hash the same (LargeFile).
+ */
+export const LARGE_FILE_BYTES = 16 << 20
+const STREAM_CHUNK = 1 << 20
+const MAX_ATTEMPTS = 5
 
 /**
  * The first read of a file written since it was last read would update its atime (relatime): a
@@ -25,6 +40,7 @@ const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW
 
 export class SourceReader {
   private scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
+  private chunk: Buffer | null = null
   private noAtime = O_NOATIME
   filesRead = 0
 
@@ -45,6 +61,8 @@ export class SourceReader {
         const fast = this.readKnown(abs, scanSig, size)
         if (fast) return fast
       }
+      // The size now, not the scan's: a file that grew past the bound since is not read whole either.
+      if (size >= LARGE_FILE_BYTES || statSync(abs).size >= LARGE_FILE_BYTES) return this.readLarge(abs, path)
       const stable = readFileStable(abs)
       return { data: stable.data, stat: stable.stat, sig: statSignature(stable.stat) }
     } catch (err) {
@@ -69,6 +87,28 @@ export class SourceReader {
     }
   }
 
+  /** The first pass over a large file: its sha256, proven by fstat to belong to one version of it. */
+  private readLarge(abs: Buffer, path: string): SourceRead {
+    const fd = this.open(abs)
+    const chunk = (this.chunk ??= Buffer.allocUnsafe(STREAM_CHUNK))
+    try {
+      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+        const before = fstatSync(fd, { bigint: true })
+        if (!before.isFile()) throw new FileChangingError(`${abs} is no longer a regular file`)
+        const hash = createHash('sha256')
+        let size = 0
+        for (let n; (n = readSync(fd, chunk, 0, STREAM_CHUNK, size)) > 0; size += n) hash.update(chunk.subarray(0, n))
+        const after = fstatSync(fd, { bigint: true })
+        if (after.size === before.size && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs && BigInt(size) === after.size) {
+          return { large: new LargeFile(abs, path, size, hash.digest('hex'), this.noAtime), stat: after, sig: statSignature(after) }
+        }
+      }
+      throw new FileChangingError(`${abs} kept changing while it was read (${MAX_ATTEMPTS} attempts)`)
+    } finally {
+      closeSync(fd)
+    }
+  }
+
   private open(abs: Buffer): number {
     if (this.noAtime) {
       try {
@@ -79,5 +119,43 @@ export class SourceReader {
       }
     }
     return openSync(abs, READ_FLAGS)
+  }
+}
+
+/**
+ * A large file's bytes, streamed when packed: opened again, read in 1 MiB chunks (a fresh buffer
+ * each: the packer's sink may keep one), hashed on the way. Bytes that no longer hash to what the
+ * first pass found mean the file was rewritten in between: the archive cannot take them back, so
+ * the build stops, naming the file, and publishes nothing.
+ */
+export class LargeFile implements StreamedBody {
+  constructor(
+    private readonly abs: Buffer,
+    private readonly path: string,
+    readonly size: number,
+    readonly sha256: string,
+    private readonly noAtime: number,
+  ) {}
+
+  async writeTo(write: (chunk: Buffer) => Promise<void>): Promise<void> {
+    const fd = openSync(this.abs, READ_FLAGS | this.noAtime)
+    try {
+      const hash = createHash('sha256')
+      let sent = 0
+      while (sent < this.size) {
+        const chunk = Buffer.allocUnsafe(Math.min(STREAM_CHUNK, this.size - sent))
+        const n = readSync(fd, chunk, 0, chunk.length, sent)
+        if (n === 0) break
+        const part = n === chunk.length ? chunk : chunk.subarray(0, n)
+        hash.update(part)
+        sent += n
+        await write(part)
+      }
+      if (sent !== this.size || hash.digest('hex') !== this.sha256) {
+        throw new SourceChangedError(`${quotePath(this.path)} (${this.size} bytes) changed between its hashing and its packing: nothing was published; run the build again`)
+      }
+    } finally {
+      closeSync(fd)
+    }
   }
 }

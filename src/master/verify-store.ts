@@ -1,7 +1,7 @@
 import { createHash, type KeyObject } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { lstat, readdir, readFile, stat } from 'node:fs/promises'
-import { NoSnapshotError, SignatureError, UsageError, VerifyError } from '../core/errors.js'
+import { NoSnapshotError, SignatureError, UsageError } from '../core/errors.js'
 import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
 import { recordObjects, type ObjectRef, type SnapshotRecord } from '../core/snapshot-record.js'
 import { LATEST, recordRelPath, StoreLayout } from '../store/store-layout.js'
@@ -29,15 +29,6 @@ export interface VerifyStoreResult {
   readonly objects: number
   readonly bytes: number
   readonly problems: readonly StoreProblem[]
-}
-
-export class StoreVerifyError extends VerifyError {
-  override readonly code = 'ERR_STORE_VERIFY'
-  constructor(store: string, problems: readonly StoreProblem[]) {
-    const shown = problems.slice(0, 5).map((p) => `${p.path}: ${p.message}`)
-    const more = problems.length > shown.length ? `; and ${problems.length - shown.length} more` : ''
-    super(`store ${store}: ${problems.length} problem${problems.length === 1 ? '' : 's'}: ${shown.join('; ')}${more}`)
-  }
 }
 
 const SMALL_MAX_BYTES = 4 << 20

@@ -1,11 +1,13 @@
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
-import { modeOfSig, mtimeOfSig, sizeOfSig, type RawScanRecord } from '../fs/tree-scan.js'
-import { encodeIndexHeader, fnv1a, ROW_HEAD, rowBytes, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeAll, writeRow, type EntryList, type TreeCounts } from './master-index.js'
+import { sizeOfSig } from '../fs/stat-signature.js'
+import type { RawScanRecord } from '../fs/tree-scan.js'
+import { encodeIndexHeader, ROW_HEAD, rowBytes, rowEntryAt, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeRecordRow, writeRow, type TreeCounts } from './index-row.js'
+import { writeAll, type EntryList } from './master-index.js'
 
 /**
  * The index of a first build (no previous index), made straight from the scan: every entry's row
- * of the index format (master-index.ts), in scan order, appended to large buffers, with the files'
+ * of the index format (index-row.ts), in scan order, appended to large buffers, with the files'
  * hashes left blank until the full archive reads them. A million entries cost their rows (~145
  * bytes each, outside the JS heap) and one number, not an object and three strings each.
  *
@@ -40,13 +42,8 @@ export class WholeTreeIndex implements EntryList {
       this.chunkFirstRow.push(this.addresses.length)
       c++
     }
-    const buf = this.chunks[c]!
     const at = this.chunkUsed[c]!
-    buf.writeUInt32LE(fnv1a(raw.buf, raw.pathStart, raw.targetStart - 1), at)
-    buf.writeUInt16LE(recordLength, at + 4)
-    raw.buf.copy(buf, at + ROW_HEAD, raw.start, raw.end)
-    if (isFile) buf.fill(0, at + ROW_HEAD + recordLength, at + rowLength)
-    this.chunkUsed[c] = at + rowLength
+    this.chunkUsed[c] = writeRecordRow(this.chunks[c]!, at, raw)
     this.addresses.push(c * ADDRESS_SPLIT + at)
     const type = raw.buf[raw.start]!
     if (isFile) {
@@ -72,13 +69,7 @@ export class WholeTreeIndex implements EntryList {
 
   /** A directory's or symlink's entry, straight from its row. */
   entry(n: number): Exclude<TreeEntry, { type: 'f' }> {
-    const [buf, at] = this.locate(n)
-    const sigEnd = buf.indexOf(0, at + ROW_HEAD)
-    const pathEnd = buf.indexOf(0, sigEnd + 1)
-    const path = buf.toString('latin1', sigEnd + 1, pathEnd)
-    const sig = buf.toString('latin1', at + ROW_HEAD, sigEnd)
-    if (buf[at + ROW_HEAD] === 0x64) return { type: 'd', path, mode: modeOfSig(sig), mtime: mtimeOfSig(sig) }
-    return { type: 'l', path, target: buf.toString('latin1', pathEnd + 1, buf.indexOf(0, pathEnd + 1)), mtime: mtimeOfSig(sig) }
+    return rowEntryAt(...this.locate(n))
   }
 
   value(n: number): string {

@@ -39,6 +39,9 @@ import { mtimeFromNs, utimesValue, type Mtime } from '../core/mtime.js'
  * archive changed but which it does not name gets its own time back (creating or unlinking a
  * child moves it), set after its contents; the root gets the header's mode and mtime. Paths are
  * byte strings (byte-path.ts), handed to the file system as Buffers.
+ *
+ * Over ~350 lines: the checks that keep a hostile archive out of the tree are kept beside the
+ * writes they guard (issue 18 plans to move the module whole into a restore/ folder).
  */
 export interface ApplyStats {
   filesWritten: number

@@ -63,6 +63,8 @@ export interface PullResult {
   readonly applied: ApplyStats
   /** When the store's latest snapshot was built (its signed time); null when pinned. */
   readonly latestCreated: string | null
+  /** Its parent's build time, when the pointer's chain holds the parent: a later one means the master's clock went back. */
+  readonly latestParentCreated?: string
   /** Wall-clock time (epoch ms) of the swap's rename; null when nothing was swapped. */
   readonly swappedAtMs: number | null
   /** The spare tree brought up to the new live snapshot after the swap (a new replica's second tree, or with three or more trees the spare); null when none was. */
@@ -115,6 +117,12 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   }
 }
 
+/** The latest snapshot's parent's build time: signed in its record, or (older records) from the pointer's chain. */
+export function parentCreated(pointer: { latest: SnapshotRecord; chain: readonly SnapshotRecord[] }): { latestParentCreated?: string } {
+  const created = pointer.latest.parentCreated ?? pointer.chain.find((r) => r.id === pointer.latest.parent)?.created
+  return created !== undefined ? { latestParentCreated: created } : {}
+}
+
 async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: ReplicaState, slots: readonly string[], log: (l: string) => void, started: bigint): Promise<PullResult> {
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9
   const noWork: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
@@ -141,14 +149,14 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
   if (state.live?.id === latest.id) {
     log(`up to date at snapshot ${latest.id}`)
     await saveState(layout.stateFile, state)
-    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, swappedAtMs: null, catchUp: null, seconds: seconds() }
+    return { action: 'up-to-date', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, ...parentCreated(pointer), swappedAtMs: null, catchUp: null, seconds: seconds() }
   }
   if (state.staged?.id === latest.id && state.slots[state.staged.slot]?.status === 'ready') {
     log(`snapshot ${latest.id} is already staged`)
     await saveState(layout.stateFile, state)
     const swappedAtMs = opts.swap ? await swapToStaged(layout, state, log, opts.hooks) : null
     const catchUp = opts.swap ? await catchUpSpare(opts, layout, state, slots, pointer, new Map(), log) : null
-    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, swappedAtMs, catchUp, seconds: seconds() }
+    return { action: opts.swap ? 'swapped' : 'staged', id: latest.id, previousId, plan: null, applied: noWork, latestCreated: latest.created, ...parentCreated(pointer), swappedAtMs, catchUp, seconds: seconds() }
   }
 
   for (const [name, st] of Object.entries(state.slots)) {
@@ -187,6 +195,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
     plan: { steps: plan.steps.map((s) => ({ id: s.record.id, use: s.use })), downloadBytes: plan.downloadBytes, baseId: plan.baseId },
     applied,
     latestCreated: latest.created,
+    ...parentCreated(pointer),
     swappedAtMs,
     catchUp,
     seconds: seconds(),

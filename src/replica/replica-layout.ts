@@ -12,6 +12,10 @@ import { basename, dirname, join, relative } from 'node:path'
  *   .NAME.snapshot/records/        verified snapshot records
  *   .NAME.snapshot/trash/          trees being removed
  */
+
+/** How many trees a replica may keep (`--trees`): the live one and the previous at least; a-z at most. */
+export const TREES = { min: 2, max: 26, default: 2 } as const
+
 export class ReplicaLayout {
   readonly target: string
   readonly stateDir: string

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
-import { NoSnapshotError, SnapshotError, UsageError } from '../core/errors.js'
+import { NoSnapshotError, ObjectMissingError, SnapshotError, UsageError } from '../core/errors.js'
 import { swapSymlink } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import type { ObjectSource } from '../http/object-source.js'
@@ -60,7 +60,13 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
       const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, null, record)
       const plan = await planFor(layout, records, null, toId)
       log(`rebuilding snapshot ${toId} in tree ${slot} from ${opts.source.description}`)
-      await buildInSlot(layout, state, slot, record, plan, opts.source, log)
+      try {
+        await buildInSlot(layout, state, slot, record, plan, opts.source, log)
+      } catch (err) {
+        // The store answered: the objects are gone (pruned), which no retry or network fix brings back.
+        if (err instanceof ObjectMissingError) throw new NoSnapshotError(`cannot rebuild snapshot ${toId}: ${err.message}; \`snapshot list --from\` shows what the store can still give`, { cause: err })
+        throw err
+      }
     }
     await swapSymlink(layout.target, layout.linkValue(slot))
     state.live = { slot, id: toId, since: new Date().toISOString() }

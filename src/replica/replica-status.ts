@@ -1,7 +1,8 @@
 import type { KeyObject } from 'node:crypto'
 import { readlink } from 'node:fs/promises'
+import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
 import type { ObjectSource } from '../http/object-source.js'
-import { fetchPointer, loadCachedRecord, slotNames } from './pull.js'
+import { fetchPointer, loadCachedRecord, parentCreated, slotNames } from './pull.js'
 import { ReplicaLayout } from './replica-layout.js'
 import { loadState, type ReplicaState } from './replica-state.js'
 
@@ -18,7 +19,9 @@ export interface ReplicaStatus {
   readonly pinned: ReplicaState['pinned']
   readonly lastPull: ReplicaState['lastPull']
   readonly trees: ReplicaState['slots']
-  readonly store: { source: string; latestId: number; created: string; lag: number } | { source: string; error: string; code: string } | null
+  readonly store: { source: string; latestId: number; created: string; latestParentCreated?: string; lag: number } | { source: string; error: string; code: string } | null
+  /** With several mirrors: what each answered, and which were skipped (down, stale, invalid). */
+  readonly mirrors: readonly MirrorReport[] | null
 }
 
 export async function replicaStatus(opts: { target: string; stateDir?: string; trees?: number; source?: ObjectSource; trustedKeys: readonly KeyObject[]; now?: () => Date }): Promise<ReplicaStatus | null> {
@@ -38,7 +41,7 @@ export async function replicaStatus(opts: { target: string; stateDir?: string; t
   if (opts.source) {
     try {
       const pointer = await fetchPointer(opts.source, opts.trustedKeys)
-      store = { source: opts.source.description, latestId: pointer.latest.id, created: pointer.latest.created, lag: pointer.latest.id - (state.live?.id ?? 0) }
+      store = { source: opts.source.description, latestId: pointer.latest.id, created: pointer.latest.created, ...parentCreated(pointer), lag: pointer.latest.id - (state.live?.id ?? 0) }
     } catch (err) {
       const e = err as { message?: string; code?: string }
       store = { source: opts.source.description, error: e.message ?? String(err), code: e.code ?? 'ERR_UNKNOWN' }
@@ -53,5 +56,6 @@ export async function replicaStatus(opts: { target: string; stateDir?: string; t
     lastPull: state.lastPull,
     trees: state.slots,
     store,
+    mirrors: opts.source instanceof MirroredSource && store ? opts.source.reports : null,
   }
 }

@@ -9,6 +9,7 @@
  * `kind` and `result.kind`, gauge `health`, take `at` of the last `pull` with `ok` as the last
  * success). It must not block; an exception it throws is swallowed, never stopping the watch.
  */
+import { abortableSleep } from '../schedule/abortable-sleep.js'
 import { afterProbe, afterPull, initialWatchState, type ProbeResult, type PullOutcome, type WatchConfig, type WatchHealth, type WatchState, type WatchStep } from './watch-policy.js'
 import type { PointerProbe } from './watch-probe.js'
 
@@ -26,17 +27,7 @@ export interface WatchClock {
 export const systemWatchClock: WatchClock = {
   now: () => new Date(),
   monotonicMs: () => performance.now(),
-  sleep: (ms, signal) =>
-    new Promise<void>((resolve) => {
-      if (signal.aborted || ms <= 0) return resolve()
-      const done = (): void => {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      signal.addEventListener('abort', done, { once: true })
-    }),
+  sleep: abortableSleep,
 }
 
 export interface WatchLoopOptions {

@@ -1,7 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import { BIN } from './cli.js'
+export { freePort } from './free-port.js'
+import { freePort } from './free-port.js'
 
 /** A long-running `snapshot ...` (pull --cron, build --cron) with --metrics-listen on 127.0.0.1, port 0. */
 export interface MetricsProcess {
@@ -72,17 +73,6 @@ export async function getText(url: string): Promise<{ status: number; body: stri
   return { status: res.status, body: await res.text(), type: res.headers.get('content-type') }
 }
 
-/** A port that was free a moment ago, for servers (Prometheus, node_exporter) that cannot report an ephemeral one. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** A long-running external server (Prometheus, node_exporter), killed on stop. */
 export function startExternal(cmd: string, args: string[]): { child: ChildProcess; output(): string; stop(): Promise<void> } {

@@ -1,0 +1,37 @@
+import type { KeyObject } from 'node:crypto'
+import { UsageError } from '../core/errors.js'
+import { MirroredSource } from '../http/mirrored-source.js'
+import { openSource, type ObjectSource, type SourceOptions } from '../http/object-source.js'
+import type { S3ConnectOptions } from '../store/s3-client.js'
+
+/** `--from` given once: that source; given several times: the mirrors as one failover source. */
+export interface SourceFlags {
+  endpoint?: string
+  region?: string
+  pathStyle?: boolean
+}
+
+export function openSources(
+  froms: readonly string[],
+  opts: SourceOptions & SourceFlags,
+  mirrors: { trustedKeys: readonly KeyObject[]; pointerTimeoutMs: number; log?: (line: string) => void },
+): ObjectSource {
+  if (froms.length === 0) throw new UsageError("required option '--from <url|dir>' not specified")
+  const s3: S3ConnectOptions = {
+    ...(opts.endpoint !== undefined ? { endpoint: opts.endpoint } : {}),
+    ...(opts.region !== undefined ? { region: opts.region } : {}),
+    pathStyle: opts.pathStyle ?? false,
+  }
+  const { endpoint: _e, region: _r, pathStyle: _p, ...sourceOpts } = opts
+  const open = (from: string, extra: SourceOptions = {}) => openSource(from, { ...sourceOpts, ...extra, s3 })
+  if (froms.length === 1) return open(froms[0]!)
+  if (new Set(froms).size !== froms.length) throw new UsageError('--from: the same mirror is given twice')
+  return new MirroredSource(
+    froms.map((from) => ({
+      source: open(from),
+      // One retry for the pointer: a dead mirror must not hold the pull for the whole backoff.
+      probe: (signal: AbortSignal) => open(from, { retries: Math.min(1, opts.retries ?? 1), signal }),
+    })),
+    { trustedKeys: mirrors.trustedKeys, pointerTimeoutMs: mirrors.pointerTimeoutMs, ...(mirrors.log ? { log: mirrors.log } : {}) },
+  )
+}
