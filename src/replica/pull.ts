@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm } from 'node:fs/p
 import { randomUUID } from 'node:crypto'
 import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { pairOf, planPull, type PullPlan } from '../core/chain-plan.js'
-import { asSnapshotError, GuardTrippedError, HookFailedError, HookVetoError, NoSnapshotError, NoSpaceError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { asSnapshotError, GuardTrippedError, HookFailedError, HookVetoError, NoSnapshotError, NoSpaceError, RollbackRefusedError, SnapshotError, UnsafeArchiveError, UsageError, VerifyError } from '../core/errors.js'
 import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
 import { parseSnapshotRecord, recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
@@ -359,13 +359,23 @@ export async function collectRecords(source: ObjectSource, layout: ReplicaLayout
     if (r.parent === null || (baseId !== null && r.id <= baseId) || (baseId === null && sawFull)) break
     const parentId: number = r.parent
     let parent: SnapshotRecord | undefined = records.get(parentId)
-    if (!parent) parent = (await loadCachedRecord(layout, parentId)) ?? (await fetchRecord(source, layout, keys, parentId))
-    if (!parent) break
+    if (!parent) parent = (await loadCachedRecord(layout, parentId)) ?? (await fetchRecord(source, layout, keys, parentId).catch(unverifiable))
+    if (!parent) break // no way back through it: the plan takes a full archive instead
     records.set(parent.id, parent)
     r = parent
   }
   for (const rec of pointer.chain) await cacheRecord(layout, rec)
   return records
+}
+
+/**
+ * A parent record that does not verify (a snapshot signed by a key this replica does not trust,
+ * which it refused when it was the latest) cannot be a step of the plan, but must not fail a pull
+ * to a later, trusted snapshot that carries a full archive: it ends the walk back instead.
+ */
+function unverifiable(err: unknown): undefined {
+  if (err instanceof VerifyError) return undefined
+  throw err
 }
 
 /** The local record cache holds records already verified (by signature or through the pointer). */
