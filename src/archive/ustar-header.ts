@@ -1,3 +1,4 @@
+import { utf8TextOf } from '../core/byte-path.js'
 /**
  * Pure POSIX ustar header code for the hot path: encode into, and decode from, a caller's buffer,
  * allocating nothing but the decoded strings and result. node-tar's generic Header costs 5-20 µs
@@ -263,7 +264,7 @@ export function decodePaxRecords(body: Buffer): Map<string, string> {
 export function encodePaxHeader(path: string, linkpath: string | undefined, mtimeSec: number): Buffer {
   const values: [string, string][] = [['path', path]]
   if (linkpath !== undefined) values.push(['linkpath', linkpath])
-  const binary = values.some(([, v]) => !isUtf8Bytes(v))
+  const binary = values.some(([, v]) => utf8TextOf(v) === null)
   const records = (binary ? [['hdrcharset', 'BINARY'] as [string, string]] : []).concat(values)
   const body = Buffer.from(records.map(([k, v]) => paxRecord(k, v)).join(''), 'latin1')
   const padded = Math.ceil(body.length / BLOCK) * BLOCK
@@ -281,9 +282,4 @@ function paxRecord(key: string, value: string): string {
   let len = rest + 1
   while (String(len).length + rest !== len) len = String(len).length + rest
   return `${len}${` ${key}=${value}\n`}`
-}
-
-function isUtf8Bytes(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.from(Buffer.from(s, 'latin1').toString('utf8'), 'utf8').equals(Buffer.from(s, 'latin1'))
-  return true
 }

@@ -1,6 +1,5 @@
 import * as nodeCrypto from 'node:crypto'
 import { quotePath } from '../core/byte-path.js'
-import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import { modeOfSig, mtimeOfSig, permissionBitsOfSig, racySig, sigBytesHaveSetId, sizeOfSig } from '../fs/stat-signature.js'
@@ -318,7 +317,7 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
   const st = r.stat
   const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
   const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: sha256Hex(r.data), size: r.data.length, data: r.data }
-  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeFromNs(st.mtimeNs), sha256 }
+  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeOfSig(r.sig), sha256 }
   return { entry, data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
