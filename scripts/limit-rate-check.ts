@@ -23,7 +23,7 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { parseRate } from '../src/http/rate-limit.js'
+import { parseRate } from '../src/store/rate-limit.js'
 import { isRunAsMain } from './run-as-main.js'
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/snapshot')

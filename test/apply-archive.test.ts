@@ -6,8 +6,8 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { SnapshotError, VerifyError } from '../src/core/errors.js'
 import { digestOf } from '../src/core/tree-digest.js'
-import { applyArchive } from '../src/replica/apply-archive.js'
-import { ManifestCursor } from '../src/replica/manifest-cursor.js'
+import { applyArchive } from '../src/restore/apply-archive.js'
+import { ManifestCursor } from '../src/restore/manifest-cursor.js'
 import {
   delLine,
   deltaManifest,

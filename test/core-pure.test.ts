@@ -7,7 +7,7 @@ import type { ArchivePair, SnapshotRecord } from '../src/core/snapshot-record.js
 import { digestOf, TreeDigest } from '../src/core/tree-digest.js'
 import type { ManifestEntry, TreeEntry } from '../src/core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../src/core/tree-path.js'
-import { ManifestCursor } from '../src/replica/manifest-cursor.js'
+import { ManifestCursor } from '../src/restore/manifest-cursor.js'
 
 const MT = '1700000000.123456789'
 

@@ -14,7 +14,7 @@ import {
   TooLargeError,
   UnsafeArchiveError,
 } from '../src/core/errors.js'
-import { openSource, retryDelayMs, type SourceOptions } from '../src/http/object-source.js'
+import { openSource, retryDelayMs, type SourceOptions } from '../src/store/object-source.js'
 
 const BODY = randomBytes(256 * 1024)
 const EXPECT = { sha256: createHash('sha256').update(BODY).digest('hex'), length: BODY.length }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from '@commander-js/extra-typings'
 import { zstdBackend, zstdSetting } from '../archive/zstd-codec.js'
-import { parseRate } from '../http/rate-limit.js'
+import { parseRate } from '../store/rate-limit.js'
 import { ExitCode, SnapshotError } from '../core/errors.js'
 import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'

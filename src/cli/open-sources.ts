@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto'
 import { UsageError } from '../core/errors.js'
-import { MirroredSource } from '../http/mirrored-source.js'
-import { openSource, type ObjectSource, type SourceOptions } from '../http/object-source.js'
+import { MirroredSource } from '../store/mirrored-source.js'
+import { openSource, type ObjectSource, type SourceOptions } from '../store/object-source.js'
 import type { S3ConnectOptions } from '../store/s3-client.js'
 
 /** `--from` given once: that source; given several times: the mirrors as one failover source. */

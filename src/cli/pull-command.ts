@@ -1,6 +1,6 @@
-import { MirroredSource, type MirrorReport } from '../http/mirrored-source.js'
+import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
 import { openSources, type SourceFlags } from './open-sources.js'
-import { RateLimiter } from '../http/rate-limit.js'
+import { RateLimiter } from '../store/rate-limit.js'
 import { UsageError } from '../core/errors.js'
 import { checkFreshness } from '../core/freshness.js'
 import { Registry } from 'prom-client'

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, rm, stat } from 'node:fs/promises'
 import type { ObjectRef } from '../core/snapshot-record.js'
-import type { ObjectSource } from '../http/object-source.js'
+import type { ObjectSource } from '../store/object-source.js'
 import type { ReplicaLayout } from './replica-layout.js'
 
 /**

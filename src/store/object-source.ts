@@ -28,8 +28,8 @@ import {
 } from '../core/errors.js'
 import { crashPoint } from '../fs/crash-points.js'
 import { fsyncDir } from '../fs/durable.js'
-import type { S3ConnectOptions } from '../store/s3-client.js'
-import { isS3Url } from '../store/s3-location.js'
+import type { S3ConnectOptions } from './s3-client.js'
+import { isS3Url } from './s3-location.js'
 import { S3Source } from './s3-source.js'
 import type { RateLimiter } from './rate-limit.js'
 

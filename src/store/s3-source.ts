@@ -2,8 +2,8 @@ import type { RateLimiter } from './rate-limit.js'
 import type { S3Client } from '@aws-sdk/client-s3'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LengthMismatchError, NetworkError, SnapshotError } from '../core/errors.js'
-import type { S3ConnectOptions } from '../store/s3-client.js'
-import { describeS3, parseS3Url, s3Key, type S3Location } from '../store/s3-location.js'
+import type { S3ConnectOptions } from './s3-client.js'
+import { describeS3, parseS3Url, s3Key, type S3Location } from './s3-location.js'
 import { checkRelPath, PartFile, retryDelayMs, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 
 /**
@@ -18,7 +18,7 @@ export class S3Source implements ObjectSource {
   readonly description: string
   private readonly location: S3Location
   private readonly connect: S3ConnectOptions
-  private sdk: Promise<{ client: S3Client; s3: typeof import('../store/s3-client.js'); GetObjectCommand: typeof import('@aws-sdk/client-s3').GetObjectCommand }> | undefined
+  private sdk: Promise<{ client: S3Client; s3: typeof import('./s3-client.js'); GetObjectCommand: typeof import('@aws-sdk/client-s3').GetObjectCommand }> | undefined
   private readonly retries: number
   private readonly retryBaseMs: number
   private readonly signal: AbortSignal | undefined
@@ -36,7 +36,7 @@ export class S3Source implements ObjectSource {
 
   private load() {
     this.sdk ??= (async () => {
-      const [s3, { GetObjectCommand }] = await Promise.all([import('../store/s3-client.js'), import('@aws-sdk/client-s3')])
+      const [s3, { GetObjectCommand }] = await Promise.all([import('./s3-client.js'), import('@aws-sdk/client-s3')])
       return { client: s3.makeS3Client(this.connect), s3, GetObjectCommand }
     })()
     return this.sdk

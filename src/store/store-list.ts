@@ -2,8 +2,8 @@ import type { KeyObject } from 'node:crypto'
 import { NoSnapshotError } from '../core/errors.js'
 import { openEnvelope, parsePointerPayload, parseRecordPayload } from '../core/pointer.js'
 import { recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
-import type { ObjectSource } from '../http/object-source.js'
-import { LATEST, recordRelPath } from '../store/store-layout.js'
+import type { ObjectSource } from './object-source.js'
+import { LATEST, recordRelPath } from './store-layout.js'
 
 /**
  * `snapshot list`: the snapshots a store offers, read the way a replica reads them (a directory or
