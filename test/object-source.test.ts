@@ -14,7 +14,9 @@ import {
   TooLargeError,
   UnsafeArchiveError,
 } from '../src/core/errors.js'
-import { openSource, retryDelayMs, type SourceOptions } from '../src/store/object-source.js'
+import type { SourceOptions } from '../src/store/object-source.js'
+import { openSource } from '../src/store/open-source.js'
+import { retryDelayMs } from '../src/store/transfer-retry.js'
 
 const BODY = randomBytes(256 * 1024)
 const EXPECT = { sha256: createHash('sha256').update(BODY).digest('hex'), length: BODY.length }

@@ -1,7 +1,7 @@
 import type { Command } from '@commander-js/extra-typings'
 import got from 'got'
 import { FleetProblemError } from '../core/errors.js'
-import { openSource } from '../store/object-source.js'
+import { openSource } from '../store/open-source.js'
 import { listStore } from '../store/store-list.js'
 import { fleetExitCode, fleetProblems, fleetRow, type FetchResult, type FleetRow, type StoreView } from '../metrics/fleet-evaluate.js'
 import { readPublicKeyFiles } from './keys.js'

@@ -1,7 +1,7 @@
 import type { Command } from '@commander-js/extra-typings'
 import { stat } from 'node:fs/promises'
 import { UsageError } from '../core/errors.js'
-import { openSource } from '../store/object-source.js'
+import { openSource } from '../store/open-source.js'
 import { listStore, type ListedSnapshot } from '../store/store-list.js'
 import { readPublicKeyFiles } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'

@@ -1,7 +1,8 @@
 import type { KeyObject } from 'node:crypto'
 import { UsageError } from '../core/errors.js'
 import { MirroredSource } from '../store/mirrored-source.js'
-import { openSource, type ObjectSource, type SourceOptions } from '../store/object-source.js'
+import type { ObjectSource, SourceOptions } from '../store/object-source.js'
+import { openSource } from '../store/open-source.js'
 import type { S3ConnectOptions } from '../store/s3-client.js'
 
 /** `--from` given once: that source; given several times: the mirrors as one failover source. */

@@ -16,7 +16,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import got from 'got'
 import { UsageError } from '../core/errors.js'
-import { openSource, type ObjectSource } from '../store/object-source.js'
+import type { ObjectSource } from '../store/object-source.js'
+import { openSource } from '../store/open-source.js'
 import type { ProbeResult } from './watch-policy.js'
 
 /** The header by which `snapshot serve` says it held a long-poll (its value: the seconds granted). */

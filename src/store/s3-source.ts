@@ -4,7 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { LengthMismatchError, NetworkError, SnapshotError } from '../core/errors.js'
 import type { S3ConnectOptions } from './s3-client.js'
 import { describeS3, parseS3Url, s3Key, type S3Location } from './s3-location.js'
-import { checkRelPath, PartFile, retryDelayMs, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
+import { checkRelPath, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
+import { PartFile } from './part-file.js'
+import { retryDelayMs } from './transfer-retry.js'
 
 /**
  * `--from s3://BUCKET/PREFIX`: a private bucket read with signed GetObject requests (credentials
