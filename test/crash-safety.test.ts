@@ -5,8 +5,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { readPublicKeyFiles } from '../src/cli/keys.js'
+import { readTrustedKeys } from '../src/cli/keys.js'
 import { openSource } from '../src/store/open-source.js'
+import { StoreClient } from '../src/store/store-client.js'
 import { pull } from '../src/replica/pull.js'
 import { BIN, runCli, runJson, startServe } from './helpers/cli.js'
 import { describeTree, treeDiff } from './helpers/tree.js'
@@ -166,7 +167,7 @@ describe('crash safety', { concurrency: 2 }, () => {
       const hit: string[] = []
       const missed: string[] = []
       let temps = 0
-      const trusted = await readPublicKeyFiles([join(keys, 'snapshot.pub')])
+      const trusted = await readTrustedKeys([join(keys, 'snapshot.pub')])
       await Promise.all(
         lanes.map(async (lane, n) => {
           for (let i = n; i < points.length; i += lanes.length) {
@@ -178,7 +179,7 @@ describe('crash safety', { concurrency: 2 }, () => {
             const b = await runCli(buildArgs(lane, '--json'))
             assert.equal(b.code, 0, `the build after a kill at ${point} failed:\n${b.stderr}`)
             // In process, to spare a CLI start per point: the pull itself is not what is tested here.
-            await pull({ source: openSource(lane.store), target: lane.replica, trustedKeys: trusted, swap: true })
+            await pull({ store: new StoreClient(openSource(lane.store), trusted), target: lane.replica, swap: true })
             assert.deepEqual(treeDiff(lane.source, lane.replica), [], `after a kill at ${point}`)
           }
         }),

@@ -2,9 +2,10 @@ import type { Command } from '@commander-js/extra-typings'
 import got from 'got'
 import { FleetProblemError } from '../core/errors.js'
 import { openSource } from '../store/open-source.js'
+import { StoreClient } from '../store/store-client.js'
 import { listStore } from '../store/store-list.js'
 import { fleetExitCode, fleetProblems, fleetRow, type FetchResult, type FleetRow, type StoreView } from '../metrics/fleet-evaluate.js'
-import { readPublicKeyFiles } from './keys.js'
+import { readTrustedKeys } from './keys.js'
 import { collect, wholeNumber } from './option-parsers.js'
 import { makeOutput, type Output } from './output.js'
 import { jsonOption, maxAgeOption, pubkeyOption, quietOption, tokenOption } from './common-options.js'
@@ -58,12 +59,12 @@ export async function fleetCommand(opts: FleetCommandOptions, out: Output): Prom
 
 async function readStore(opts: FleetCommandOptions, out: Output): Promise<StoreView | null> {
   if (!opts.from) return null
-  const keys = await readPublicKeyFiles(opts.pubkey)
-  if (keys.length === 0) out.log('warning: no --pubkey given: the store\'s pointer is not authenticated')
+  const trust = await readTrustedKeys(opts.pubkey)
+  if (!trust.checked) out.log('warning: no --pubkey given: the store\'s pointer is not authenticated')
   const token = opts.token
   // A check, not a pull: one retry, and the same --timeout as for the replicas.
   const source = openSource(opts.from, { ...(token ? { token } : {}), retries: 1, timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 } })
-  const listing = await listStore({ source, trustedKeys: keys })
+  const listing = await listStore(new StoreClient(source, trust))
   return { latest: listing.latest, snapshots: listing.snapshots.map((s) => ({ id: s.id, created: s.created })) }
 }
 

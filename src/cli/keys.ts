@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { UsageError } from '../core/errors.js'
 import { loadPrivateKey, loadPublicKey } from '../core/pointer.js'
+import { TrustedKeys } from '../store/trusted-keys.js'
 
 const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i
 
@@ -17,7 +18,8 @@ export async function readPrivateKeyFile(file: string): Promise<KeyObject> {
   }
 }
 
-export async function readPublicKeyFiles(files: readonly string[]): Promise<KeyObject[]> {
+/** `--pubkey FILE...`: the keys every pointer and record read from the store must verify under. */
+export async function readTrustedKeys(files: readonly string[]): Promise<TrustedKeys> {
   const keys: KeyObject[] = []
   for (const file of files) {
     const pem = await readFile(file).catch((err: Error) => {
@@ -34,5 +36,5 @@ export async function readPublicKeyFiles(files: readonly string[]): Promise<KeyO
       throw new UsageError(`--pubkey ${file} is not an ed25519 public key`, { cause: err })
     }
   }
-  return keys
+  return new TrustedKeys(keys)
 }

@@ -2,8 +2,9 @@ import type { Command } from '@commander-js/extra-typings'
 import { stat } from 'node:fs/promises'
 import { UsageError } from '../core/errors.js'
 import { openSource } from '../store/open-source.js'
+import { StoreClient } from '../store/store-client.js'
 import { listStore, type ListedSnapshot } from '../store/store-list.js'
-import { readPublicKeyFiles } from './keys.js'
+import { readTrustedKeys } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
 import { jsonOption, pubkeyOption, quietOption, tokenOption } from './common-options.js'
 
@@ -19,11 +20,10 @@ export interface ListCommandOptions {
 export async function listCommand(opts: ListCommandOptions, out: Output): Promise<void> {
   if ((opts.store === undefined) === (opts.from === undefined)) throw new UsageError('give exactly one of --store DIR or --from URL')
   if (opts.store !== undefined && !(await stat(opts.store).catch(() => null))?.isDirectory()) throw new UsageError(`--store ${opts.store} is not a directory`)
-  const keys = await readPublicKeyFiles(opts.pubkey)
-  if (keys.length === 0) out.log('warning: no --pubkey given: the pointer and records are not authenticated')
+  const trust = await readTrustedKeys(opts.pubkey)
+  if (!trust.checked) out.log('warning: no --pubkey given: the pointer and records are not authenticated')
   const token = opts.token
-  const source = openSource((opts.store ?? opts.from)!, token ? { token } : {})
-  const listing = await listStore({ source, trustedKeys: keys })
+  const listing = await listStore(new StoreClient(openSource((opts.store ?? opts.from)!, token ? { token } : {}), trust))
   const first = listing.snapshots[0]
   const pruned = first !== undefined && first.parent !== null
   out.result(listing, [

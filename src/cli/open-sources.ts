@@ -1,22 +1,23 @@
-import type { KeyObject } from 'node:crypto'
 import { UsageError } from '../core/errors.js'
 import { MirroredSource } from '../store/mirrored-source.js'
-import type { ObjectSource, SourceOptions } from '../store/object-source.js'
+import type { SourceOptions } from '../store/object-source.js'
 import { openSource } from '../store/open-source.js'
 import type { S3ConnectOptions } from '../store/s3-client.js'
+import { StoreClient } from '../store/store-client.js'
+import type { TrustedKeys } from '../store/trusted-keys.js'
 
-/** `--from` given once: that source; given several times: the mirrors as one failover source. */
+/** `--from` given once: that source; given several times: the mirrors as one failover source. Read under `--pubkey`'s keys. */
 export interface SourceFlags {
   endpoint?: string
   region?: string
   pathStyle?: boolean
 }
 
-export function openSources(
+export function openStore(
   froms: readonly string[],
   opts: SourceOptions & SourceFlags,
-  mirrors: { trustedKeys: readonly KeyObject[]; pointerTimeoutMs: number; log?: (line: string) => void },
-): ObjectSource {
+  reading: { trust: TrustedKeys; pointerTimeoutMs: number; log?: (line: string) => void },
+): StoreClient {
   if (froms.length === 0) throw new UsageError("required option '--from <url|dir>' not specified")
   const s3: S3ConnectOptions = {
     ...(opts.endpoint !== undefined ? { endpoint: opts.endpoint } : {}),
@@ -25,14 +26,15 @@ export function openSources(
   }
   const { endpoint: _e, region: _r, pathStyle: _p, ...sourceOpts } = opts
   const open = (from: string, extra: SourceOptions = {}) => openSource(from, { ...sourceOpts, ...extra, s3 })
-  if (froms.length === 1) return open(froms[0]!)
+  if (froms.length === 1) return new StoreClient(open(froms[0]!), reading.trust)
   if (new Set(froms).size !== froms.length) throw new UsageError('--from: the same mirror is given twice')
-  return new MirroredSource(
+  const mirrors = new MirroredSource(
     froms.map((from) => ({
       source: open(from),
       // One retry for the pointer: a dead mirror must not hold the pull for the whole backoff.
       probe: (signal: AbortSignal) => open(from, { retries: Math.min(1, opts.retries ?? 1), signal }),
     })),
-    { trustedKeys: mirrors.trustedKeys, pointerTimeoutMs: mirrors.pointerTimeoutMs, ...(mirrors.log ? { log: mirrors.log } : {}) },
+    { trust: reading.trust, pointerTimeoutMs: reading.pointerTimeoutMs, ...(reading.log ? { log: reading.log } : {}) },
   )
+  return new StoreClient(mirrors, reading.trust)
 }

@@ -1,5 +1,5 @@
 import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
-import { openSources, type SourceFlags } from './open-sources.js'
+import { openStore, type SourceFlags } from './open-sources.js'
 import { RateLimiter } from '../store/rate-limit.js'
 import { UsageError } from '../core/errors.js'
 import { checkFreshness } from '../core/freshness.js'
@@ -8,7 +8,7 @@ import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metr
 import { ReplicaObserver } from '../metrics/replica-observer.js'
 import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
-import { readPublicKeyFiles } from './keys.js'
+import { readTrustedKeys } from './keys.js'
 import { formatBytes, type Output } from './output.js'
 import { runOnSchedule, type ScheduleFlags } from './scheduler.js'
 import { runPullWatch, type WatchFlags } from './watch-command.js'
@@ -85,10 +85,10 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
 
 /** One pull, its result printed. */
 async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
-  const keys = await readPublicKeyFiles(opts.pubkey)
-  if (keys.length === 0) out.log('warning: no --pubkey given: the pointer is not authenticated')
+  const trust = await readTrustedKeys(opts.pubkey)
+  if (!trust.checked) out.log('warning: no --pubkey given: the pointer is not authenticated')
   const token = opts.token
-  const source = openSources(
+  const store = openStore(
     opts.from,
     {
       ...(token ? { token } : {}),
@@ -97,13 +97,12 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
       ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
       ...s3Flags(opts),
     },
-    { trustedKeys: keys, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
+    { trust, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
   )
   const pulled = await pull({
-    source,
+    store,
     target: opts.target,
     ...(opts.state ? { stateDir: opts.state } : {}),
-    trustedKeys: keys,
     swap: opts.swap ?? false,
     trees: opts.trees,
     lockWaitMs: opts.wait * 1000,
@@ -118,7 +117,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
     log: (l) => out.log(l),
   })
   // With several --from, which mirror served and which were skipped (down, stale, invalid).
-  const mirrors = source instanceof MirroredSource ? source.reports : undefined
+  const mirrors = store.source instanceof MirroredSource ? store.source.reports : undefined
   const r = mirrors ? { ...pulled, mirrors } : pulled
   const human =
     r.action === 'up-to-date'

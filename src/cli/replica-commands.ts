@@ -1,10 +1,9 @@
 import { SnapshotError, VerifyError } from '../core/errors.js'
-import type { KeyObject } from 'node:crypto'
-import { openSources, type SourceFlags } from './open-sources.js'
+import { openStore, type SourceFlags } from './open-sources.js'
 import { rollbackReplica, unpinReplica } from '../replica/replica-rollback.js'
 import { replicaStatus } from '../replica/replica-status.js'
 import { verifyLiveTree } from '../replica/verify-tree.js'
-import { readPublicKeyFiles } from './keys.js'
+import { readTrustedKeys } from './keys.js'
 import type { Output } from './output.js'
 import { checkFreshness } from '../core/freshness.js'
 import { describeMirrors, s3Flags } from './pull-command.js'
@@ -22,23 +21,24 @@ export interface ReplicaCommandOptions extends SourceFlags {
   wait: number
 }
 
-function sourceOf(o: ReplicaCommandOptions, trustedKeys: readonly KeyObject[] = [], out?: Output) {
+/** The store given with --from (none without), read under --pubkey's keys. */
+async function storeOf(o: ReplicaCommandOptions, out?: Output) {
+  const trust = await readTrustedKeys(o.pubkey)
   const token = o.token
   const froms = o.from === undefined ? [] : typeof o.from === 'string' ? [o.from] : o.from
   if (froms.length === 0) return undefined
-  return openSources(froms, { ...(token ? { token } : {}), ...s3Flags(o) }, { trustedKeys, pointerTimeoutMs: 30_000, ...(out ? { log: (l: string) => out.log(l) } : {}) })
+  return openStore(froms, { ...(token ? { token } : {}), ...s3Flags(o) }, { trust, pointerTimeoutMs: 30_000, ...(out ? { log: (l: string) => out.log(l) } : {}) })
 }
 function replicaBase(o: ReplicaCommandOptions) {
   return { target: o.target, trees: o.trees, ...(o.state ? { stateDir: o.state } : {}) }
 }
 
 export async function replicaRollbackCommand(o: ReplicaCommandOptions & { to?: number }, out: Output): Promise<void> {
-  const source = sourceOf(o, await readPublicKeyFiles(o.pubkey), out)
+  const store = await storeOf(o, out)
   const r = await rollbackReplica({
     ...replicaBase(o),
     ...(o.to !== undefined ? { to: o.to } : {}),
-    ...(source ? { source } : {}),
-    trustedKeys: await readPublicKeyFiles(o.pubkey),
+    ...(store ? { store } : {}),
     lockWaitMs: o.wait * 1000,
     log: (l) => out.log(l),
   })
@@ -51,9 +51,8 @@ export async function unpinCommand(o: ReplicaCommandOptions, out: Output): Promi
 }
 
 export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number }, out: Output): Promise<void> {
-  const keys = await readPublicKeyFiles(o.pubkey)
-  const source = sourceOf(o, keys)
-  const s = await replicaStatus({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: keys })
+  const store = await storeOf(o)
+  const s = await replicaStatus({ ...replicaBase(o), ...(store ? { store } : {}) })
   if (!s) throw new SnapshotError(`${o.target} is not a replica yet: run \`snapshot pull\` first`)
   const human = [
     s.live ? `live: snapshot ${s.live.id}${s.live.created ? `, built ${s.live.created} (${formatAge(s.live.ageSeconds)} ago)` : ''}, live since ${s.live.since}${s.linkOk ? '' : ' (WARNING: the symlink does not point at it)'}` : 'live: nothing yet',
@@ -70,8 +69,8 @@ export async function statusCommand(o: ReplicaCommandOptions & { maxAge: number 
 }
 
 export async function verifyTargetCommand(o: ReplicaCommandOptions, out: Output): Promise<void> {
-  const source = sourceOf(o, await readPublicKeyFiles(o.pubkey), out)
-  const r = await verifyLiveTree({ ...replicaBase(o), ...(source ? { source } : {}), trustedKeys: await readPublicKeyFiles(o.pubkey), log: (l) => out.log(l) })
+  const store = await storeOf(o, out)
+  const r = await verifyLiveTree({ ...replicaBase(o), ...(store ? { store } : {}), log: (l) => out.log(l) })
   // Paths are bytes: shown escaped (byte-path.ts displayPath), in the JSON output too; '.' is the root.
   const problems = r.problems.map((p) => ({ path: p.path === '' ? '.' : displayPath(p.path), problem: p.problem }))
   out.result({ ...r, problems }, problems.length === 0 ? [`ok: the live tree of ${o.target} equals snapshot ${r.id} (${r.checked} entries)`] : [`${problems.length} paths differ from snapshot ${r.id}:`, ...problems.map((p) => `  ${p.path}: ${p.problem}`)])

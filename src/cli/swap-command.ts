@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs'
 import { SnapshotError } from '../core/errors.js'
 import { acquireLock } from '../fs/lock-file.js'
-import { slotNames, swapToStaged } from '../replica/pull.js'
-import { ReplicaLayout } from '../replica/replica-layout.js'
+import { ReplicaLayout, slotNames } from '../replica/replica-layout.js'
+import { swapToStaged } from '../replica/staged-swap.js'
 import { loadState } from '../replica/replica-state.js'
 import type { Output } from './output.js'
 

@@ -2,7 +2,7 @@ import type { Command } from '@commander-js/extra-typings'
 import { StoreVerifyError, UsageError } from '../core/errors.js'
 import { verifyTargetCommand } from './replica-commands.js'
 import { verifyStore } from '../master/verify-store.js'
-import { readPublicKeyFiles } from './keys.js'
+import { readTrustedKeys } from './keys.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
 import { jsonOption, pubkeyOption, quietOption, stateOption, tokenOption, treesOption } from './common-options.js'
 
@@ -14,9 +14,9 @@ export interface VerifyStoreCommandOptions {
 
 /** `snapshot verify --store`: prints the report, then fails with exit 3 if anything is wrong. */
 export async function verifyStoreCommand(opts: VerifyStoreCommandOptions, out: Output): Promise<void> {
-  const keys = await readPublicKeyFiles(opts.pubkey)
-  if (keys.length === 0) out.log('warning: no --pubkey given: signatures are not checked, only the structure, lengths and hashes')
-  const r = await verifyStore({ store: opts.store, trustedKeys: keys, log: (l) => out.log(l) })
+  const trust = await readTrustedKeys(opts.pubkey)
+  if (!trust.checked) out.log('warning: no --pubkey given: signatures are not checked, only the structure, lengths and hashes')
+  const r = await verifyStore({ store: opts.store, trust, log: (l) => out.log(l) })
   const summary = `${r.records} records, ${r.objects} objects (${formatBytes(r.bytes)} hashed), latest ${r.latest ?? 'none'}; signatures ${r.signaturesChecked ? 'checked' : 'not checked (no --pubkey): structure only'}`
   out.result(r, [
     ...r.problems.map((p) => `problem: ${p.path}: ${p.message}`),

@@ -110,6 +110,12 @@ export function parseRecordPayload(v: unknown, expectedId: number): SnapshotReco
   return record
 }
 
+/** The latest snapshot's parent's build time: signed in its record, or (older records) from the pointer's chain. */
+export function parentCreated(pointer: { latest: SnapshotRecord; chain: readonly SnapshotRecord[] }): { latestParentCreated?: string } {
+  const created = pointer.latest.parentCreated ?? pointer.chain.find((r) => r.id === pointer.latest.parent)?.created
+  return created !== undefined ? { latestParentCreated: created } : {}
+}
+
 function signingBytes(signed: string): Buffer {
   return Buffer.from(SIGNING_CONTEXT + signed, 'utf8')
 }

@@ -18,7 +18,7 @@ import { SourceReader } from './source-reader.js'
 import type { TreeCounts } from './index-row.js'
 import { readIndex, type IndexRows } from './index-rows.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, ROLLBACK_WORK_PREFIX, type PruneResult } from './prune.js'
-import { readLocalPointer } from './store-reader.js'
+import { StoreClient } from '../store/store-client.js'
 
 /**
  * One build: scan the source, pack what changed since the latest snapshot, and publish. Publication
@@ -212,7 +212,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   await mkdir(layout.snapshotsDir, { recursive: true })
   await mkdir(layout.objectsDir, { recursive: true })
 
-  const pointer = await readLocalPointer(layout)
+  const pointer = await StoreClient.local(layout.root).pointerOrNull()
   const latest = pointer?.latest ?? null
   // A record without the root's metadata was written before manifest format 3: read everything.
   const base = latest?.root ? await loadIndexOf(layout, latest.id, log) : null

@@ -1,20 +1,18 @@
 import { createPublicKey, randomUUID, type KeyObject } from 'node:crypto'
 import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { pairOf, planPull, type PlanStep } from '../core/chain-plan.js'
-import { ChecksumMismatchError, LengthMismatchError, NoSnapshotError, UnsafeArchiveError, UsageError } from '../core/errors.js'
+import { ChecksumMismatchError, LengthMismatchError, NoSnapshotError, UsageError } from '../core/errors.js'
 import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
 import { keyIdOf } from '../core/pointer.js'
-import type { SnapshotRecord } from '../core/snapshot-record.js'
-import { MAX_PATH_BYTES } from '../core/tree-path.js'
+import type { ObjectRef, SnapshotRecord } from '../core/snapshot-record.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { applyArchive } from '../restore/apply-archive.js'
-import { ManifestCursor } from '../restore/manifest-cursor.js'
+import { openStep } from '../restore/open-step.js'
+import { StoreClient } from '../store/store-client.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { buildLocked, type BuildResult } from './build.js'
 import { ROLLBACK_WORK_PREFIX } from './prune.js'
-import { readLocalPointer, readLocalRecord } from './store-reader.js'
 import { sha256OfFile } from './verify-store.js'
 
 /**
@@ -45,22 +43,20 @@ export async function fleetRollback(opts: FleetRollbackOptions): Promise<FleetRo
   const lock = await acquireLock(layout.lock, `store ${opts.store}`, { waitMs: opts.lockWaitMs ?? 0 })
   const work = join(layout.stateDir, `${ROLLBACK_WORK_PREFIX}${opts.to}-${randomUUID()}`)
   try {
-    const pointer = await readLocalPointer(layout)
-    if (!pointer) throw new NoSnapshotError(`${opts.store} has no snapshot yet (no latest.json)`)
+    const store = StoreClient.local(opts.store)
+    const pointer = await store.pointer()
     const latest = pointer.latest
     await checkSigningKey(layout, opts.privateKey, log)
     if (opts.to > latest.id) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: the latest is ${latest.id} (see \`snapshot list\`)`)
 
     const records = new Map<number, SnapshotRecord>(pointer.chain.map((r) => [r.id, r]))
-    const target = records.get(opts.to) ?? (await readLocalRecord(layout, opts.to))
+    const lookup = async (id: number): Promise<SnapshotRecord | undefined> => records.get(id) ?? (await store.record(id))
+    const target = await lookup(opts.to)
     if (!target) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: it was pruned, or never published (see \`snapshot list\`)`)
-    await checkPublished(layout, records, latest, opts.to)
+    await checkPublished(store, records, latest, opts.to)
     // The target and the records before it, back to its nearest full archive.
-    for (let r: SnapshotRecord | null = target; r; ) {
-      records.set(r.id, r)
-      if (r.full || r.parent === null) break
-      r = records.get(r.parent) ?? (await readLocalRecord(layout, r.parent))
-    }
+    records.set(target.id, target)
+    for (const r of await store.walkBack(target, (r) => !r.full, { lookup })) records.set(r.id, r)
     let steps: readonly PlanStep[]
     try {
       steps = planPull({ baseId: null, latestId: opts.to, records, cached: () => true }).steps
@@ -110,14 +106,11 @@ async function checkSigningKey(layout: StoreLayout, key: KeyObject | null, log: 
 }
 
 /** Only a snapshot the pointer once named: not the record of a build that died before publishing. */
-async function checkPublished(layout: StoreLayout, records: Map<number, SnapshotRecord>, latest: SnapshotRecord, id: number): Promise<void> {
-  let r: SnapshotRecord | null = latest
-  while (r && r.id > id && r.parent !== null) {
-    const parentId: number = r.parent
-    r = records.get(parentId) ?? (await readLocalRecord(layout, parentId))
-    if (r) records.set(r.id, r)
-  }
-  if (r && r.id < id) throw new NoSnapshotError(`snapshot ${id} was never published (a build that died before the pointer moved): nothing to roll back to`)
+async function checkPublished(store: StoreClient, records: Map<number, SnapshotRecord>, latest: SnapshotRecord, id: number): Promise<void> {
+  const walked = await store.walkBack(latest, (r) => r.id > id, { lookup: async (parentId) => records.get(parentId) ?? (await store.record(parentId)) })
+  for (const r of walked) records.set(r.id, r)
+  const reached = walked[walked.length - 1] ?? latest
+  if (reached.id < id) throw new NoSnapshotError(`snapshot ${id} was never published (a build that died before the pointer moved): nothing to roll back to`)
 }
 
 async function checkObjectsPresent(layout: StoreLayout, steps: readonly PlanStep[], id: number): Promise<void> {
@@ -137,28 +130,18 @@ async function checkObjectsPresent(layout: StoreLayout, steps: readonly PlanStep
 /** One archive onto the work tree, every object and entry checked as a replica checks them. */
 async function applyStep(layout: StoreLayout, tree: string, step: PlanStep): Promise<void> {
   const pair = pairOf(step)
-  for (const ref of [pair.manifest, pair.archive]) {
-    const file = layout.object(ref.path)
-    const size = (await stat(file)).size
-    if (size !== ref.length) throw new LengthMismatchError(ref.path, ref.length, size)
-    const actual = await sha256OfFile(file)
-    if (actual !== ref.sha256) throw new ChecksumMismatchError(ref.path, ref.sha256, actual)
-  }
-  const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
-  const what = `${step.use} manifest of snapshot ${step.record.id}`
-  const cursor = new ManifestCursor(await decompressFileToBuffer(layout.object(pair.manifest.path), maxManifest, what))
-  const h = cursor.header
-  const base = step.use === 'full' ? null : step.record.parent
-  if (h.id !== step.record.id || h.kind !== step.use || h.base !== base || h.entries !== pair.entries || h.deleted !== pair.deleted) {
-    throw new UnsafeArchiveError(`the ${what} does not match its record`)
-  }
-  await applyArchive({
-    root: tree,
-    manifest: cursor,
-    tarChunks: decompressFile(layout.object(pair.archive.path)),
-    tarBytes: pair.archive.tarBytes,
-    ...(step.use === 'full' ? { expectDigest: step.record.treeDigest } : {}),
-  })
+  const files = { manifest: await checkedObject(layout, pair.manifest), archive: await checkedObject(layout, pair.archive) }
+  await applyArchive({ root: tree, ...(await openStep(step, files)) })
+}
+
+/** An object of the store's own, its length and sha256 checked against the record before it is used. */
+async function checkedObject(layout: StoreLayout, ref: ObjectRef): Promise<string> {
+  const file = layout.object(ref.path)
+  const size = (await stat(file)).size
+  if (size !== ref.length) throw new LengthMismatchError(ref.path, ref.length, size)
+  const actual = await sha256OfFile(file)
+  if (actual !== ref.sha256) throw new ChecksumMismatchError(ref.path, ref.sha256, actual)
+  return file
 }
 
 export function describeRollback(r: FleetRollbackResult): string {

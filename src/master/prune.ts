@@ -7,7 +7,7 @@ import type { SnapshotRecord } from '../core/snapshot-record.js'
 import { fsyncDir } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
-import { readLocalPointer, readLocalRecord } from './store-reader.js'
+import { StoreClient } from '../store/store-client.js'
 
 /**
  * `snapshot prune` and the automatic policy of `snapshot build --keep N`: reads what the store
@@ -62,7 +62,7 @@ export async function pruneStore(opts: PruneOptions): Promise<PruneResult> {
 export async function pruneLocked(layout: StoreLayout, opts: Omit<PruneOptions, 'store' | 'lockWaitMs'>): Promise<PruneResult> {
   const log = opts.log ?? (() => undefined)
   const now = (opts.now ?? (() => new Date()))()
-  const pointer = await readLocalPointer(layout)
+  const pointer = await StoreClient.local(layout.root).pointerOrNull()
   const { records, mtimes } = await readAllRecords(layout)
   const plan = planRetention({
     latestId: pointer?.latest.id ?? 0,
@@ -113,13 +113,14 @@ async function apply(layout: StoreLayout, plan: RetentionPlan, log: (line: strin
 async function readAllRecords(layout: StoreLayout): Promise<{ records: Map<number, SnapshotRecord>; mtimes: Map<number, number> }> {
   const records = new Map<number, SnapshotRecord>()
   const mtimes = new Map<number, number>()
+  const store = StoreClient.local(layout.root)
   for (const name of await readdir(layout.snapshotsDir).catch(() => [] as string[])) {
     const m = /^(\d+)\.json$/.exec(name)
     if (!m) continue
     const id = Number(m[1])
-    let record: SnapshotRecord | null
+    let record: SnapshotRecord | undefined
     try {
-      record = await readLocalRecord(layout, id)
+      record = await store.record(id)
     } catch (err) {
       throw new VerifyError(`snapshots/${name} is damaged (${(err as Error).message}); refusing to prune: run \`snapshot verify --store\``, { cause: err })
     }

@@ -1,10 +1,12 @@
-import { createHash, type KeyObject } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { lstat, readdir, readFile, stat } from 'node:fs/promises'
-import { NoSnapshotError, SignatureError, UsageError } from '../core/errors.js'
-import { openEnvelope, parsePointerPayload, parseRecordPayload, type PointerPayload } from '../core/pointer.js'
+import { NoSnapshotError, UsageError } from '../core/errors.js'
+import type { PointerPayload } from '../core/pointer.js'
 import { recordObjects, type ObjectRef, type SnapshotRecord } from '../core/snapshot-record.js'
+import { ENVELOPE_MAX_BYTES } from '../store/store-client.js'
 import { LATEST, recordRelPath, StoreLayout } from '../store/store-layout.js'
+import { TrustedKeys } from '../store/trusted-keys.js'
 
 /**
  * `snapshot verify --store`: checks a store as a replica would, and names every problem rather
@@ -31,9 +33,7 @@ export interface VerifyStoreResult {
   readonly problems: readonly StoreProblem[]
 }
 
-const SMALL_MAX_BYTES = 4 << 20
-
-export async function verifyStore(opts: { store: string; trustedKeys: readonly KeyObject[]; log?: (line: string) => void }): Promise<VerifyStoreResult> {
+export async function verifyStore(opts: { store: string; trust: TrustedKeys; log?: (line: string) => void }): Promise<VerifyStoreResult> {
   const log = opts.log ?? (() => undefined)
   const layout = new StoreLayout(opts.store)
   if (!(await stat(opts.store).catch(() => null))?.isDirectory()) throw new UsageError(`--store ${opts.store} is not a directory`)
@@ -41,14 +41,14 @@ export async function verifyStore(opts: { store: string; trustedKeys: readonly K
   const problem = (path: string, message: string): void => {
     problems.push({ path, message })
   }
-  const keys = opts.trustedKeys
+  const trust = opts.trust
 
-  const pointer = await checkPointer(layout, keys, problem)
+  const pointer = await checkPointer(layout, trust, problem)
   const records = new Map<number, SnapshotRecord>()
   const names = (await readdir(layout.snapshotsDir).catch(() => [] as string[])).filter((n) => /^\d+\.json$/.test(n))
   for (const name of names) {
     const id = Number(name.slice(0, -'.json'.length))
-    const record = await checkEnvelope(layout.record(id), recordRelPath(id), keys, problem, (v) => parseRecordPayload(v, id))
+    const record = await checkEnvelope(layout.record(id), recordRelPath(id), trust, problem, (bytes) => TrustedKeys.none.record(bytes, id))
     if (record) records.set(id, record)
   }
   if (!pointer && records.size === 0 && !(await lstat(layout.latest).catch(() => null))) {
@@ -94,7 +94,7 @@ export async function verifyStore(opts: { store: string; trustedKeys: readonly K
   const unpublished = latestId === null ? [] : [...records.keys()].filter((id) => id > latestId).sort((a, b) => a - b)
   return {
     ok: problems.length === 0,
-    signaturesChecked: keys.length > 0,
+    signaturesChecked: trust.checked,
     latest: latestId,
     records: records.size,
     unpublished,
@@ -104,22 +104,22 @@ export async function verifyStore(opts: { store: string; trustedKeys: readonly K
   }
 }
 
-async function checkPointer(layout: StoreLayout, keys: readonly KeyObject[], problem: (path: string, message: string) => void): Promise<PointerPayload | null> {
+async function checkPointer(layout: StoreLayout, trust: TrustedKeys, problem: (path: string, message: string) => void): Promise<PointerPayload | null> {
   if (!(await lstat(layout.latest).catch(() => null))) {
     const anyRecord = (await readdir(layout.snapshotsDir).catch(() => [] as string[])).some((n) => /^\d+\.json$/.test(n))
     if (anyRecord) problem(LATEST, 'missing, but the store holds snapshot records')
     return null
   }
-  return checkEnvelope(layout.latest, LATEST, keys, problem, parsePointerPayload)
+  return checkEnvelope(layout.latest, LATEST, trust, problem, (bytes) => TrustedKeys.none.pointer(bytes))
 }
 
 /** The signature (when keys are given) and the structure, each reported on its own. */
-async function checkEnvelope<T>(file: string, path: string, keys: readonly KeyObject[], problem: (path: string, message: string) => void, parse: (payload: unknown) => T): Promise<T | null> {
+async function checkEnvelope<T>(file: string, path: string, trust: TrustedKeys, problem: (path: string, message: string) => void, parse: (bytes: Buffer) => T): Promise<T | null> {
   let bytes: Buffer
   try {
     const st = await stat(file)
-    if (st.size > SMALL_MAX_BYTES) {
-      problem(path, `${st.size} bytes: larger than any sound envelope (${SMALL_MAX_BYTES})`)
+    if (st.size > ENVELOPE_MAX_BYTES) {
+      problem(path, `${st.size} bytes: larger than any sound envelope (${ENVELOPE_MAX_BYTES})`)
       return null
     }
     bytes = await readFile(file)
@@ -127,16 +127,10 @@ async function checkEnvelope<T>(file: string, path: string, keys: readonly KeyOb
     problem(path, `unreadable: ${(err as Error).message}`)
     return null
   }
-  if (keys.length > 0) {
-    try {
-      openEnvelope(bytes, keys)
-    } catch (err) {
-      if (err instanceof SignatureError) problem(path, `signature: ${err.message.replace(/^refusing the pointer: /, '')}`)
-      // anything else is a structure problem, reported just below
-    }
-  }
+  const refused = trust.signatureProblem(bytes) // a structure problem is reported just below
+  if (refused) problem(path, `signature: ${refused.message.replace(/^refusing the pointer: /, '')}`)
   try {
-    return parse(openEnvelope(bytes, []))
+    return parse(bytes)
   } catch (err) {
     problem(path, (err as Error).message)
     return null

@@ -69,7 +69,7 @@ export class ReplicaObserver {
   }
 
   async status(): Promise<ReplicaStatusReport | null> {
-    const s = await replicaStatus({ target: this.opts.target, ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}), trees: this.opts.trees ?? 2, trustedKeys: [], now: () => this.now() })
+    const s = await replicaStatus({ target: this.opts.target, ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}), trees: this.opts.trees ?? 2, now: () => this.now() })
     if (!s) return null
     const store: ReplicaStatus['store'] = this.latest ? { source: this.opts.source, ...this.latest, lag: this.latest.latestId - (s.live?.id ?? 0) } : null
     return { ...s, store, lastOutcome: this.last }

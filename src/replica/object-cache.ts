@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, rm, stat } from 'node:fs/promises'
-import type { ObjectRef } from '../core/snapshot-record.js'
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { recordObjects, type ObjectRef, type SnapshotRecord } from '../core/snapshot-record.js'
 import type { ObjectSource } from '../store/object-source.js'
 import type { ReplicaLayout } from './replica-layout.js'
+import type { ReplicaState } from './replica-state.js'
 
 /**
  * Objects a replica downloaded, kept so a recycled tree can replay the deltas it missed without
@@ -23,6 +24,22 @@ export async function ensureObject(layout: ReplicaLayout, source: ObjectSource, 
   await mkdir(layout.objectsDir, { recursive: true })
   await source.fetchObject(ref.path, file, { sha256: ref.sha256, length: ref.length }, progress)
   return file
+}
+
+/**
+ * Keeps only objects that a kept tree may still replay: those of snapshots newer than the oldest
+ * tree, where an empty tree counts as needing the latest full archive and the deltas after it.
+ */
+export async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaState, records: ReadonlyMap<number, SnapshotRecord>): Promise<void> {
+  const latestFull = Math.max(0, ...[...records.values()].filter((r) => r.full).map((r) => r.id))
+  const needs = Object.values(state.slots).map((s) => (s.status === 'ready' ? s.id : s.status === 'dirty' && s.base !== null ? s.base : latestFull - 1))
+  const oldest = Math.min(...needs)
+  const keep = new Set<string>()
+  for (const r of records.values()) if (r.id > oldest) for (const ref of recordObjects(r)) keep.add(ref.path)
+  const names = await readdir(layout.objectsDir).catch(() => [] as string[])
+  for (const name of names) {
+    if (!keep.has(`objects/${name}`)) await rm(`${layout.objectsDir}/${name}`, { force: true })
+  }
 }
 
 async function sha256OfFile(file: string): Promise<string> {

@@ -1,4 +1,6 @@
+import { lstat, readlink } from 'node:fs/promises'
 import { basename, dirname, join, relative } from 'node:path'
+import { UsageError } from '../core/errors.js'
 
 /**
  * A replica is a symlink (the target PATH the operator serves) to one of several trees kept in a
@@ -54,5 +56,24 @@ export class ReplicaLayout {
   }
   record(id: number): string {
     return join(this.recordsDir, `${id}.json`)
+  }
+}
+
+/** The trees' names: a, b, c... (`--trees`). */
+export function slotNames(trees: number): string[] {
+  if (!Number.isInteger(trees) || trees < TREES.min || trees > TREES.max) throw new UsageError(`--trees must be a whole number from ${TREES.min} to ${TREES.max}`)
+  return Array.from({ length: trees }, (_, i) => String.fromCharCode(97 + i))
+}
+
+/** PATH must be absent or a symlink into our trees: never replace an operator's own directory. */
+export async function checkTarget(layout: ReplicaLayout): Promise<void> {
+  const st = await lstat(layout.target).catch(() => null)
+  if (!st) return
+  if (!st.isSymbolicLink()) {
+    throw new UsageError(`--target ${layout.target} exists and is not a symlink made by snapshot; move it aside or choose another path`)
+  }
+  const value = await readlink(layout.target)
+  if (!slotNames(TREES.max).some((s) => value === layout.linkValue(s))) {
+    throw new UsageError(`--target ${layout.target} is a symlink to ${value}, which snapshot did not make; remove it or choose another path`)
   }
 }

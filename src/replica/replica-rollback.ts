@@ -1,12 +1,12 @@
-import type { KeyObject } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
 import { NoSnapshotError, ObjectMissingError, SnapshotError, UsageError } from '../core/errors.js'
 import { swapSymlink } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
-import type { ObjectSource } from '../store/object-source.js'
-import { buildInSlot, checkTarget, collectRecords, planFor, fetchPointer, fetchRecord, loadCachedRecord, slotNames } from './pull.js'
+import type { StoreClient } from '../store/store-client.js'
+import { collectRecords, fetchRecord, loadCachedRecord } from './record-cache.js'
+import { buildInSlot, planFor } from './slot-build.js'
 import { chooseSlot, rollbackSlot } from './slot-policy.js'
-import { ReplicaLayout } from './replica-layout.js'
+import { checkTarget, ReplicaLayout, slotNames } from './replica-layout.js'
 import { loadState, saveState, type ReplicaState } from './replica-state.js'
 
 /**
@@ -20,8 +20,8 @@ export interface ReplicaRollbackOptions {
   readonly stateDir?: string
   readonly to?: number
   readonly trees?: number
-  readonly source?: ObjectSource
-  readonly trustedKeys: readonly KeyObject[]
+  /** The store, to rebuild a snapshot that no kept tree holds. */
+  readonly store?: StoreClient
   readonly lockWaitMs?: number
   readonly log?: (line: string) => void
 }
@@ -52,16 +52,16 @@ export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<Rep
     let slot = Object.keys(state.slots).find((s) => s !== live.slot && state.slots[s]!.status === 'ready' && (state.slots[s] as { id: number }).id === toId)
     const instant = slot !== undefined
     if (!slot) {
-      if (!opts.source) throw new UsageError(`snapshot ${toId} is not kept on this replica: give --from URL|DIR to rebuild it from the store`)
+      if (!opts.store) throw new UsageError(`snapshot ${toId} is not kept on this replica: give --from URL|DIR to rebuild it from the store`)
       slot = rebuildSlot(state)
-      const pointer = await fetchPointer(opts.source, opts.trustedKeys)
-      const record = (await loadCachedRecord(layout, toId)) ?? pointer.chain.find((r) => r.id === toId) ?? (await fetchRecord(opts.source, layout, opts.trustedKeys, toId))
+      const pointer = await opts.store.pointer()
+      const record = (await loadCachedRecord(layout, toId)) ?? pointer.chain.find((r) => r.id === toId) ?? (await fetchRecord(opts.store, layout, toId))
       if (!record) throw new NoSnapshotError(`the store no longer has snapshot ${toId}`)
-      const records = await collectRecords(opts.source, layout, opts.trustedKeys, pointer, null, record)
+      const records = await collectRecords(opts.store, layout, pointer, null, record)
       const plan = await planFor(layout, records, null, toId)
-      log(`rebuilding snapshot ${toId} in tree ${slot} from ${opts.source.description}`)
+      log(`rebuilding snapshot ${toId} in tree ${slot} from ${opts.store.description}`)
       try {
-        await buildInSlot(layout, state, slot, record, plan, opts.source, log)
+        await buildInSlot(layout, state, slot, record, plan, opts.store.source, log)
       } catch (err) {
         // The store answered: the objects are gone (pruned), which no retry or network fix brings back.
         if (err instanceof ObjectMissingError) throw new NoSnapshotError(`cannot rebuild snapshot ${toId}: ${err.message}; \`snapshot list --from\` shows what the store can still give`, { cause: err })

@@ -1,9 +1,9 @@
-import type { KeyObject } from 'node:crypto'
 import { readlink } from 'node:fs/promises'
+import { parentCreated } from '../core/pointer.js'
 import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
-import type { ObjectSource } from '../store/object-source.js'
-import { fetchPointer, loadCachedRecord, parentCreated, slotNames } from './pull.js'
-import { ReplicaLayout } from './replica-layout.js'
+import type { StoreClient } from '../store/store-client.js'
+import { loadCachedRecord } from './record-cache.js'
+import { ReplicaLayout, slotNames } from './replica-layout.js'
 import { loadState, type ReplicaState } from './replica-state.js'
 
 /**
@@ -24,7 +24,7 @@ export interface ReplicaStatus {
   readonly mirrors: readonly MirrorReport[] | null
 }
 
-export async function replicaStatus(opts: { target: string; stateDir?: string; trees?: number; source?: ObjectSource; trustedKeys: readonly KeyObject[]; now?: () => Date }): Promise<ReplicaStatus | null> {
+export async function replicaStatus(opts: { target: string; stateDir?: string; trees?: number; store?: StoreClient; now?: () => Date }): Promise<ReplicaStatus | null> {
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
   const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
   if (!state) return null
@@ -38,13 +38,13 @@ export async function replicaStatus(opts: { target: string; stateDir?: string; t
     linkOk = (await readlink(opts.target).catch(() => null)) === layout.linkValue(state.live.slot)
   }
   let store: ReplicaStatus['store'] = null
-  if (opts.source) {
+  if (opts.store) {
     try {
-      const pointer = await fetchPointer(opts.source, opts.trustedKeys)
-      store = { source: opts.source.description, latestId: pointer.latest.id, created: pointer.latest.created, ...parentCreated(pointer), lag: pointer.latest.id - (state.live?.id ?? 0) }
+      const pointer = await opts.store.pointer()
+      store = { source: opts.store.description, latestId: pointer.latest.id, created: pointer.latest.created, ...parentCreated(pointer), lag: pointer.latest.id - (state.live?.id ?? 0) }
     } catch (err) {
       const e = err as { message?: string; code?: string }
-      store = { source: opts.source.description, error: e.message ?? String(err), code: e.code ?? 'ERR_UNKNOWN' }
+      store = { source: opts.store.description, error: e.message ?? String(err), code: e.code ?? 'ERR_UNKNOWN' }
     }
   }
   return {
@@ -56,6 +56,6 @@ export async function replicaStatus(opts: { target: string; stateDir?: string; t
     lastPull: state.lastPull,
     trees: state.slots,
     store,
-    mirrors: opts.source instanceof MirroredSource && store ? opts.source.reports : null,
+    mirrors: opts.store?.source instanceof MirroredSource && store ? opts.store.source.reports : null,
   }
 }

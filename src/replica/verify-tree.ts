@@ -1,21 +1,20 @@
 import { createHash, type Hash } from 'node:crypto'
-import type { KeyObject } from 'node:crypto'
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs'
 import { byteStringOf, bytesOf, displayPath, fsPath } from '../core/byte-path.js'
 import { mtimeFromNs, mtimeMicros } from '../core/mtime.js'
-import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
 import { TarReader } from '../archive/tar-reader.js'
 import { NoSnapshotError, SnapshotError } from '../core/errors.js'
 import type { SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { ManifestFileEntry, RootMeta, TreeEntry } from '../core/tree-entry.js'
-import { MAX_PATH_BYTES } from '../core/tree-path.js'
 import type { ObjectSource } from '../store/object-source.js'
-import { ManifestCursor } from '../restore/manifest-cursor.js'
+import { walkBack, type StoreClient } from '../store/store-client.js'
+import type { ManifestCursor } from '../restore/manifest-cursor.js'
 import { feedTar, ManifestLockstep } from '../restore/manifest-lockstep.js'
+import { openStep } from '../restore/open-step.js'
 import { ensureObject } from './object-cache.js'
-import { fetchRecord, loadCachedRecord, slotNames } from './pull.js'
-import { ReplicaLayout } from './replica-layout.js'
+import { fetchRecord, loadCachedRecord } from './record-cache.js'
+import { ReplicaLayout, slotNames } from './replica-layout.js'
 import { loadState } from './replica-state.js'
 
 /**
@@ -39,37 +38,36 @@ export interface TreeVerifyResult {
 
 const MAX_REPORTED = 10_000
 
-export async function verifyLiveTree(opts: { target: string; stateDir?: string; trees?: number; source?: ObjectSource; trustedKeys: readonly KeyObject[]; log?: (l: string) => void }): Promise<TreeVerifyResult> {
+export async function verifyLiveTree(opts: { target: string; stateDir?: string; trees?: number; store?: StoreClient; log?: (l: string) => void }): Promise<TreeVerifyResult> {
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
   const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
   if (!state?.live) throw new SnapshotError(`${opts.target} serves no snapshot yet`)
   const liveId = state.live.id
+  const store = opts.store
   const getRecord = async (id: number): Promise<SnapshotRecord | undefined> =>
-    (await loadCachedRecord(layout, id)) ?? (opts.source ? await fetchRecord(opts.source, layout, opts.trustedKeys, id) : undefined)
+    (await loadCachedRecord(layout, id)) ?? (store ? await fetchRecord(store, layout, id) : undefined)
+  const gone = (): NoSnapshotError => new NoSnapshotError(`the records needed to rebuild the tree of snapshot ${liveId} are gone${store ? '' : ' (give --from to fetch them from the store)'}`)
 
   // The chain back to a full archive: that full archive, then each delta forward.
-  const chain: SnapshotRecord[] = []
-  for (let r = await getRecord(liveId); ; ) {
-    if (!r) throw new NoSnapshotError(`the records needed to rebuild the tree of snapshot ${liveId} are gone${opts.source ? '' : ' (give --from to fetch them from the store)'}`)
-    chain.unshift(r)
-    if (r.full) break
-    if (r.parent === null) throw new NoSnapshotError(`snapshot ${r.id} has neither a full archive nor a parent`)
-    r = await getRecord(r.parent)
-  }
+  const live = await getRecord(liveId)
+  if (!live) throw gone()
+  const chain = [live, ...(await walkBack(live, (r) => !r.full, getRecord))].reverse()
+  const oldest = chain[0]!
+  if (!oldest.full) throw oldest.parent === null ? new NoSnapshotError(`snapshot ${oldest.id} has neither a full archive nor a parent`) : gone()
   const expected = new Map<string, TreeEntry>()
   let root: RootMeta | null = null
   for (const [i, r] of chain.entries()) {
+    const step = { record: r, use: i === 0 ? ('full' as const) : ('delta' as const) }
     const pair = i === 0 ? r.full! : r.delta!
-    const manifestFile = await fetchIfNeeded(layout, opts.source, pair.manifest, r.id)
-    const archiveFile = await fetchIfNeeded(layout, opts.source, pair.archive, r.id)
-    const cursor = new ManifestCursor(await decompressFileToBuffer(manifestFile, (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256), `manifest of snapshot ${r.id}`))
-    await replayArchive(cursor, decompressFile(archiveFile, pair.archive.tarBytes, `the archive of snapshot ${r.id}`), pair.archive.tarBytes, expected)
-    root = cursor.header.root
+    const manifestFile = await fetchIfNeeded(layout, store?.source, pair.manifest, r.id)
+    const archiveFile = await fetchIfNeeded(layout, store?.source, pair.archive, r.id)
+    const opened = await openStep(step, { manifest: manifestFile, archive: archiveFile })
+    await replayArchive(opened.manifest, opened.tarChunks, opened.tarBytes, expected)
+    root = opened.manifest.header.root
   }
   const digest = new TreeDigest()
   digest.addRoot(root!)
   for (const e of expected.values()) digest.add(e)
-  const live = chain[chain.length - 1]!
   if (digest.toHex() !== live.treeDigest) throw new SnapshotError(`the archives of snapshots ${chain[0]!.id}..${liveId} do not add up to the signed tree digest`)
 
   opts.log?.(`reading the live tree of snapshot ${liveId} (${expected.size} entries expected)`)

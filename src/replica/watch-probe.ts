@@ -18,11 +18,12 @@ import got from 'got'
 import { UsageError } from '../core/errors.js'
 import type { ObjectSource } from '../store/object-source.js'
 import { openSource } from '../store/open-source.js'
+import { ENVELOPE_MAX_BYTES } from '../store/store-client.js'
+import { LATEST } from '../store/store-layout.js'
 import type { ProbeResult } from './watch-policy.js'
 
 /** The header by which `snapshot serve` says it held a long-poll (its value: the seconds granted). */
 export const LONG_POLL_HEADER = 'snapshot-long-poll'
-const POINTER_MAX_BYTES = 4 << 20
 
 export interface PointerProbe {
   readonly description: string
@@ -73,7 +74,7 @@ class HttpProbe implements PointerProbe {
     } catch (err) {
       throw new UsageError(`--from ${from}: not a valid URL`, { cause: err })
     }
-    this.url = new URL('latest.json', base)
+    this.url = new URL(LATEST, base)
     this.waitSeconds = opts.waitSeconds ?? 0
     if (this.waitSeconds > 0) this.url.searchParams.set('wait', String(this.waitSeconds))
     const shown = new URL(this.url)
@@ -120,7 +121,7 @@ class HttpProbe implements PointerProbe {
       let total = 0
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         total += chunk.length
-        if (total > POINTER_MAX_BYTES) return { kind: 'error', message: `the pointer is larger than ${POINTER_MAX_BYTES} bytes` }
+        if (total > ENVELOPE_MAX_BYTES) return { kind: 'error', message: `the pointer is larger than ${ENVELOPE_MAX_BYTES} bytes` }
         parts.push(chunk)
       }
       const etag = response.headers.etag
@@ -144,7 +145,7 @@ class StatProbe implements PointerProbe {
   private readonly file: string
 
   constructor(dir: string) {
-    this.file = join(dir, 'latest.json')
+    this.file = join(dir, LATEST)
     this.description = this.file
   }
 
@@ -175,7 +176,7 @@ class BytesProbe implements PointerProbe {
 
   async check(): Promise<ProbeResult> {
     try {
-      const bytes = await this.source.getSmall('latest.json', POINTER_MAX_BYTES)
+      const bytes = await this.source.getSmall(LATEST, ENVELOPE_MAX_BYTES)
       if (bytes === null) return { kind: 'absent' }
       return { kind: 'fresh', version: { digest: digestOf(bytes), etag: null } }
     } catch (err) {

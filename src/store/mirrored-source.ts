@@ -1,8 +1,8 @@
-import type { KeyObject } from 'node:crypto'
 import { forEachBounded } from '../core/bounded-pool.js'
 import { asSnapshotError, NetworkError, NoSpaceError, NoSnapshotError, SnapshotError, VerifyError } from '../core/errors.js'
-import { openEnvelope, parsePointerPayload } from '../core/pointer.js'
 import type { ObjectExpectation, ObjectSource } from './object-source.js'
+import { LATEST } from './store-layout.js'
+import type { TrustedKeys } from './trusted-keys.js'
 
 /**
  * `pull --from A --from B ...`: several mirrors of one store behind one ObjectSource. The signed
@@ -30,14 +30,13 @@ export interface MirrorReport {
 }
 
 export interface MirroredSourceOptions {
-  readonly trustedKeys: readonly KeyObject[]
+  /** The keys the pointers must verify under: a mirror whose pointer does not is skipped. */
+  readonly trust: TrustedKeys
   /** How long every mirror together has to answer for its pointer. */
   readonly pointerTimeoutMs: number
   readonly concurrency?: number
   readonly log?: (line: string) => void
 }
-
-const LATEST = 'latest.json'
 
 export class MirroredSource implements ObjectSource {
   readonly description: string
@@ -96,7 +95,7 @@ export class MirroredSource implements ObjectSource {
         try {
           const bytes = await mirror.probe(deadline.signal).getSmall(LATEST, maxBytes)
           if (!bytes) return void answers.set(i, { error: new NoSnapshotError(`${mirror.source.description} has no latest.json`), empty: true })
-          const p = parsePointerPayload(openEnvelope(bytes, this.opts.trustedKeys))
+          const p = this.opts.trust.pointer(bytes)
           answers.set(i, { bytes, id: p.latest.id, created: p.latest.created })
         } catch (err) {
           if (err instanceof NoSpaceError) throw err

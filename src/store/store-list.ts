@@ -1,13 +1,9 @@
-import type { KeyObject } from 'node:crypto'
-import { NoSnapshotError } from '../core/errors.js'
-import { openEnvelope, parsePointerPayload, parseRecordPayload } from '../core/pointer.js'
 import { recordObjects, type SnapshotRecord } from '../core/snapshot-record.js'
-import type { ObjectSource } from './object-source.js'
-import { LATEST, recordRelPath } from './store-layout.js'
+import type { StoreClient } from './store-client.js'
 
 /**
  * `snapshot list`: the snapshots a store offers, read the way a replica reads them (a directory or
- * an http(s) URL, through the same ObjectSource): the signed pointer's chain, then the records
+ * an http(s) URL, through the same store client): the signed pointer's chain, then the records
  * before it, walking parents back until the first snapshot or one that was pruned.
  */
 export interface ListedSnapshot {
@@ -33,22 +29,14 @@ export interface StoreListing {
   readonly snapshots: readonly ListedSnapshot[]
 }
 
-const RECORD_MAX_BYTES = 4 << 20
 const MAX_WALK = 1_000_000
 
-export async function listStore(opts: { source: ObjectSource; trustedKeys: readonly KeyObject[] }): Promise<StoreListing> {
-  const pointerBytes = await opts.source.getSmall(LATEST, RECORD_MAX_BYTES)
-  if (!pointerBytes) throw new NoSnapshotError(`${opts.source.description} has no snapshot yet (no ${LATEST})`)
-  const pointer = parsePointerPayload(openEnvelope(pointerBytes, opts.trustedKeys))
-  const records: SnapshotRecord[] = [...pointer.chain].reverse() // newest first while walking
-  for (let r = records[records.length - 1]; r && r.parent !== null && records.length < MAX_WALK; ) {
-    const bytes = await opts.source.getSmall(recordRelPath(r.parent), RECORD_MAX_BYTES)
-    if (!bytes) break // pruned: the listing starts after it
-    const parent = parseRecordPayload(openEnvelope(bytes, opts.trustedKeys), r.parent)
-    records.push(parent)
-    r = parent
-  }
-  return { latest: pointer.latest.id, snapshots: records.reverse().map(describe) }
+export async function listStore(store: StoreClient): Promise<StoreListing> {
+  const pointer = await store.pointer()
+  const chain = [...pointer.chain].reverse() // newest first while walking
+  // Back from the chain's oldest until the first snapshot, or one that was pruned (the listing starts after it).
+  const before = await store.walkBack(chain[chain.length - 1]!, () => true, { max: MAX_WALK - chain.length })
+  return { latest: pointer.latest.id, snapshots: [...chain, ...before].reverse().map(describe) }
 }
 
 function describe(r: SnapshotRecord): ListedSnapshot {
