@@ -105,7 +105,7 @@ export function isRefusal(exitCode: number): boolean {
   return REFUSALS.has(exitCode)
 }
 
-/** Exponential from the base, capped, with jitter in the upper half (as object-source's retries). */
+/** Exponential from the base, capped, with jitter in the upper half (as a download's retries, store/transfer-retry.ts). */
 export function backoffMs(attempt: number, config: Pick<WatchConfig, 'backoffBaseMs' | 'backoffMaxMs' | 'random'>): number {
   const ceiling = Math.min(config.backoffMaxMs, config.backoffBaseMs * 2 ** Math.min(30, Math.max(0, attempt - 1)))
   return Math.round(ceiling / 2 + (config.random() * ceiling) / 2)

@@ -41,7 +41,7 @@ import { mtimeFromNs, utimesValue, type Mtime } from '../core/mtime.js'
  * byte strings (byte-path.ts), handed to the file system as Buffers.
  *
  * Over ~350 lines: the checks that keep a hostile archive out of the tree are kept beside the
- * writes they guard (issue 18 plans to move the module whole into a restore/ folder).
+ * writes they guard.
  */
 export interface ApplyStats {
   filesWritten: number
