@@ -4,7 +4,7 @@ import { LengthMismatchError, NetworkError, ObjectMissingError, SnapshotError, T
 import { checkRelPath, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 import { PartFile } from './part-file.js'
 import type { RateLimiter } from './rate-limit.js'
-import { StallWatchdog, TransientError, withRetries } from './transfer-retry.js'
+import { DEFAULT_RETRIES, DEFAULT_RETRY_BASE_MS, StallWatchdog, TransientError, withRetries } from './transfer-retry.js'
 
 /**
  * `--from URL`: the store over http(s), with got. An object lands in `dest.part` first; an
@@ -14,8 +14,6 @@ import { StallWatchdog, TransientError, withRetries } from './transfer-retry.js'
  */
 const DEFAULT_CONNECT_MS = 10_000
 const DEFAULT_IDLE_MS = 30_000
-const DEFAULT_RETRIES = 5
-const DEFAULT_RETRY_BASE_MS = 500
 
 interface Exchange {
   stream: GotRequest

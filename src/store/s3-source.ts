@@ -6,7 +6,7 @@ import type { S3ConnectOptions } from './s3-client.js'
 import { describeS3, parseS3Url, s3Key, type S3Location } from './s3-location.js'
 import { checkRelPath, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 import { PartFile } from './part-file.js'
-import { retryDelayMs } from './transfer-retry.js'
+import { DEFAULT_RETRIES, DEFAULT_RETRY_BASE_MS, retryDelayMs } from './transfer-retry.js'
 
 /**
  * `--from s3://BUCKET/PREFIX`: a private bucket read with signed GetObject requests (credentials
@@ -29,11 +29,11 @@ export class S3Source implements ObjectSource {
   constructor(from: string, opts: SourceOptions & { s3?: S3ConnectOptions } = {}) {
     this.location = parseS3Url(from, '--from')
     this.description = describeS3(this.location)
-    this.retries = opts.retries ?? 5
-    this.retryBaseMs = opts.retryBaseMs ?? 500
+    this.retries = opts.retries ?? DEFAULT_RETRIES
+    this.retryBaseMs = opts.retryBaseMs ?? DEFAULT_RETRY_BASE_MS
     this.signal = opts.signal
     this.limiter = opts.limiter
-    this.connect = { ...opts.s3, maxAttempts: (opts.retries ?? 5) + 1, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) }
+    this.connect = { ...opts.s3, maxAttempts: this.retries + 1, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) }
   }
 
   private load() {

@@ -16,6 +16,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { NetworkError, SnapshotError } from '../core/errors.js'
 
+/** Retries after the first attempt, and the first backoff, unless the caller says (`--retries`). */
+export const DEFAULT_RETRIES = 5
+export const DEFAULT_RETRY_BASE_MS = 500
 const RETRY_CAP_MS = 10_000
 
 /**
