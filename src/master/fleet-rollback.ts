@@ -9,7 +9,7 @@ import type { ObjectRef, SnapshotRecord } from '../core/snapshot-record.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { applyArchive } from '../restore/apply-archive.js'
 import { openStep } from '../restore/open-step.js'
-import { StoreClient } from '../store/store-client.js'
+import { StoreClient, type RecordLookup } from '../store/store-client.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { buildLocked, type BuildResult } from './build.js'
 import { ROLLBACK_WORK_PREFIX } from './prune.js'
@@ -50,10 +50,10 @@ export async function fleetRollback(opts: FleetRollbackOptions): Promise<FleetRo
     if (opts.to > latest.id) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: the latest is ${latest.id} (see \`snapshot list\`)`)
 
     const records = new Map<number, SnapshotRecord>(pointer.chain.map((r) => [r.id, r]))
-    const lookup = async (id: number): Promise<SnapshotRecord | undefined> => records.get(id) ?? (await store.record(id))
+    const lookup: RecordLookup = async (id) => records.get(id) ?? (await store.record(id))
     const target = await lookup(opts.to)
     if (!target) throw new NoSnapshotError(`snapshot ${opts.to} is not in the store: it was pruned, or never published (see \`snapshot list\`)`)
-    await checkPublished(store, records, latest, opts.to)
+    for (const r of await checkPublished(store, lookup, latest, opts.to)) records.set(r.id, r)
     // The target and the records before it, back to its nearest full archive.
     records.set(target.id, target)
     for (const r of await store.walkBack(target, (r) => !r.full, { lookup })) records.set(r.id, r)
@@ -105,12 +105,15 @@ async function checkSigningKey(layout: StoreLayout, key: KeyObject | null, log: 
   if (keyids.length > 0 && !keyids.includes(mine)) log(`warning: --key (key id ${mine}) did not sign the latest snapshot (${keyids.join(', ')}): replicas must trust it`)
 }
 
-/** Only a snapshot the pointer once named: not the record of a build that died before publishing. */
-async function checkPublished(store: StoreClient, records: Map<number, SnapshotRecord>, latest: SnapshotRecord, id: number): Promise<void> {
-  const walked = await store.walkBack(latest, (r) => r.id > id, { lookup: async (parentId) => records.get(parentId) ?? (await store.record(parentId)) })
-  for (const r of walked) records.set(r.id, r)
+/**
+ * Only a snapshot the pointer once named: not the record of a build that died before publishing.
+ * Returns the records walked through, from the latest back to `id`.
+ */
+async function checkPublished(store: StoreClient, lookup: RecordLookup, latest: SnapshotRecord, id: number): Promise<SnapshotRecord[]> {
+  const walked = await store.walkBack(latest, (r) => r.id > id, { lookup })
   const reached = walked[walked.length - 1] ?? latest
   if (reached.id < id) throw new NoSnapshotError(`snapshot ${id} was never published (a build that died before the pointer moved): nothing to roll back to`)
+  return walked
 }
 
 async function checkObjectsPresent(layout: StoreLayout, steps: readonly PlanStep[], id: number): Promise<void> {

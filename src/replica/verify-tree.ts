@@ -3,6 +3,7 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } 
 import { byteStringOf, bytesOf, displayPath, fsPath } from '../core/byte-path.js'
 import { mtimeFromNs, mtimeMicros } from '../core/mtime.js'
 import { TarReader } from '../archive/tar-reader.js'
+import { pairOf } from '../core/chain-plan.js'
 import { NoSnapshotError, SnapshotError } from '../core/errors.js'
 import type { SnapshotRecord } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
@@ -58,7 +59,7 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
   let root: RootMeta | null = null
   for (const [i, r] of chain.entries()) {
     const step = { record: r, use: i === 0 ? ('full' as const) : ('delta' as const) }
-    const pair = i === 0 ? r.full! : r.delta!
+    const pair = pairOf(step)
     const manifestFile = await fetchIfNeeded(layout, store?.source, pair.manifest, r.id)
     const archiveFile = await fetchIfNeeded(layout, store?.source, pair.archive, r.id)
     const opened = await openStep(step, { manifest: manifestFile, archive: archiveFile })
