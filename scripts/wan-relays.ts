@@ -227,6 +227,7 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
     before = egress(topo, continents)
     const setupStart = Date.now()
     for (const c of continents) {
+      await mkdir(c.relayDir, { recursive: true }) // empty until the mirror's first copy: serve answers 404, and replicas ask the origin
       c.relayServe = startProcess(nsArgv(c.link.ns, [process.execPath, bin, 'serve', '--store', c.relayDir, '--host', '127.0.0.1', '--port', String(RELAY_PORT), '--json', '--quiet']), `the relay's serve on continent ${c.link.index}`)
       c.relayProxy = startProcess(nsArgv(c.link.ns, [process.execPath, proxyScript, '--rtt-ms', String(o.relayRttMs), '--map', `${RELAY_NEAR}:${ORIGIN_PORT}=127.0.0.1:${RELAY_PORT}`]), `relay proxy ${c.link.index}`, undefined, 'pipe')
       c.mirror = startProcess(

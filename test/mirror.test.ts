@@ -276,6 +276,29 @@ describe('snapshot mirror: relays', () => {
     assert.equal(bad.code, 4, bad.stderr)
   })
 
+  test('publish --to DIR writes a store by the same path: a replica pulls from it, and it refuses to go back', async () => {
+    const copy = join(dir, 'published')
+    const r = await runJson<Mirrored>(['publish', '--store', store, '--to', copy, '--quiet'])
+    assert.equal(r.uploaded.pointer, true)
+    assert.equal(pointerId(copy), pointerId(store))
+    const verified = await runCli(['verify', '--store', copy, '--pubkey', pub()])
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr)
+    const target = join(dir, 'r-published')
+    const p = await pull([copy], target)
+    assert.equal(p.code, 0, p.stderr)
+    assert.deepEqual(treeDiff(source, target), [])
+    assert.equal((await runCli(['publish', '--store', store, '--to', store])).code, 2)
+    // a store behind the copy: refused (exit 6), the copy keeps its pointer
+    const behind = join(dir, 'store-behind')
+    cpSync(store, behind, { recursive: true })
+    edit()
+    await build()
+    await runJson(['publish', '--store', store, '--to', copy, '--quiet'])
+    const back = await runCli(['publish', '--store', behind, '--to', copy])
+    assert.equal(back.code, 6, back.stderr)
+    assert.equal(pointerId(copy), pointerId(store))
+  })
+
   test('bad input: documented exit codes, and nothing written', async () => {
     const relay = join(dir, 'relay-bad')
     const cases: [string[], number, RegExp][] = [
