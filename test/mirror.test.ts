@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runCli, runJson, startServe } from './helpers/cli.js'
@@ -321,5 +321,16 @@ describe('snapshot mirror: relays', () => {
       assert.match(r.stderr, message, args.join(' '))
     }
     assert.ok(!existsSync(join(relay, 'latest.json')))
+    // another mirror into the same directory (this process stands for it: alive, on this host)
+    const locked = join(dir, 'relay-locked')
+    mkdirSync(locked)
+    writeFileSync(join(locked, '.mirror.lock'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
+    const busy = await runCli(['mirror', '--from', origin.url, '--to', locked, '--pubkey', pub()])
+    assert.equal(busy.code, 11, busy.stderr)
+    assert.match(busy.stderr, /ERR_LOCKED/)
+    assert.ok(!existsSync(join(locked, 'latest.json')))
+    rmSync(join(locked, '.mirror.lock'))
+    assert.equal((await mirror([origin.url], locked)).code, 0)
+    assert.ok(!existsSync(join(locked, '.mirror.lock')), 'the lock outlived the mirror')
   })
 })

@@ -12,7 +12,7 @@ import { DEFAULT_CONCURRENCY } from '../publish/publish-plan.js'
 import type { StoreDestination } from '../publish/store-destination.js'
 import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 import { isS3Url, parseS3Url } from '../store/s3-location.js'
-import { jsonOption, maxAgeOption, pubkeyOption, quietOption, tokenOption } from './common-options.js'
+import { jsonOption, maxAgeOption, pubkeyOption, quietOption, tokenOption, waitOption } from './common-options.js'
 import { readPublicKeyFiles } from './keys.js'
 import { openSources, type SourceFlags } from './open-sources.js'
 import { checked, collect, wholeNumber } from './option-parsers.js'
@@ -37,6 +37,7 @@ export interface MirrorCommandOptions extends SourceFlags {
   concurrency: number
   delete?: boolean
   maxAge: number
+  wait: number
   watch?: boolean
   interval: number
   longPoll: number
@@ -98,7 +99,7 @@ async function mirrorOnce(opts: MirrorCommandOptions, keys: Awaited<ReturnType<t
     { trustedKeys: keys, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
   )
   const { mirrorStore } = await import('../publish/mirror-store.js')
-  const mirrored = await mirrorStore({ source, trustedKeys: keys, to, stagingDir, verified, concurrency: opts.concurrency, prune: opts.delete ?? true, log: (l) => out.log(l) })
+  const mirrored = await mirrorStore({ source, trustedKeys: keys, to, stagingDir, verified, concurrency: opts.concurrency, prune: opts.delete ?? true, lockWaitMs: opts.wait * 1000, log: (l) => out.log(l) })
   const mirrors = source instanceof MirroredSource ? source.reports : undefined
   const r = mirrors ? { ...mirrored, mirrors } : mirrored
   out.result(r, [
@@ -122,6 +123,7 @@ export function registerMirrorCommand(program: Command): void {
     .option('--limit-rate <rate>', 'download at most this many bytes per second per pass, e.g. 500k, 10M (k, M, G: 1024, 1024², 1024³; at least 16k)', checked(parseRate))
     .option('--concurrency <n>', 'downloads (and uploads) at once', wholeNumber('--concurrency', 1, 64), DEFAULT_CONCURRENCY)
     .option('--no-delete', 'keep what the origin\'s chain no longer names (default: deleted once the relay\'s previous pointer no longer names it either)')
+    .addOption(waitOption('wait this long for another mirror into the same directory to finish (otherwise exit 11)'))
     .addOption(maxAgeOption('exit 13 (after copying) when the origin\'s newest snapshot is older than this: a stopped master; 0: never'))
     .option('--watch', 'keep running and copy each new snapshot as soon as it is published (long-poll against `snapshot serve`, else a conditional request every --interval)')
     .option('--interval <seconds>', 'with --watch: seconds between checks of an origin that does not long-poll', wholeNumber('--interval', 1, 86400), WATCH_DEFAULTS.intervalMs / 1000)

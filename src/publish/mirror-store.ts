@@ -1,4 +1,6 @@
 import type { KeyObject } from 'node:crypto'
+import { join } from 'node:path'
+import { acquireLock } from '../fs/lock-file.js'
 import type { ObjectSource } from '../http/object-source.js'
 import { DirDestination } from './dir-destination.js'
 import { readRemoteStore } from './mirror-source.js'
@@ -22,6 +24,8 @@ export interface MirrorOptions {
   readonly concurrency?: number
   /** Follow the origin's prune (default true). */
   readonly prune?: boolean
+  /** How long to wait for another mirror holding a directory relay's lock (default 0: exit 11 at once). */
+  readonly lockWaitMs?: number
   readonly log?: (line: string) => void
 }
 
@@ -33,7 +37,19 @@ export interface MirrorResult extends PublishResult {
 }
 
 export async function mirrorStore(o: MirrorOptions): Promise<MirrorResult> {
-  if (o.to instanceof DirDestination) await o.to.prepare()
+  if (!(o.to instanceof DirDestination)) return mirrorUnlocked(o)
+  await o.to.prepare()
+  // Two mirrors into one directory (the service and a manual run) would each judge "never
+  // backwards" against the pointer they read at their start: one at a time. A dot-file: never served.
+  const lock = await acquireLock(join(o.to.root, '.mirror.lock'), `the relay ${o.to.root}`, { waitMs: o.lockWaitMs ?? 0 })
+  try {
+    return await mirrorUnlocked(o)
+  } finally {
+    lock.release()
+  }
+}
+
+async function mirrorUnlocked(o: MirrorOptions): Promise<MirrorResult> {
   const held = await readDestination(o.to)
   const remote = { files: new Map(held.files), pointer: held.pointer }
   const { source, pointer } = await readRemoteStore({
