@@ -163,6 +163,30 @@ describe('snapshot mirror: relays', () => {
     rmSync(bad, { recursive: true, force: true })
   })
 
+  test('a mirror killed before its pointer goes up leaves the relay offering the previous snapshot, whole; run again, it completes', async () => {
+    const relay = join(dir, 'relay-crash')
+    const first = await mirrored([origin.url], relay)
+    const pointerBefore = readFileSync(join(relay, 'latest.json'))
+    edit()
+    const b = await build()
+    for (const at of ['publish:object#1', 'publish:pointer']) {
+      const r = await runCli(['mirror', '--from', origin.url, '--to', relay, '--pubkey', pub(), '--quiet'], { env: { SNAPSHOT_CRASH_AT: at } })
+      assert.equal(r.code, -1, `${at}: the mirror was not killed: ${r.stderr}`)
+      assert.ok(readFileSync(join(relay, 'latest.json')).equals(pointerBefore), `${at}: the relay's pointer moved`)
+      const verified = await runCli(['verify', '--store', relay, '--pubkey', pub()])
+      assert.equal(verified.code, 0, `${at}: ${verified.stdout}${verified.stderr}`)
+    }
+    // killed at the pointer: every object and record was already in place, flushed
+    const done = await mirrored([origin.url], relay)
+    assert.equal(done.id, b.id)
+    assert.ok(b.id > first.id)
+    assert.deepEqual([done.uploaded.objects, done.uploaded.records, done.uploaded.pointer], [0, 0, true])
+    const target = join(dir, 'r-crash')
+    const p = await pull([relay], target)
+    assert.equal(p.code, 0, p.stderr)
+    assert.deepEqual(treeDiff(source, target), [])
+  })
+
   test('an older pointer never replaces a newer one (exit 6); among several --from the newest wins', async () => {
     const relay = join(dir, 'relay-old')
     const stale = join(dir, 'store-stale')

@@ -61,7 +61,7 @@ export async function mirrorCommand(opts: MirrorCommandOptions, out: Output): Pr
   }
   try {
     if (!opts.watch) return void (await once())
-    const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval, longPoll: opts.longPoll, maxBackoff: opts.maxBackoff, token: opts.token, quiet: opts.quiet ?? false }
+    const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval, longPoll: opts.longPoll, maxBackoff: opts.maxBackoff, token: opts.token, quiet: opts.quiet ?? false, action: 'mirroring' }
     await runPullWatch(once, flags, out)
   } finally {
     to.close()

@@ -17,6 +17,8 @@ export interface WatchFlags {
   timeout: number
   token?: string | undefined
   quiet?: boolean
+  /** What a new pointer starts, for the log: `pulling` (default), `mirroring`. */
+  action?: string
 }
 
 /** A failed pull, as the watch policy sees it: its exit code decides retry or wait. */
@@ -61,7 +63,7 @@ export async function runPullWatch(pullOnce: () => Promise<unknown>, flags: Watc
       probe,
       pull: async () => {
         pulling = true
-        out.log('a new pointer: pulling')
+        out.log(`a new pointer: ${flags.action ?? 'pulling'}`)
         try {
           await pullOnce()
           return { kind: 'ok', stale: false }
