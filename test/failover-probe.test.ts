@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -49,6 +49,39 @@ describe('failover probe', () => {
       assert.deepEqual(again, { kind: 'unchanged', held: false })
     } finally {
       probe.close()
+    }
+  })
+
+  test('a relay that dies: the next mirror, asked with the relay\'s validator for the same bytes, is asked again with its own (a 304, not a pull), and its new pointer comes through', async () => {
+    const relayStore = join(dir, 'relay-store')
+    const originStore = join(dir, 'origin-store')
+    cpSync(join(dir, 'store'), relayStore, { recursive: true })
+    cpSync(join(dir, 'store'), originStore, { recursive: true })
+    const relay = await startServe(relayStore)
+    const origin = await startServe(originStore)
+    const logged: string[] = []
+    const probe = openProbes([relay.url, origin.url], { timeoutMs: 5000 }, (l) => logged.push(l))
+    try {
+      const first = await probe.check(null, signal)
+      assert.equal(first.kind, 'fresh')
+      const handled = first.kind === 'fresh' ? first.version.etag : null
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false })
+      await relay.stop()
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false }) // the same bytes at the origin
+      assert.equal(logged.length, 1)
+      assert.match(logged[0]!, /^watching http:\/\/127\.0\.0\.1:\d+\/latest\.json instead \(.*ECONNREFUSED/)
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false })
+      // the master publishes: the origin's new pointer is fresh, with other bytes
+      writeTree(join(dir, 'src'), { 'b.m3u': 'b\n' })
+      await runJson(['build', '--source', join(dir, 'src'), '--store', originStore, '--quiet'])
+      const next = await probe.check(handled, signal)
+      assert.equal(next.kind, 'fresh')
+      assert.notEqual(next.kind === 'fresh' ? next.version.digest : '', first.kind === 'fresh' ? first.version.digest : '')
+      assert.equal(logged.length, 1) // still the origin: nothing more to say
+    } finally {
+      probe.close()
+      await relay.stop()
+      await origin.stop()
     }
   })
 

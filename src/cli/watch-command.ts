@@ -41,7 +41,7 @@ export async function runPullWatch(pullOnce: () => Promise<unknown>, flags: Watc
     if (flags.quiet) process.stderr.write(`snapshot: ${line}\n`)
     else out.log(line)
   }
-  const probe = openProbes(typeof flags.from === 'string' ? [flags.from] : flags.from, { ...(flags.token ? { token: flags.token } : {}), timeoutMs: flags.timeout * 1000, waitSeconds: flags.longPoll })
+  const probe = openProbes(typeof flags.from === 'string' ? [flags.from] : flags.from, { ...(flags.token ? { token: flags.token } : {}), timeoutMs: flags.timeout * 1000, waitSeconds: flags.longPoll }, notice)
   const stop = new AbortController()
   let pulling = false
   const onSignal = (signal: NodeJS.Signals): void => {
