@@ -331,6 +331,7 @@ describe('snapshot mirror: relays', () => {
       [['mirror', '--from', origin.url, '--to', 'ftp://example/x', '--pubkey', pub()], 2, /expected a directory or s3/],
       [['mirror', '--from', origin.url, '--to', 's3://A_B/x', '--pubkey', pub()], 2, /s3:\/\/BUCKET/],
       [['mirror', '--from', store, '--to', store, '--pubkey', pub()], 2, /also a --from/],
+      [['mirror', '--from', origin.url, '--to', store, '--pubkey', pub()], 2, /a master's store/],
       [['mirror', '--from', origin.url, '--to', relay, '--pubkey', pub(), '--limit-rate', '1'], 2, /lowest rate/],
       [['mirror', '--from', origin.url, '--to', relay, '--pubkey', join(keys, 'snapshot.key')], 2, /PRIVATE key/],
       [['mirror', '--from', await deadUrl(), '--to', relay, '--pubkey', pub(), '--retries', '0', '--timeout', '2'], 4, /ERR_NETWORK/],

@@ -47,6 +47,7 @@ test('relays: three replicas per continent behind a relay; the origin sends less
   })
   assert.equal(r.code, 0, r.stderr)
   const result = JSON.parse(r.stdout) as RelayBenchResult
+  for (const p of result.phases) t.diagnostic(`${p.phase} (${p.relays ? 'relays' : 'no relays'}): ${p.allSeconds.toFixed(2)} s to all swapped; origin egress ${p.originEgress} bytes (${p.egressByContinent.join(', ')})${p.note ? `; ${p.note}` : ''}`)
   assert.deepEqual(result.phases.map((p) => [p.phase, p.relays]), [['first full', false], ['hour 1', false], ['hour 2', true], ['hour 3', true]])
   for (const p of result.phases) assert.equal(p.replicaSeconds.length, 6)
   assert.deepEqual(result.verified.filter((v) => v.difference !== null), [])

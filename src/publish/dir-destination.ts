@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs'
 import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
-import { asSnapshotError, TooLargeError } from '../core/errors.js'
+import { asSnapshotError, TooLargeError, UsageError } from '../core/errors.js'
 import { fsyncDir, writeFileAtomic, writeStreamAtomic } from '../fs/durable.js'
 import type { PutOutcome, StoreDestination } from './store-destination.js'
 
@@ -53,6 +53,16 @@ export class DirDestination implements StoreDestination {
 
   localPath(relPath: string): string {
     return join(this.root, relPath)
+  }
+
+  /**
+   * A master's own store (it has `.state/`, the build's index) is never a destination: its
+   * pointer is its builds' to move, and a copy written over it would confuse the next build.
+   */
+  async refuseMasterStore(flag: string): Promise<void> {
+    if (await lstat(join(this.root, '.state')).catch(() => null)) {
+      throw new UsageError(`${flag} ${this.root} is a master's store (it has .state/): give the copy a directory of its own`)
+    }
   }
 
   /** Makes `objects/` and `snapshots/` (a landing download needs its directory first). */

@@ -38,6 +38,7 @@ export interface MirrorResult extends PublishResult {
 
 export async function mirrorStore(o: MirrorOptions): Promise<MirrorResult> {
   if (!(o.to instanceof DirDestination)) return mirrorUnlocked(o)
+  await o.to.refuseMasterStore('--to')
   await o.to.prepare()
   // Two mirrors into one directory (the service and a manual run) would each judge "never
   // backwards" against the pointer they read at their start: one at a time. A dot-file: never served.

@@ -39,7 +39,10 @@ export interface PublishOptions {
 
 export async function publishStore(opts: PublishOptions): Promise<PublishResult> {
   const to = opts.destination ?? s3DestinationOf(opts)
-  if (to instanceof DirDestination) await refuseSameDirectory(opts.store, to.root)
+  if (to instanceof DirDestination) {
+    await refuseSameDirectory(opts.store, to.root)
+    await to.refuseMasterStore('--to')
+  }
   const source = await readLocalStore(opts.store)
   return copyStore({
     source,
