@@ -84,7 +84,7 @@ export function addS3Options<C extends Command<any, any, any>>(cmd: C): C {
 export function registerPublishCommand(program: Command): void {
   const cmd = program
     .command('publish')
-    .description('Mirror a store into an S3 bucket: objects first, then records, then latest.json last, so readers never see a pointer before what it names; only what the bucket lacks is sent, and after a prune what the store no longer has is deleted once the pointer has moved. Credentials: the AWS SDK\'s default chain.')
+    .description('Mirror a store into an S3 bucket (or a directory): objects first, then records, then latest.json last, so readers never see a pointer before what it names; only what the bucket lacks is sent, and after a prune what the store no longer has is deleted once the pointer has moved. Credentials: the AWS SDK\'s default chain.')
     .requiredOption('--store <dir>', 'the store directory')
     .requiredOption('--to <s3url|dir>', 's3://BUCKET/PREFIX, or a directory')
   addS3Options(cmd)
