@@ -1,7 +1,8 @@
 /**
  * `npm run bench:wan -- --files N --replicas R [--rtt-ms 160] [--rate-mbit 100] [--hours 2]
  * [--trees 3] [--work DIR] [--keep] [--no-rsync] [--json]`, as root, on Linux: replicas across
- * continents on one machine.
+ * continents on one machine. With `--relays`, continents of replicas each with a relay, with
+ * relays and without in one run (wan-relays.ts).
  *
  * Each replica lives in its own network namespace with its own tree, joined to the master's
  * namespace by a veth link of `--rtt-ms` round trip and `--rate-mbit` each way (netem where the
@@ -31,6 +32,7 @@ import { ensureTool, flushDirtyPages, formatBytes, logLine, treeDifference, whol
 import { generateCorpus, mutateCorpus } from './corpus.js'
 import { isRunAsMain } from './run-as-main.js'
 import { createTopology, destroyTopology, linkBytes, nsArgv, type Replica, type Topology } from './wan-netns.js'
+import { formatRelayTable, runRelayBench, type RelayBenchOptions } from './wan-relays.js'
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const bin = join(repo, 'bin/snapshot')
@@ -90,7 +92,7 @@ export interface WanResult {
 // ---------------------------------------------------------------------------------------------
 // Processes that live through the run
 
-interface LineProcess {
+export interface LineProcess {
   child: ChildProcess
   lines: string[]
   /** Arrival times (epoch ms) of the stderr lines that say a pull starts. */
@@ -101,7 +103,7 @@ interface LineProcess {
 
 const running = new Set<ChildProcess>()
 
-function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 'pipe' | 'ignore' = 'ignore'): LineProcess {
+export function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 'pipe' | 'ignore' = 'ignore'): LineProcess {
   // Only where asked: Node's stdin pipe is a socket, and rsync --daemon reads a socket on stdin as inetd mode.
   const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, 'pipe', 'pipe'] })
   running.add(child)
@@ -152,7 +154,7 @@ function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 
   }
 }
 
-function runToEnd(argv: string[], what: string): Promise<{ seconds: number; endedAtMs: number; stdout: string }> {
+export function runToEnd(argv: string[], what: string): Promise<{ seconds: number; endedAtMs: number; stdout: string }> {
   const started = performance.now()
   return new Promise((resolvePromise, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -173,7 +175,7 @@ function runToEnd(argv: string[], what: string): Promise<{ seconds: number; ende
   })
 }
 
-function stopAll(): void {
+export function stopAll(): void {
   for (const child of running) child.kill('SIGKILL')
   running.clear()
 }
@@ -411,7 +413,7 @@ export function formatWanTable(r: WanResult): string {
   return lines.join('\n')
 }
 
-export function parseWanArgs(argv: string[]): WanOptions & { json: boolean } {
+export function parseWanArgs(argv: string[]): WanOptions & { json: boolean; relays: RelayBenchOptions | null } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -426,6 +428,10 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean } {
       'no-rsync': { type: 'boolean', default: false },
       'phase-timeout': { type: 'string', default: '1800' },
       json: { type: 'boolean', default: false },
+      relays: { type: 'boolean', default: false },
+      continents: { type: 'string', default: '3' },
+      'per-continent': { type: 'string', default: '3' },
+      'relay-rtt-ms': { type: 'string', default: '5' },
     },
   })
   const replicas = wholeNumberFlag('--replicas', values.replicas, 1)
@@ -442,6 +448,21 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean } {
     rsync: !(values['no-rsync'] ?? false),
     phaseTimeoutMs: wholeNumberFlag('--phase-timeout', values['phase-timeout'], 1) * 1000,
     json: values.json ?? false,
+    // --relays: continents of replicas, each with a relay (wan-relays.ts); --replicas and --no-rsync do not apply.
+    relays: values.relays
+      ? {
+          files: wholeNumberFlag('--files', values.files, 1),
+          continents: Math.min(250, wholeNumberFlag('--continents', values.continents, 1)),
+          perContinent: Math.min(50, wholeNumberFlag('--per-continent', values['per-continent'], 1)),
+          rttMs: wholeNumberFlag('--rtt-ms', values['rtt-ms'], 0),
+          rateMbit: wholeNumberFlag('--rate-mbit', values['rate-mbit'], 1),
+          relayRttMs: wholeNumberFlag('--relay-rtt-ms', values['relay-rtt-ms'], 0),
+          trees: wholeNumberFlag('--trees', values.trees, 2),
+          work: values.work === undefined ? undefined : resolve(values.work),
+          keep: values.keep ?? false,
+          phaseTimeoutMs: wholeNumberFlag('--phase-timeout', values['phase-timeout'], 1) * 1000,
+        }
+      : null,
   }
 }
 
@@ -456,6 +477,16 @@ async function main(): Promise<void> {
   }
   // A signal must not leave namespaces behind: the exit handler removes them.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130))
+  if (opts.relays) {
+    const r = await runRelayBench(opts.relays)
+    process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : `${formatRelayTable(r)}\n`)
+    const bad = r.verified.filter((v) => v.difference !== null)
+    if (bad.length > 0) {
+      process.stderr.write(`wan-bench: replicas differ from the master: ${JSON.stringify(bad)}\n`)
+      process.exitCode = 1
+    }
+    return
+  }
   const r = await runWanBench(opts)
   if (opts.json) process.stdout.write(JSON.stringify(r) + '\n')
   else process.stdout.write(`${formatWanTable(r)}\n`)

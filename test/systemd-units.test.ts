@@ -44,7 +44,7 @@ function verify(unitFile: string): { ok: boolean; output: string } {
 const shipped = readdirSync(UNITS).filter((f) => /\.(service|timer)$/.test(f)).sort()
 
 test('deploy/systemd ships the build (service + timer), serve and pull --watch units', () => {
-  assert.deepEqual(shipped, ['snapshot-build.service', 'snapshot-build.timer', 'snapshot-pull.service', 'snapshot-serve.service'])
+  assert.deepEqual(shipped, ['snapshot-build.service', 'snapshot-build.timer', 'snapshot-mirror.service', 'snapshot-pull.service', 'snapshot-serve.service'])
 })
 
 for (const unit of shipped) {
@@ -150,6 +150,24 @@ test('the replica unit: pull --watch --swap under its own user, writing only the
   assert.deepEqual(opts['pubkey'], ['/etc/snapshot/snapshot.pub'])
   // The swap renames a symlink in the target's parent; the trees live beside it.
   assert.ok(under(dirname(String(opts['target'])), unit.get('ReadWritePaths') ?? []), `the target's directory is not writable by the unit`)
+})
+
+test('the relay unit: mirror --watch under its own user, writing only the relay\'s directory; serve reads the same config', async () => {
+  const unit = unitKeys('snapshot-mirror.service')
+  assert.deepEqual(unit.get('User'), ['snapshot-relay'])
+  assert.deepEqual(unit.get('KillMode'), ['mixed'])
+  const { command, opts } = await parsedExecStart('snapshot-mirror.service', '')
+  assert.equal(command, 'mirror')
+  assert.equal(opts['watch'], true)
+  assert.deepEqual(opts['pubkey'], ['/etc/snapshot/snapshot.pub'])
+  assert.deepEqual(opts['from'], ['http://master.example:8080'])
+  assert.ok(under(String(opts['to']), unit.get('ReadWritePaths') ?? []), `the relay ${String(opts['to'])} is not writable by the unit`)
+  // snapshot-serve.service with a drop-in `--config /etc/snapshot/relay.json` serves what the relay writes
+  const program = makeProgram()
+  let served: Record<string, unknown> | undefined
+  for (const cmd of program.commands) cmd.action(() => void (served = cmd.name() === 'serve' ? (cmd.opts() as Record<string, unknown>) : served))
+  await program.parseAsync(['node', 'snapshot', 'serve', '--config', join(UNITS, 'relay.json')])
+  assert.equal(served?.['store'], opts['to'])
 })
 
 test('every unit is sandboxed: strict read-only system, no new privileges, private /tmp, no home', () => {

@@ -7,6 +7,7 @@ import { buildCommand } from './build-command.js'
 import { withConfigFiles } from './config-file.js'
 import { keygenCommand } from './keygen-command.js'
 import { registerListCommand } from './list-command.js'
+import { registerMirrorCommand } from './mirror-command.js'
 import { registerPruneCommand } from './prune-command.js'
 import { addS3Options, addSourceS3Options, registerPublishCommand } from './publish-command.js'
 import { registerRollbackCommand } from './rollback-command.js'
@@ -130,6 +131,7 @@ export function makeProgram(): Command {
   registerRollbackCommand(program)
   registerPublishCommand(program)
   registerFleetCommand(program)
+  registerMirrorCommand(program)
   // More commands register themselves here, one line each (see the register* functions).
   return withConfigFiles(program) // last: it gives --config to every command registered above
 }

@@ -1,7 +1,7 @@
 import type { Command } from '@commander-js/extra-typings'
 import { DEFAULT_CONCURRENCY } from '../publish/publish-plan.js'
 import type { PublishResult } from '../publish/publish-store.js'
-import { parseS3Url } from '../store/s3-location.js'
+import { isS3Url, parseS3Url } from '../store/s3-location.js'
 import { wholeNumber } from './option-parsers.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
 
@@ -28,6 +28,11 @@ export async function publishCommand(opts: PublishCommandOptions, out: Output): 
 }
 
 export async function publishTo(store: string, to: string, opts: PublishTargetOptions, out: Output, flag = '--to'): Promise<PublishResult> {
+  if (!isS3Url(to) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(to)) {
+    // A directory (another disk, an nginx root): the same order and prune, written durably.
+    const [{ publishStore }, { DirDestination }] = await Promise.all([import('../publish/publish-store.js'), import('../publish/dir-destination.js')])
+    return publishStore({ store, destination: new DirDestination(to), concurrency: opts.concurrency ?? DEFAULT_CONCURRENCY, prune: opts.delete ?? true, force: opts.force ?? false, log: (l) => out.log(l) })
+  }
   const location = parseS3Url(to, flag)
   // The AWS SDK takes ~0.25 s to load: only the commands that reach S3 pay for it.
   const [{ publishStore }, { makeS3Client }] = await Promise.all([import('../publish/publish-store.js'), import('../store/s3-client.js')])
@@ -79,9 +84,9 @@ export function addS3Options<C extends Command<any, any, any>>(cmd: C): C {
 export function registerPublishCommand(program: Command): void {
   const cmd = program
     .command('publish')
-    .description('Mirror a store into an S3 bucket: objects first, then records, then latest.json last, so readers never see a pointer before what it names; only what the bucket lacks is sent, and after a prune what the store no longer has is deleted once the pointer has moved. Credentials: the AWS SDK\'s default chain.')
+    .description('Mirror a store into an S3 bucket (or a directory): objects first, then records, then latest.json last, so readers never see a pointer before what it names; only what the bucket lacks is sent, and after a prune what the store no longer has is deleted once the pointer has moved. Credentials: the AWS SDK\'s default chain.')
     .requiredOption('--store <dir>', 'the store directory')
-    .requiredOption('--to <s3url>', 's3://BUCKET/PREFIX')
+    .requiredOption('--to <s3url|dir>', 's3://BUCKET/PREFIX, or a directory')
   addS3Options(cmd)
     .option('--force', 'publish even when the bucket\'s pointer names a newer snapshot than the store\'s')
     .option('--json', 'print one JSON object')

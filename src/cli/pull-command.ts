@@ -72,8 +72,8 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
     if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
     if (opts.watch) {
       const d = WATCH_DEFAULTS
-      // The watch checks the first --from for new pointers; each pull then takes the newest valid one among all.
-      const flags = { from: opts.from[0] ?? '', timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token, quiet: opts.quiet ?? false }
+      // The watch checks the first --from for new pointers (the next ones while it fails); each pull then takes the newest valid one among all.
+      const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval ?? d.intervalMs / 1000, longPoll: opts.longPoll ?? 30, maxBackoff: opts.maxBackoff ?? d.backoffMaxMs / 1000, token: opts.token, quiet: opts.quiet ?? false }
       return await runPullWatch(observedPull, flags, out)
     }
     if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)

@@ -1,12 +1,12 @@
 import { ExitCode, SnapshotError, StaleError, UsageError } from '../core/errors.js'
-import type { PullResult } from '../replica/pull.js'
 import { runWatchLoop, type WatchOutcome } from '../replica/watch-loop.js'
 import { WATCH_DEFAULTS, type PullOutcome } from '../replica/watch-policy.js'
-import { openProbe } from '../replica/watch-probe.js'
+import { openProbes } from '../replica/failover-probe.js'
 import type { Output } from './output.js'
 
 export interface WatchFlags {
-  from: string
+  /** The store, or its mirrors in order: each check asks the first, and the next ones only when it fails. */
+  from: string | readonly string[]
   /** Seconds between probes of a host that does not long-poll. */
   interval: number
   /** The long-poll wait asked of `snapshot serve`, in seconds; 0: plain polling. */
@@ -17,6 +17,8 @@ export interface WatchFlags {
   timeout: number
   token?: string | undefined
   quiet?: boolean
+  /** What a new pointer starts, for the log: `pulling` (default), `mirroring`. */
+  action?: string
 }
 
 /** A failed pull, as the watch policy sees it: its exit code decides retry or wait. */
@@ -33,13 +35,13 @@ export function pullOutcomeOf(err: unknown): PullOutcome {
  * while idle (waiting, or in a long-poll) stops at once; during a pull, once it finishes. Resolves,
  * so the process exits 0. `onOutcome` is the watch loop's hook (see watch-loop.ts).
  */
-export async function runPullWatch(pullOnce: () => Promise<PullResult>, flags: WatchFlags, out: Output, onOutcome?: (o: WatchOutcome) => void): Promise<void> {
+export async function runPullWatch(pullOnce: () => Promise<unknown>, flags: WatchFlags, out: Output, onOutcome?: (o: WatchOutcome) => void): Promise<void> {
   // State changes (unreachable, back, refused) are never silenced: --quiet drops progress only.
   const notice = (line: string): void => {
     if (flags.quiet) process.stderr.write(`snapshot: ${line}\n`)
     else out.log(line)
   }
-  const probe = openProbe(flags.from, { ...(flags.token ? { token: flags.token } : {}), timeoutMs: flags.timeout * 1000, waitSeconds: flags.longPoll })
+  const probe = openProbes(typeof flags.from === 'string' ? [flags.from] : flags.from, { ...(flags.token ? { token: flags.token } : {}), timeoutMs: flags.timeout * 1000, waitSeconds: flags.longPoll }, notice)
   const stop = new AbortController()
   let pulling = false
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -61,7 +63,7 @@ export async function runPullWatch(pullOnce: () => Promise<PullResult>, flags: W
       probe,
       pull: async () => {
         pulling = true
-        out.log('a new pointer: pulling')
+        out.log(`a new pointer: ${flags.action ?? 'pulling'}`)
         try {
           await pullOnce()
           return { kind: 'ok', stale: false }

@@ -75,7 +75,7 @@ export function planPublish(input: PublishInput): PublishPlan {
   const remoteView = input.remotePointer?.view ?? null
   if (remoteView && remoteView.id > local.pointer.view.id && !input.force) {
     throw new RollbackRefusedError(
-      `the bucket's latest.json names snapshot ${remoteView.id}, newer than this store's ${local.pointer.view.id}: refusing to move it back (is this the right store, or does another master publish here?); --force publishes anyway`,
+      `the destination's latest.json names snapshot ${remoteView.id}, newer than this store's ${local.pointer.view.id}: refusing to move it back (is this the right store, or does another master publish here?); --force publishes anyway`,
     )
   }
   const missing = (f: StoreFile): boolean => remote.get(f.path) !== f.size

@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict'
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { openProbes } from '../src/replica/failover-probe.js'
+import { runJson, startServe } from './helpers/cli.js'
+import { writeTree } from './helpers/tree.js'
+
+/**
+ * The watch's probe over `--from RELAY --from ORIGIN` (replica/failover-probe.ts), against real
+ * `snapshot serve` processes: the first mirror answers while it is up; one that is down, or has no
+ * pointer yet, is passed over for the next; all down is an error naming each.
+ */
+describe('failover probe', () => {
+  let dir: string
+  let full: Awaited<ReturnType<typeof startServe>>
+  let empty: Awaited<ReturnType<typeof startServe>>
+  let dead: string
+  const signal = new AbortController().signal
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapshot-failover-probe-'))
+    mkdirSync(join(dir, 'src'))
+    mkdirSync(join(dir, 'empty'))
+    writeTree(join(dir, 'src'), { 'a.m3u': 'a\n' })
+    await runJson(['build', '--source', join(dir, 'src'), '--store', join(dir, 'store'), '--quiet'])
+    full = await startServe(join(dir, 'store'))
+    empty = await startServe(join(dir, 'empty'))
+    const s = createServer()
+    await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok))
+    dead = `http://127.0.0.1:${(s.address() as AddressInfo).port}/`
+    await new Promise<void>((ok) => s.close(() => ok()))
+  })
+  after(async () => {
+    await full?.stop()
+    await empty?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('the first mirror answers while it is up; the next ones are asked only when it fails', async () => {
+    const probe = openProbes([full.url, dead], { timeoutMs: 5000 })
+    try {
+      const r = await probe.check(null, signal)
+      assert.equal(r.kind, 'fresh')
+      const again = await probe.check(r.kind === 'fresh' ? r.version.etag : null, signal)
+      assert.deepEqual(again, { kind: 'unchanged', held: false })
+    } finally {
+      probe.close()
+    }
+  })
+
+  test('a relay that dies: the next mirror, asked with the relay\'s validator for the same bytes, is asked again with its own (a 304, not a pull), and its new pointer comes through', async () => {
+    const relayStore = join(dir, 'relay-store')
+    const originStore = join(dir, 'origin-store')
+    cpSync(join(dir, 'store'), relayStore, { recursive: true })
+    cpSync(join(dir, 'store'), originStore, { recursive: true })
+    const relay = await startServe(relayStore)
+    const origin = await startServe(originStore)
+    const logged: string[] = []
+    const probe = openProbes([relay.url, origin.url], { timeoutMs: 5000 }, (l) => logged.push(l))
+    try {
+      const first = await probe.check(null, signal)
+      assert.equal(first.kind, 'fresh')
+      const handled = first.kind === 'fresh' ? first.version.etag : null
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false })
+      await relay.stop()
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false }) // the same bytes at the origin
+      assert.equal(logged.length, 1)
+      assert.match(logged[0]!, /^watching http:\/\/127\.0\.0\.1:\d+\/latest\.json instead \(.*ECONNREFUSED/)
+      assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false })
+      // the master publishes: the origin's new pointer is fresh, with other bytes
+      writeTree(join(dir, 'src'), { 'b.m3u': 'b\n' })
+      await runJson(['build', '--source', join(dir, 'src'), '--store', originStore, '--quiet'])
+      const next = await probe.check(handled, signal)
+      assert.equal(next.kind, 'fresh')
+      assert.notEqual(next.kind === 'fresh' ? next.version.digest : '', first.kind === 'fresh' ? first.version.digest : '')
+      assert.equal(logged.length, 1) // still the origin: nothing more to say
+    } finally {
+      probe.close()
+      await relay.stop()
+      await origin.stop()
+    }
+  })
+
+  test('a mirror that is down or has no pointer yet is passed over; all down is an error naming each', async () => {
+    const probe = openProbes([dead, empty.url, full.url], { timeoutMs: 5000 })
+    const none = openProbes([dead, dead.replace(/\/$/, '/x/')], { timeoutMs: 5000 })
+    const nothing = openProbes([empty.url, dead], { timeoutMs: 5000 })
+    try {
+      assert.equal((await probe.check(null, signal)).kind, 'fresh')
+      const down = await none.check(null, signal)
+      assert.equal(down.kind, 'error')
+      assert.match(down.kind === 'error' ? down.message : '', /ECONNREFUSED.*; .*ECONNREFUSED/)
+      assert.deepEqual(await nothing.check(null, signal), { kind: 'absent' })
+    } finally {
+      probe.close()
+      none.close()
+      nothing.close()
+    }
+  })
+})
