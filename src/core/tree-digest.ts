@@ -36,6 +36,11 @@ export class TreeDigest {
     this.combine(rootRecordHash(root), -1)
   }
 
+  /** Adds another digest's entries (a sum of changes: removals count negatively). */
+  merge(other: TreeDigest): void {
+    for (let i = 0; i < 8; i++) this.lanes[i] = (this.lanes[i]! + other.lanes[i]!) >>> 0
+  }
+
   toHex(): string {
     const buf = Buffer.alloc(32)
     for (let i = 0; i < 8; i++) buf.writeUInt32BE(this.lanes[i]!, i * 4)

@@ -1,5 +1,6 @@
 import * as nodeCrypto from 'node:crypto'
 import { quotePath } from '../core/byte-path.js'
+import { TreeDigest } from '../core/tree-digest.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import { modeOfSig, mtimeOfSig, permissionBitsOfSig, racySig, sigBytesHaveSetId, sizeOfSig } from '../fs/stat-signature.js'
@@ -25,8 +26,13 @@ export interface MetadataScan {
   readonly toRead: FileToRead[]
   /** Directories and symlinks new or different since the previous snapshot. */
   readonly changed: Map<string, TreeEntry>
-  /** Previous entries of changed or deleted paths, for the digest. */
-  readonly previous: Map<string, TreeEntry>
+  /**
+   * The tree digest's change so far: the previous entries of changed or deleted paths taken out,
+   * the changed directories and symlinks put in (files join as the build reads them). Summed as
+   * they come rather than kept: at 1M files a build holding both versions of every changed entry
+   * held ~40 MiB more at its peak (BENCHMARKS.md, "The exact copy").
+   */
+  readonly digestChange: TreeDigest
   readonly deleted: string[]
   readonly warnings: string[]
   readonly skips: SkipLog
@@ -180,11 +186,11 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   const index = new MasterIndex(previousIndex)
   const toRead: FileToRead[] = []
   const changed = new Map<string, TreeEntry>()
-  const previous = new Map<string, TreeEntry>()
+  const digestChange = new TreeDigest()
   const warnings: string[] = []
   const deleted: string[] = []
   const skips = new SkipLog(warnings)
-  const state = { index, toRead, changed, previous, deleted, warnings, skips, scanStartNs }
+  const state = { index, toRead, changed, digestChange, deleted, warnings, skips, scanStartNs }
   let earlyBytes = 0
 
   await scanTree(source, (raw) => {
@@ -224,14 +230,15 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     const entry: TreeEntry = rec.type === 'd' ? { type: 'd', path: rec.path, mode: modeOfSig(rec.sig), mtime } : { type: 'l', path: rec.path, target: rec.target, mtime }
     if (!before || !sameEntry(before, entry)) {
       changed.set(rec.path, entry)
-      if (before) previous.set(rec.path, before)
+      digestChange.add(entry)
+      if (before) digestChange.remove(before)
     }
   }, (path, why) => skips.vanished(path, why))
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   for (const [path, value] of index.finish()) {
     deleted.push(path)
-    previous.set(path, entryFromIndex(path, value))
+    digestChange.remove(entryFromIndex(path, value))
   }
   toRead.sort(byPath)
   return state
@@ -285,7 +292,7 @@ function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | n
  * snapshot then does not carry it; the next one will). A file read during the scan is not read
  * again.
  */
-export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'previous' | 'scanStartNs'>): FileRead | null {
+export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs'>): FileRead | null {
   if (item.read !== undefined) return item.read
   const read = readSourceFile(reader, item.path, item.scanSig, scan)
   if (read) {
@@ -297,7 +304,7 @@ export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick
   const before = scan.index.previousEntry(item)
   if (before) {
     scan.deleted.push(item.path)
-    scan.previous.set(item.path, before)
+    scan.digestChange.remove(before)
   }
   return null
 }

@@ -247,7 +247,8 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const rootChanged = root.mode !== previousRoot.mode || root.mtime !== previousRoot.mtime
   const scan = await scanMetadata(opts.source, base, reader)
   const id = await nextSnapshotId(layout, latest.id)
-  const changed = scan.changed // directories and symlinks so far; files join as they are read
+  const changed = scan.changed // directories and symlinks; files are counted as they are read
+  let filesChanged = 0
   const unchanged = (previous: SnapshotRecord, skipped: SkipSummary): BuildResult => ({
     created: false, id: previous.id, kind: previous.kind, parent: previous.parent, fullReason: null, ...scan.index.counts(),
     changed: 0, deleted: 0, filesRead: reader.filesRead, deltaBytes: null, fullBytes: null, warnings: scan.warnings,
@@ -269,15 +270,16 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
       if (!read) continue
       const before = scan.index.previousEntry(item)
       if (before && sameEntry(before, read.entry)) continue // touched, not changed
-      changed.set(path, read.entry)
-      if (before) scan.previous.set(path, before)
+      filesChanged++
+      scan.digestChange.add(read.entry)
+      if (before) scan.digestChange.remove(before)
       await sink.add(read.entry, read.data)
     }
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
     for (const p of scan.deleted) sink.deleted(p)
   })
   const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
-  if (changed.size === 0 && scan.deleted.length === 0 && !rootChanged) {
+  if (changed.size + filesChanged === 0 && scan.deleted.length === 0 && !rootChanged) {
     // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
     // The objects just written are left for prune: named by content, they may be byte for byte
     // ones a published snapshot already names (an empty delta archive is always the same).
@@ -301,8 +303,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const digest = TreeDigest.fromHex(latest.treeDigest)
   digest.removeRoot(previousRoot)
   digest.addRoot(root)
-  for (const e of scan.previous.values()) digest.remove(e)
-  for (const e of changed.values()) digest.add(e)
+  digest.merge(scan.digestChange)
   const counts = scan.index.counts()
   await publishBuilt(layout, opts, { id, now, latest, chain: pointer.chain, digest, counts, root, delta, full, index: scan.index })
   return {
@@ -312,7 +313,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
     parent: latest.id,
     fullReason: full ? decision.reason : null,
     ...counts,
-    changed: changed.size + (rootChanged ? 1 : 0),
+    changed: changed.size + filesChanged + (rootChanged ? 1 : 0),
     deleted: scan.deleted.length,
     filesRead: reader.filesRead,
     deltaBytes: delta.archive.length + delta.manifest.length,
