@@ -253,12 +253,12 @@ async function rsyncAll(topo: Topology, links: Link[]): Promise<{ allSeconds: nu
   return { allSeconds: Math.max(...seconds), seconds }
 }
 
-export async function runWanBench(o: WanOptions, log: (line: string) => void = logLine): Promise<WanResult> {
-  if (process.getuid?.() !== 0) throw new UsageError('the WAN benchmark makes network namespaces: run it as root')
-  await ensureTool('ip', 'iproute2', log)
-  await ensureTool('tc', 'iproute2', log)
-  if (o.rsync) await ensureTool('rsync', 'rsync', log)
-  const work = o.work ?? (await mkdtemp(join(tmpdir(), 'snapshot-wan-')))
+/**
+ * The master's side of a WAN run: a work directory (new or empty), a corpus of `files`, a key,
+ * and the build of one snapshot (timed to its end).
+ */
+export async function prepareMaster(workDir: string | undefined, files: number, seed: string, log: (line: string) => void) {
+  const work = workDir ?? (await mkdtemp(join(tmpdir(), `snapshot-${seed}-`)))
   await mkdir(work, { recursive: true })
   if ((await readdir(work)).length > 0) throw new UsageError(`--work ${work} is not empty: give a new or empty directory`)
   const master = join(work, 'master')
@@ -266,14 +266,22 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
   const store = join(master, 'store')
   const keys = join(master, 'keys')
   await mkdir(master, { recursive: true })
-
-  log(`corpus: ${o.files} files`)
-  await generateCorpus({ files: o.files, out: tree, seed: 'wan' })
+  log(`corpus: ${files} files`)
+  await generateCorpus({ files, out: tree, seed })
   await runToEnd([process.execPath, bin, 'keygen', '--out', keys, '--quiet'], 'keygen')
   const build = async (): Promise<{ id: number; seconds: number; endedAtMs: number }> => {
     const r = await runToEnd([process.execPath, bin, 'build', '--source', tree, '--store', store, '--key', join(keys, 'snapshot.key'), '--json', '--quiet'], 'snapshot build')
     return { id: (JSON.parse(r.stdout) as { id: number }).id, seconds: r.seconds, endedAtMs: r.endedAtMs }
   }
+  return { work, master, tree, store, keys, build }
+}
+
+export async function runWanBench(o: WanOptions, log: (line: string) => void = logLine): Promise<WanResult> {
+  if (process.getuid?.() !== 0) throw new UsageError('the WAN benchmark makes network namespaces: run it as root')
+  await ensureTool('ip', 'iproute2', log)
+  await ensureTool('tc', 'iproute2', log)
+  if (o.rsync) await ensureTool('rsync', 'rsync', log)
+  const { work, master, tree, store, keys, build } = await prepareMaster(o.work, o.files, 'wan', log)
 
   const topo = createTopology(o.replicas, { rttMs: o.rttMs, rateMbit: o.rateMbit })
   const cleanup = (): void => {

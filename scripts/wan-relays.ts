@@ -21,14 +21,13 @@
  *      mirror) as the build starts: its replicas fail over to the origin.
  * At the end every replica is compared with the master, contents included.
  */
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UsageError } from '../src/core/errors.js'
 import { ensureTool, flushDirtyPages, formatBytes, logLine, treeDifference } from './bench-lib.js'
-import { generateCorpus, mutateCorpus } from './corpus.js'
-import { runToEnd, startProcess, stopAll, type LineProcess } from './wan-bench.js'
+import { mutateCorpus } from './corpus.js'
+import { prepareMaster, runToEnd, startProcess, stopAll, type LineProcess } from './wan-bench.js'
 import { createTopology, destroyTopology, linkBytes, nsArgv, type Replica, type Topology } from './wan-netns.js'
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -135,22 +134,8 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
   if (process.getuid?.() !== 0) throw new UsageError('the WAN benchmark makes network namespaces: run it as root')
   await ensureTool('ip', 'iproute2', log)
   await ensureTool('tc', 'iproute2', log)
-  const work = o.work ?? (await mkdtemp(join(tmpdir(), 'snapshot-wan-relays-')))
-  await mkdir(work, { recursive: true })
-  if ((await readdir(work)).length > 0) throw new UsageError(`--work ${work} is not empty: give a new or empty directory`)
-  const master = join(work, 'master')
-  const tree = join(master, 'tree')
-  const store = join(master, 'store')
-  const keys = join(master, 'keys')
+  const { work, tree, store, keys, build } = await prepareMaster(o.work, o.files, 'wan-relays', log)
   const pub = join(keys, 'snapshot.pub')
-  await mkdir(master, { recursive: true })
-  log(`corpus: ${o.files} files`)
-  await generateCorpus({ files: o.files, out: tree, seed: 'wan-relays' })
-  await runToEnd([process.execPath, bin, 'keygen', '--out', keys, '--quiet'], 'keygen')
-  const build = async (): Promise<{ id: number; seconds: number }> => {
-    const r = await runToEnd([process.execPath, bin, 'build', '--source', tree, '--store', store, '--key', join(keys, 'snapshot.key'), '--json', '--quiet'], 'snapshot build')
-    return { id: (JSON.parse(r.stdout) as { id: number }).id, seconds: r.seconds }
-  }
 
   const topo = createTopology(o.continents, { rttMs: o.rttMs, rateMbit: o.rateMbit })
   const cleanup = (): void => {

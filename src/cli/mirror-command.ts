@@ -6,7 +6,7 @@ import { UsageError } from '../core/errors.js'
 import { checkFreshness } from '../core/freshness.js'
 import { MirroredSource } from '../store/mirrored-source.js'
 import type { TrustedKeys } from '../store/trusted-keys.js'
-import { parseRate, RateLimiter } from '../store/rate-limit.js'
+import { parseRate } from '../store/rate-limit.js'
 import { DirDestination } from '../publish/dir-destination.js'
 import type { MirrorResult } from '../publish/mirror-store.js'
 import { DEFAULT_CONCURRENCY } from '../publish/publish-plan.js'
@@ -15,10 +15,10 @@ import { WATCH_DEFAULTS } from '../replica/watch-policy.js'
 import { isS3Url, parseS3Url } from '../store/s3-location.js'
 import { jsonOption, maxAgeOption, pubkeyOption, quietOption, tokenOption, waitOption } from './common-options.js'
 import { readTrustedKeys } from './keys.js'
-import { openStore, type SourceFlags } from './open-sources.js'
+import { openStoreFromFlags, s3Flags, type SourceFlags } from './open-sources.js'
 import { checked, collect, wholeNumber } from './option-parsers.js'
 import { formatBytes, makeOutput, type Output } from './output.js'
-import { describeMirrors, s3Flags } from './pull-command.js'
+import { describeMirrors } from './pull-command.js'
 import { runPullWatch } from './watch-command.js'
 
 /**
@@ -87,18 +87,7 @@ async function openDestination(opts: MirrorCommandOptions): Promise<StoreDestina
 }
 
 async function mirrorOnce(opts: MirrorCommandOptions, trust: TrustedKeys, to: StoreDestination, stagingDir: string, verified: Set<string>, out: Output): Promise<MirrorResult> {
-  const token = opts.token
-  const store = openStore(
-    opts.from,
-    {
-      ...(token ? { token } : {}),
-      retries: opts.retries,
-      timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
-      ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
-      ...s3Flags(opts),
-    },
-    { trust, pointerTimeoutMs: opts.timeout * 1000, log: (l: string) => out.log(l) },
-  )
+  const store = openStoreFromFlags(opts, trust, (l) => out.log(l))
   const { mirrorStore } = await import('../publish/mirror-store.js')
   const mirrored = await mirrorStore({ store, to, stagingDir, verified, concurrency: opts.concurrency, prune: opts.delete ?? true, lockWaitMs: opts.wait * 1000, log: (l) => out.log(l) })
   const mirrors = store.source instanceof MirroredSource ? store.source.reports : undefined

@@ -1,6 +1,7 @@
 import { UsageError } from '../core/errors.js'
 import { MirroredSource } from '../store/mirrored-source.js'
 import type { SourceOptions } from '../store/object-source.js'
+import { RateLimiter } from '../store/rate-limit.js'
 import { openSource } from '../store/open-source.js'
 import type { S3ConnectOptions } from '../store/s3-client.js'
 import { StoreClient } from '../store/store-client.js'
@@ -37,4 +38,34 @@ export function openStore(
     { trust: reading.trust, pointerTimeoutMs: reading.pointerTimeoutMs, ...(reading.log ? { log: reading.log } : {}) },
   )
   return new StoreClient(mirrors, reading.trust)
+}
+
+/** The download flags `pull` and `mirror` share (their options are declared by each command). */
+export interface DownloadFlags extends SourceFlags {
+  from: string[]
+  token?: string
+  retries: number
+  timeout: number
+  limitRate?: number
+}
+
+/** The store that `--from` names, read under `trust` with the command's download flags. */
+export function openStoreFromFlags(opts: DownloadFlags, trust: TrustedKeys, log: (line: string) => void): StoreClient {
+  const token = opts.token
+  return openStore(
+    opts.from,
+    {
+      ...(token ? { token } : {}),
+      retries: opts.retries,
+      timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
+      ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
+      ...s3Flags(opts),
+    },
+    { trust, pointerTimeoutMs: opts.timeout * 1000, log },
+  )
+}
+
+/** Only the S3 flags that were given. */
+export function s3Flags(o: SourceFlags): SourceFlags {
+  return { ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}), ...(o.region !== undefined ? { region: o.region } : {}), ...(o.pathStyle ? { pathStyle: true } : {}) }
 }

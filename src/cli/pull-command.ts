@@ -1,6 +1,5 @@
 import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
-import { openStore, type SourceFlags } from './open-sources.js'
-import { RateLimiter } from '../store/rate-limit.js'
+import { openStoreFromFlags, type SourceFlags } from './open-sources.js'
 import { UsageError } from '../core/errors.js'
 import { checkFreshness } from '../core/freshness.js'
 import { Registry } from 'prom-client'
@@ -87,18 +86,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
 async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResult> {
   const trust = await readTrustedKeys(opts.pubkey)
   if (!trust.checked) out.log('warning: no --pubkey given: the pointer is not authenticated')
-  const token = opts.token
-  const store = openStore(
-    opts.from,
-    {
-      ...(token ? { token } : {}),
-      retries: opts.retries,
-      timeoutMs: { connect: opts.timeout * 1000, idle: opts.timeout * 1000 },
-      ...(opts.limitRate ? { limiter: new RateLimiter(opts.limitRate) } : {}),
-      ...s3Flags(opts),
-    },
-    { trust, pointerTimeoutMs: opts.timeout * 1000, log: (l) => out.log(l) },
-  )
+  const store = openStoreFromFlags(opts, trust, (l) => out.log(l))
   const pulled = await pull({
     store,
     target: opts.target,
@@ -143,8 +131,4 @@ export function describeMirrors(mirrors: readonly MirrorReport[]): string[] {
         ? `mirror ${m.source}: stale (snapshot ${m.latestId}), skipped`
         : `mirror ${m.source}: ${m.status}, skipped [${m.code}] ${m.error}`,
   )
-}
-
-export function s3Flags(o: SourceFlags): SourceFlags {
-  return { ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}), ...(o.region !== undefined ? { region: o.region } : {}), ...(o.pathStyle ? { pathStyle: true } : {}) }
 }

@@ -1,12 +1,12 @@
 import { SnapshotError, VerifyError } from '../core/errors.js'
-import { openStore, type SourceFlags } from './open-sources.js'
+import { openStore, s3Flags, type SourceFlags } from './open-sources.js'
 import { rollbackReplica, unpinReplica } from '../replica/replica-rollback.js'
 import { replicaStatus } from '../replica/replica-status.js'
 import { verifyLiveTree } from '../replica/verify-tree.js'
 import { readTrustedKeys } from './keys.js'
 import type { Output } from './output.js'
 import { checkFreshness } from '../core/freshness.js'
-import { describeMirrors, s3Flags } from './pull-command.js'
+import { describeMirrors } from './pull-command.js'
 import { displayPath } from '../core/byte-path.js'
 
 /** The replica-side operator commands: rollback, unpin, status, verify --target. */
