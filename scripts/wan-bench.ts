@@ -20,23 +20,18 @@
  *
  * Namespaces and processes are removed on exit, on a signal and on failure.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { cpus, tmpdir, totalmem } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ExitCode, UsageError } from '../src/core/errors.js'
 import { ensureTool, flushDirtyPages, formatBytes, logLine, treeDifference, wholeNumberFlag } from './bench-lib.js'
-import { generateCorpus, mutateCorpus } from './corpus.js'
+import { mutateCorpus } from './corpus.js'
 import { isRunAsMain } from './run-as-main.js'
+import { bin, prepareMaster, proxyScript, runToEnd, startProcess, stopAll, type LineProcess } from './wan-processes.js'
 import { createTopology, destroyTopology, linkBytes, nsArgv, type Replica, type Topology } from './wan-netns.js'
 import { formatRelayTable, runRelayBench, type RelayBenchOptions } from './wan-relays.js'
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const bin = join(repo, 'bin/snapshot')
-const proxyScript = join(repo, 'dist/scripts/wan-latency-proxy.js')
 const HTTP_PORT = 8080
 const RSYNC_PORT = 8873
 const UPSTREAM_RSYNC_PORT = 873
@@ -87,97 +82,6 @@ export interface WanResult {
   /** Every replica equal to the master at the end (contents compared), ours and rsync's. */
   verified: { replica: number; ours: string | null; rsync: string | null }[]
   work: string
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes that live through the run
-
-export interface LineProcess {
-  child: ChildProcess
-  lines: string[]
-  /** Arrival times (epoch ms) of the stderr lines that say a pull starts. */
-  pullStarts: number[]
-  /** Resolves with the first line from `from` on that matches. */
-  waitFor(match: (line: string) => boolean, what: string, timeoutMs: number, from?: number): Promise<string>
-}
-
-const running = new Set<ChildProcess>()
-
-export function startProcess(argv: string[], what: string, stderrTo?: string[], stdin: 'pipe' | 'ignore' = 'ignore'): LineProcess {
-  // Only where asked: Node's stdin pipe is a socket, and rsync --daemon reads a socket on stdin as inetd mode.
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, 'pipe', 'pipe'] })
-  running.add(child)
-  child.once('exit', () => running.delete(child))
-  const lines: string[] = []
-  const pullStarts: number[] = []
-  const wakers = new Set<() => void>()
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    lines.push(l)
-    for (const w of [...wakers]) w()
-  })
-  const errLines = stderrTo ?? []
-  createInterface({ input: child.stderr! }).on('line', (l) => {
-    if (l.endsWith('a new pointer: pulling')) pullStarts.push(Date.now())
-    if (errLines.length < 10_000) errLines.push(l)
-  })
-  return {
-    child,
-    lines,
-    pullStarts,
-    waitFor(match, desc, timeoutMs, from = 0) {
-      return new Promise((resolvePromise, reject) => {
-        const check = (): void => {
-          const hit = lines.slice(from).find(match)
-          if (hit !== undefined) {
-            finish()
-            resolvePromise(hit)
-          }
-        }
-        const onExit = (code: number | null): void => {
-          finish()
-          reject(new Error(`${what} exited (${code}) while waiting for ${desc}: ${errLines.slice(-5).join(' | ')}`))
-        }
-        const timer = setTimeout(() => {
-          finish()
-          reject(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${desc} from ${what}: ${errLines.slice(-5).join(' | ')}`))
-        }, timeoutMs)
-        const finish = (): void => {
-          clearTimeout(timer)
-          wakers.delete(check)
-          child.off('exit', onExit)
-        }
-        wakers.add(check)
-        child.once('exit', onExit)
-        check()
-      })
-    },
-  }
-}
-
-export function runToEnd(argv: string[], what: string): Promise<{ seconds: number; endedAtMs: number; stdout: string }> {
-  const started = performance.now()
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
-    running.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => {
-      if (stderr.length < 8192) stderr += d.toString()
-    })
-    child.once('error', reject)
-    child.once('close', (code) => {
-      running.delete(child)
-      const endedAtMs = Date.now()
-      if (code === 0) resolvePromise({ seconds: (performance.now() - started) / 1000, endedAtMs, stdout })
-      else reject(new Error(`${what} failed with exit code ${code}: ${stderr.trim().slice(-2000)}`))
-    })
-  })
-}
-
-export function stopAll(): void {
-  for (const child of running) child.kill('SIGKILL')
-  running.clear()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,29 +155,6 @@ async function rsyncAll(topo: Topology, links: Link[]): Promise<{ allSeconds: nu
   )
   const seconds = ends.map((e) => (e.endedAtMs - t0) / 1000)
   return { allSeconds: Math.max(...seconds), seconds }
-}
-
-/**
- * The master's side of a WAN run: a work directory (new or empty), a corpus of `files`, a key,
- * and the build of one snapshot (timed to its end).
- */
-export async function prepareMaster(workDir: string | undefined, files: number, seed: string, log: (line: string) => void) {
-  const work = workDir ?? (await mkdtemp(join(tmpdir(), `snapshot-${seed}-`)))
-  await mkdir(work, { recursive: true })
-  if ((await readdir(work)).length > 0) throw new UsageError(`--work ${work} is not empty: give a new or empty directory`)
-  const master = join(work, 'master')
-  const tree = join(master, 'tree')
-  const store = join(master, 'store')
-  const keys = join(master, 'keys')
-  await mkdir(master, { recursive: true })
-  log(`corpus: ${files} files`)
-  await generateCorpus({ files, out: tree, seed })
-  await runToEnd([process.execPath, bin, 'keygen', '--out', keys, '--quiet'], 'keygen')
-  const build = async (): Promise<{ id: number; seconds: number; endedAtMs: number }> => {
-    const r = await runToEnd([process.execPath, bin, 'build', '--source', tree, '--store', store, '--key', join(keys, 'snapshot.key'), '--json', '--quiet'], 'snapshot build')
-    return { id: (JSON.parse(r.stdout) as { id: number }).id, seconds: r.seconds, endedAtMs: r.endedAtMs }
-  }
-  return { work, master, tree, store, keys, build }
 }
 
 export async function runWanBench(o: WanOptions, log: (line: string) => void = logLine): Promise<WanResult> {

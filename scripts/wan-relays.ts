@@ -22,17 +22,13 @@
  * At the end every replica is compared with the master, contents included.
  */
 import { mkdir, rm } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
 import { UsageError } from '../src/core/errors.js'
 import { ensureTool, flushDirtyPages, formatBytes, logLine, treeDifference } from './bench-lib.js'
 import { mutateCorpus } from './corpus.js'
-import { prepareMaster, runToEnd, startProcess, stopAll, type LineProcess } from './wan-bench.js'
+import { bin, prepareMaster, proxyScript, startProcess, stopAll, type LineProcess } from './wan-processes.js'
 import { createTopology, destroyTopology, linkBytes, nsArgv, type Replica, type Topology } from './wan-netns.js'
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const bin = join(repo, 'bin/snapshot')
-const proxyScript = join(repo, 'dist/scripts/wan-latency-proxy.js')
 const ORIGIN_PORT = 8080
 const RELAY_PORT = 8081
 /** On each continent's loopback: the proxy that puts the relay `--relay-rtt-ms` away. */
