@@ -14,9 +14,15 @@ export function byteStringOf(text: string): string {
   return isAscii(text) ? text : Buffer.from(text, 'utf8').toString('latin1')
 }
 
-/** A byte string as the Buffer the fs module takes: bytes exactly, never re-encoded. */
-export function fsPath(bytes: string): Buffer {
-  return Buffer.from(bytes, 'latin1')
+/**
+ * A byte string as the fs module takes it, bytes exactly, never re-encoded: an ASCII one as it is
+ * (its UTF-8 is its bytes), anything else as a Buffer. A Buffer for every path cost a delta pull
+ * at 1M files ~0.3 s of CPU (~1%) making them (BENCHMARKS.md, "The exact copy").
+ */
+export type FsPath = string | Buffer
+
+export function fsPath(bytes: string): FsPath {
+  return isAscii(bytes) ? bytes : Buffer.from(bytes, 'latin1')
 }
 
 /** A name read from the file system (readdir/readlink with encoding 'buffer') as a byte string. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type BigIntStats } from 'node:fs'
 import type { StreamedBody } from '../archive/tar-pack.js'
 import { FileChangingError, SourceChangedError } from '../core/errors.js'
-import { byteStringOf, fsPath, quotePath } from '../core/byte-path.js'
+import { byteStringOf, fsPath, quotePath, type FsPath } from '../core/byte-path.js'
 import { readFileStable } from '../fs/stable-read.js'
 import { sizeOfSig, statSignature } from '../fs/stat-signature.js'
 
@@ -74,7 +74,7 @@ export class SourceReader {
     }
   }
 
-  private readKnown(abs: Buffer, scanSig: string, size: number): SourceRead | null {
+  private readKnown(abs: FsPath, scanSig: string, size: number): SourceRead | null {
     const fd = this.open(abs)
     try {
       // One byte more than expected: a file that grew shows up as a longer read.
@@ -88,7 +88,7 @@ export class SourceReader {
   }
 
   /** The first pass over a large file: its sha256, proven by fstat to belong to one version of it. */
-  private readLarge(abs: Buffer, path: string): SourceRead {
+  private readLarge(abs: FsPath, path: string): SourceRead {
     const fd = this.open(abs)
     const chunk = (this.chunk ??= Buffer.allocUnsafe(STREAM_CHUNK))
     try {
@@ -109,7 +109,7 @@ export class SourceReader {
     }
   }
 
-  private open(abs: Buffer): number {
+  private open(abs: FsPath): number {
     if (this.noAtime) {
       try {
         return openSync(abs, READ_FLAGS | this.noAtime)
@@ -130,7 +130,7 @@ export class SourceReader {
  */
 export class LargeFile implements StreamedBody {
   constructor(
-    private readonly abs: Buffer,
+    private readonly abs: FsPath,
     private readonly path: string,
     readonly size: number,
     readonly sha256: string,

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto'
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs'
-import { byteStringOf, bytesOf, displayPath, fsPath } from '../core/byte-path.js'
+import { byteStringOf, bytesOf, displayPath, fsPath, type FsPath } from '../core/byte-path.js'
 import { mtimeFromNs, mtimeMicros } from '../core/mtime.js'
 import { TarReader } from '../archive/tar-reader.js'
 import { pairOf } from '../core/chain-plan.js'
@@ -77,7 +77,7 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
     if (problems.length < MAX_REPORTED) problems.push({ path, problem })
   }
   const rootDir = byteStringOf(layout.tree(state.live.slot))
-  const absOf = (rel: string): Buffer => fsPath(rel ? `${rootDir}/${rel}` : rootDir)
+  const absOf = (rel: string): FsPath => fsPath(rel ? `${rootDir}/${rel}` : rootDir)
   /** Times are compared to the microsecond: what Node can set (core/mtime.ts). */
   const timeProblem = (st: BigIntStats, mtime: string): string | null =>
     st.mtimeNs / 1000n === mtimeMicros(mtime) ? null : `mtime ${mtimeFromNs(st.mtimeNs)}, the snapshot says ${mtime}`

@@ -23,7 +23,7 @@ import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
-import { byteStringOf, bytesOf, fsPath, quotePath } from '../core/byte-path.js'
+import { byteStringOf, bytesOf, fsPath, quotePath, type FsPath } from '../core/byte-path.js'
 import { mtimeFromNs, utimesValue, type Mtime } from '../core/mtime.js'
 
 /**
@@ -118,7 +118,7 @@ class Applier {
   }
 
   /** The absolute path of a tree path, for the file system ('' is the root). */
-  private abs(rel: string): Buffer {
+  private abs(rel: string): FsPath {
     return fsPath(rel ? `${this.root}/${rel}` : this.root) // a checked relative path (tree-path.ts): join would only cost
   }
 
@@ -272,23 +272,25 @@ class Applier {
     for (const d of this.dirTimes.keys()) if (d.startsWith(prefix)) this.dirTimes.delete(d)
   }
 
-  private makeDir(rel: string, abs: Buffer, mode: number): void {
-    try {
+  /**
+   * A directory that stands already is kept, and given its mode only if that differs: a delta names
+   * every directory whose mtime moved (about one per album), and a mkdir that fails with EEXIST,
+   * then a chmod, cost ~1.5% of a delta pull at 1M files.
+   */
+  private makeDir(rel: string, abs: FsPath, mode: number): void {
+    const st = lstatSync(abs, { throwIfNoEntry: false })
+    if (st?.isDirectory()) {
+      if ((st.mode & 0o7777) !== mode) chmodSync(abs, mode)
+    } else {
+      if (st) this.removeAny(rel)
       mkdirSync(abs, { mode })
+      chmodSync(abs, mode) // mkdir's mode passes through the umask
       this.stats.dirsMade++
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      if (!lstatSync(abs).isDirectory()) {
-        this.removeAny(rel)
-        mkdirSync(abs, { mode })
-        this.stats.dirsMade++
-      }
     }
-    chmodSync(abs, mode) // mkdir's mode passes through the umask; an existing dir keeps its old one
     this.realDirs.add(rel)
   }
 
-  private makeLink(rel: string, abs: Buffer, target: string): void {
+  private makeLink(rel: string, abs: FsPath, target: string): void {
     const targetBytes = fsPath(target) // verbatim: absolute, dangling or outside the tree alike
     try {
       symlinkSync(targetBytes, abs)
@@ -311,7 +313,7 @@ class Applier {
    * when it is closed (auto_da_alloc). A new inode is also never shared with another tree. The tree
    * is not live, and one syncfs flushes it all before the swap.
    */
-  private openForWrite(rel: string, abs: Buffer, mode: number): number {
+  private openForWrite(rel: string, abs: FsPath, mode: number): number {
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
     if (this.intoEmptyTree) {
       try {
@@ -340,7 +342,7 @@ class Applier {
 function verifyApplied(rootText: string, manifest: ManifestCursor): void {
   manifest.rewind()
   const root = byteStringOf(rootText)
-  const join = (a: string, b: string): Buffer => fsPath(`${a}/${b}`)
+  const join = (a: string, b: string): FsPath => fsPath(`${a}/${b}`)
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
