@@ -149,9 +149,10 @@ export class MasterIndex {
     const deleted: [string, string][] = []
     for (let i = 0; i < this.state.length; i++) {
       if (this.state[i] !== UNSEEN) continue
-      deleted.push([this.previous.path(i), this.previous.value(i)])
-      this.previous.count(i, this.dropped, 1)
+      deleted.push([this.previous.path(i, true), this.previous.value(i, true)]) // one pass through the file, in order
+      this.previous.count(i, this.dropped, 1, true)
     }
+    this.previous.endScan()
     return deleted
   }
 
@@ -174,6 +175,7 @@ export class MasterIndex {
    * archive can sort a million entries holding little more than their paths.
    */
   entryList(): EntryList {
+    this.previous.holdWhole() // a full build decodes every row in path order (index-rows.ts)
     const refs: number[] = [] // >= 0: a previous row; < 0: -(k + 1) for filled slot k
     const filled: IndexSlot[] = []
     for (const part of this.parts) {
@@ -195,19 +197,22 @@ export class MasterIndex {
     }
   }
 
-  /** Writes the index durably: unchanged rows are copied as they are, slots encoded. */
+  /** Writes the index durably: unchanged rows are copied from the previous file as they are, slots encoded. */
   async write(file: string, id: number): Promise<void> {
     const c = this.counts()
-    const out = new ChunkedOutput()
-    out.text(encodeIndexHeader(id, c))
+    const previous = this.previous
     await writeStreamAtomic(file, async (handle) => {
+      const out = new IndexOutput(handle)
+      out.text(encodeIndexHeader(id, c))
       for (const part of this.parts) {
-        if (part instanceof RowRun) out.bytes(this.previous.bytes(part.from, part.to))
-        else if (part.sig !== undefined) out.row(part.path, part.sig, part.payload)
-        else if (part.standIn >= 0) out.bytes(this.previous.bytes(part.standIn, part.standIn + 1))
-        for (const b of out.take()) await writeAll(handle, b)
+        if (part instanceof RowRun) {
+          if (!out.rowsIfRoom(previous, part.from, part.to)) await out.rows(previous, part.from, part.to)
+        } else if (part.sig !== undefined) {
+          if (out.full(rowBytes(part.path, part.sig, part.payload))) await out.flush()
+          out.row(part.path, part.sig, part.payload)
+        } else if (part.standIn >= 0 && !out.rowsIfRoom(previous, part.standIn, part.standIn + 1)) await out.rows(previous, part.standIn, part.standIn + 1)
       }
-      for (const b of out.take(true)) await writeAll(handle, b)
+      await out.flush()
       return { result: undefined }
     })
   }
@@ -219,53 +224,53 @@ export async function writeAll(handle: FileHandle, b: Buffer): Promise<void> {
 
 const CHUNK = 4 << 20
 
-/** Fills large buffers, so the file is written in a few big writes; large runs go out uncopied. */
-class ChunkedOutput {
-  private chunk = Buffer.allocUnsafe(CHUNK)
+/**
+ * The next index's bytes, gathered in one buffer written a few MiB at a time: rows carried over
+ * are read from the previous file straight into it, so neither file is ever held whole.
+ */
+class IndexOutput {
+  private readonly chunk = Buffer.allocUnsafe(CHUNK)
   private used = 0
-  private ready: Buffer[] = []
+
+  constructor(private readonly handle: FileHandle) {}
 
   text(s: string): void {
-    this.room(Buffer.byteLength(s))
     this.used += this.chunk.write(s, this.used, 'latin1')
   }
 
-  bytes(b: Buffer): void {
-    if (b.length >= CHUNK / 4) {
-      this.cut()
-      this.ready.push(b)
-      return
-    }
-    this.room(b.length)
-    this.used += b.copy(this.chunk, this.used)
+  /** Whether `n` more bytes need a flush first (a row is far smaller than the buffer). */
+  full(n: number): boolean {
+    return this.used + n > CHUNK
   }
 
-  /** One row (see the module comment). */
+  /** One row (see the module comment); `full` said there is room. */
   row(path: string, sig: string, payload: string): void {
-    this.room(rowBytes(path, sig, payload))
     this.used = writeRow(this.chunk, this.used, path, sig, payload)
   }
 
-  /** The buffers ready to be written; with `all`, the unfinished one too. */
-  take(all = false): Buffer[] {
-    if (all) this.cut()
-    const r = this.ready
-    this.ready = []
-    return r
+  /** Rows `from` to `to` of the previous index if they fit without a flush (most runs): no promise. */
+  rowsIfRoom(previous: IndexRows, from: number, to: number): boolean {
+    const [position, end] = previous.byteRange(from, to)
+    if (this.full(end - position)) return false
+    previous.readBytes(this.chunk, this.used, end - position, position)
+    this.used += end - position
+    return true
   }
 
-  private room(n: number): void {
-    if (this.used + n > this.chunk.length) {
-      this.cut()
-      if (n > this.chunk.length) this.chunk = Buffer.allocUnsafe(n)
+  /** Rows `from` to `to` (exclusive) of the previous index, as they are. */
+  async rows(previous: IndexRows, from: number, to: number): Promise<void> {
+    let [position, end] = previous.byteRange(from, to)
+    while (position < end) {
+      if (this.used === CHUNK) await this.flush()
+      const n = Math.min(end - position, CHUNK - this.used)
+      previous.readBytes(this.chunk, this.used, n, position)
+      this.used += n
+      position += n
     }
   }
 
-  private cut(): void {
-    if (this.used === 0) return
-    this.ready.push(this.chunk.subarray(0, this.used))
-    this.chunk = Buffer.allocUnsafe(CHUNK)
+  async flush(): Promise<void> {
+    await writeAll(this.handle, this.chunk.subarray(0, this.used))
     this.used = 0
   }
 }
-
