@@ -56,14 +56,6 @@ export class IndexSlot {
   }
 }
 
-/** Rows of the previous index carried over unchanged, `from` to `to` (exclusive). */
-class RowRun {
-  constructor(
-    readonly from: number,
-    public to: number,
-  ) {}
-}
-
 const UNSEEN = 0
 const CARRIED = 1
 const TAKEN = 2
@@ -75,8 +67,12 @@ const TAKEN = 2
  * deleted entries (`finish`).
  */
 export class MasterIndex {
-  private readonly parts: (RowRun | IndexSlot)[] = []
-  private readonly slots: IndexSlot[] = []
+  /**
+   * The next index in order: slots, and runs of previous rows carried over as two numbers, `from`
+   * and `to` (exclusive). A run is an object less: the delta's changes cut the rows into as many
+   * runs as there are changes.
+   */
+  private readonly parts: (number | IndexSlot)[] = []
   private readonly state: Uint8Array
   /** The previous rows not carried over, counted as they are taken (see counts). */
   private readonly dropped: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
@@ -118,9 +114,10 @@ export class MasterIndex {
   carry(i: number): void {
     if (this.state[i] === TAKEN) this.previous.count(i, this.dropped, -1)
     this.state[i] = CARRIED
-    const last = this.parts[this.parts.length - 1]
-    if (last instanceof RowRun && last.to === i) last.to++
-    else this.parts.push(new RowRun(i, i + 1))
+    const parts = this.parts
+    const last = parts.length - 1
+    if (last >= 0 && parts[last] === i) parts[last] = i + 1 // a number last is a run's `to`
+    else parts.push(i, i + 1)
   }
 
   isRecord(i: number, raw: RawScanRecord): boolean {
@@ -139,7 +136,6 @@ export class MasterIndex {
   /** A new or changed entry, at this point of the scan. */
   add<T extends IndexSlot>(slot: T): T {
     this.parts.push(slot)
-    this.slots.push(slot)
     return slot
   }
 
@@ -162,7 +158,8 @@ export class MasterIndex {
     const p = this.previous.counts
     const d = this.dropped
     const counts = { files: p.files - d.files, dirs: p.dirs - d.dirs, links: p.links - d.links, bytes: p.bytes - d.bytes }
-    for (const slot of this.slots) {
+    for (const slot of this.parts) {
+      if (typeof slot === 'number') continue
       const { sig } = slot
       if (sig !== undefined) addCounts(counts, sig.charCodeAt(0), sig.charCodeAt(0) === TYPE_F ? sizeOfSig(sig) : 0, 1)
       else if (slot.standIn >= 0) this.previous.count(slot.standIn, counts, 1)
@@ -178,9 +175,11 @@ export class MasterIndex {
     this.previous.holdWhole() // a full build decodes every row in path order (index-rows.ts)
     const refs: number[] = [] // >= 0: a previous row; < 0: -(k + 1) for filled slot k
     const filled: IndexSlot[] = []
-    for (const part of this.parts) {
-      if (part instanceof RowRun) {
-        for (let i = part.from; i < part.to; i++) refs.push(i)
+    const parts = this.parts
+    for (let k = 0; k < parts.length; k++) {
+      const part = parts[k]!
+      if (typeof part === 'number') {
+        for (let i = part, to = parts[++k] as number; i < to; i++) refs.push(i)
       } else if (part.sig !== undefined) refs.push(-filled.push(part))
       else if (part.standIn >= 0) refs.push(part.standIn)
     }
@@ -204,9 +203,12 @@ export class MasterIndex {
     await writeStreamAtomic(file, async (handle) => {
       const out = new IndexOutput(handle)
       out.text(encodeIndexHeader(id, c))
-      for (const part of this.parts) {
-        if (part instanceof RowRun) {
-          if (!out.rowsIfRoom(previous, part.from, part.to)) await out.rows(previous, part.from, part.to)
+      const parts = this.parts
+      for (let k = 0; k < parts.length; k++) {
+        const part = parts[k]!
+        if (typeof part === 'number') {
+          const to = parts[++k] as number
+          if (!out.rowsIfRoom(previous, part, to)) await out.rows(previous, part, to)
         } else if (part.sig !== undefined) {
           if (out.full(rowBytes(part.path, part.sig, part.payload))) await out.flush()
           out.row(part.path, part.sig, part.payload)
