@@ -151,6 +151,12 @@ export class FileToRead extends IndexSlot {
   read?: FileRead | null
   /** Read during the scan: where its bytes are kept (EarlyReads), or -1. */
   early = -1
+  /**
+   * Read during the scan, it was compared with its previous entry then, while that row was in the
+   * index's window (one read of the index file less per file when packed): PREVIOUS_UNKNOWN, the
+   * same entry (touched, not changed), or another (and the previous one is out of the digest).
+   */
+  previous = PREVIOUS_UNKNOWN
 
   /** Packed: the bytes read during the scan, if any, are let go (readIntoIndex is done with it). */
   release(): void {
@@ -215,6 +221,10 @@ export class EarlyReads {
 const EARLY_CHUNK = 1 << 20
 const EARLY_ADDRESS_SPLIT = 2 ** 25 // above any buffer's length: a file read whole is < 16 MiB (LARGE_FILE_BYTES)
 
+export const PREVIOUS_UNKNOWN = 0
+export const PREVIOUS_SAME = 1
+export const PREVIOUS_REMOVED = 2
+
 export interface FileRead {
   readonly entry: Extract<TreeEntry, { type: 'f' }>
   /** The bytes; a large file's come as a stream, read when packed (source-reader.ts). */
@@ -272,6 +282,12 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
         if (read) {
           if (Buffer.isBuffer(read.data)) item.early = early.keep(read.data) // a copy: the reader reuses its buffer
           else item.read = read
+          const before = index.previousEntry(item)
+          if (before && sameEntry(before, read.entry)) item.previous = PREVIOUS_SAME
+          else {
+            if (before) digestChange.remove(before)
+            item.previous = PREVIOUS_REMOVED
+          }
         }
       }
       return

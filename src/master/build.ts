@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
+import { byPath, PREVIOUS_SAME, PREVIOUS_UNKNOWN, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
 import type { TreeCounts } from './index-row.js'
@@ -278,11 +278,14 @@ async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<
       const read = readIntoIndex(reader, item, scan)
       item.release() // a copy read during the scan is not kept past its packing
       if (!read) continue
-      const before = scan.index.previousEntry(item)
-      if (before && sameEntry(before, read.entry)) continue // touched, not changed
+      if (item.previous === PREVIOUS_SAME) continue // touched, not changed (compared during the scan)
+      if (item.previous === PREVIOUS_UNKNOWN) {
+        const before = scan.index.previousEntry(item)
+        if (before && sameEntry(before, read.entry)) continue // touched, not changed
+        if (before) scan.digestChange.remove(before)
+      }
       filesChanged++
       scan.digestChange.add(read.entry)
-      if (before) scan.digestChange.remove(before)
       await sink.add(read.entry, read.data)
     }
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
