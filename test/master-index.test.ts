@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { hasGnuFind, RawScanRecord } from '../src/fs/tree-scan.js'
-import { readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
+import { EarlyReads, readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
 import { racySig } from '../src/fs/stat-signature.js'
 import { encodeIndexHeader, entryFromIndex, indexValue, rowBytes, writeRow } from '../src/master/index-row.js'
 import { IndexVersionError } from '../src/core/errors.js'
@@ -198,6 +198,23 @@ test('an index many times the read window: the next index is, byte for byte, the
   } finally {
     rows.close()
   }
+})
+
+test('files read during the scan come back byte for byte, in any order, larger than a buffer too', () => {
+  const rng = new Rng('early-reads')
+  const early = new EarlyReads()
+  const kept: [number, Buffer][] = []
+  for (let i = 0; i < 3000; i++) {
+    const data = Buffer.alloc(i === 1500 ? 3 << 20 : Math.floor(rng.float() * 1000), i % 251)
+    data[0] = i & 0xff
+    kept.push([early.keep(data), data])
+  }
+  assert.equal(early.bytes, kept.reduce((n, [, d]) => n + d.length, 0))
+  for (let i = kept.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.float() * (i + 1))
+    ;[kept[i], kept[j]] = [kept[j]!, kept[i]!]
+  }
+  for (const [address, data] of kept) assert.ok(early.take(address).equals(data))
 })
 
 test('index values: entries, racy signatures, links with any target', () => {
