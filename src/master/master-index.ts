@@ -227,7 +227,7 @@ export async function writeAll(handle: FileHandle, b: Buffer): Promise<void> {
 const CHUNK = 1 << 20 // ~145 writes for an index of 1M files; the buffer is part of a delta build's peak memory
 
 /**
- * The next index's bytes, gathered in one buffer written a few MiB at a time: rows carried over
+ * The next index's bytes, gathered in one buffer written 1 MiB at a time: rows carried over
  * are read from the previous file straight into it, so neither file is ever held whole.
  */
 class IndexOutput {
