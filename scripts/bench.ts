@@ -347,6 +347,8 @@ function ratios(rows: readonly BenchRow[], steps: readonly BaselineStep[], repli
   add('delta archive bytes / tar level 1 bytes', ours('ours: delta build')?.transferredBytes, theirs('level1Create')?.archiveBytes, '<= 1.2', '<= 1')
   const peak = Math.max(...rows.filter((r) => r.label.startsWith('ours:')).map((r) => r.peakRssMiB ?? 0))
   lines.push(`${'peak RSS of any build or pull (MiB)'.padEnd(52)}${peak.toFixed(0).padStart(13)}   ${'<= 512'.padStart(6)} ${'<=256'.padStart(5)}`)
+  const deltaPeak = ours('ours: delta build')?.peakRssMiB
+  lines.push(`${'peak RSS of the delta build (MiB; flat in the tree)'.padEnd(52)}${(deltaPeak ?? NaN).toFixed(0).padStart(13)}   ${'-'.padStart(6)} ${'<=128'.padStart(5)}`)
   const steady = sum(ours('ours: delta build')?.seconds, ours('ours: delta pull')?.seconds)
   add("new replica's second hour / steady hour", ours("ours: a new replica's second hour")?.seconds, steady, '<= 2', '<= 1')
   add('1k-change pull: this tree / a tree a tenth the size', ours('ours: 1k-change')?.seconds, ours('ours: the same 1k-change')?.seconds, '<= 1.5', 'flat')

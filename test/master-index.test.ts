@@ -5,9 +5,9 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { hasGnuFind, RawScanRecord } from '../src/fs/tree-scan.js'
-import { readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
+import { EarlyReads, readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
 import { racySig } from '../src/fs/stat-signature.js'
-import { entryFromIndex, indexValue } from '../src/master/index-row.js'
+import { encodeIndexHeader, entryFromIndex, indexValue, rowBytes, writeRow } from '../src/master/index-row.js'
 import { IndexVersionError } from '../src/core/errors.js'
 import { IndexRows, readIndex } from '../src/master/index-rows.js'
 import { IndexSlot, MasterIndex } from '../src/master/master-index.js'
@@ -144,6 +144,77 @@ test('an index read back carries every unchanged record, in any order, and finds
     await roundTrip(steady.index, `round-${round}-steady.bin`)
     assert.ok(readFileSync(join(dir, `round-${round}-steady.bin`)).equals(readFileSync(join(dir, `round-${round}-next.bin`))))
   }
+})
+
+/** What an index of these records must be, byte for byte: the header, then each record's row in order. */
+function expectedIndexBytes(id: number, recs: Rec[]): Buffer {
+  const files = recs.filter((r) => r.sig[0] === 'f')
+  const counts = { files: files.length, dirs: recs.filter((r) => r.sig[0] === 'd').length, links: recs.filter((r) => r.sig[0] === 'l').length, bytes: files.reduce((n, r) => n + Number(r.sig.split(' ')[2]), 0) }
+  const rows = recs.map((r) => {
+    const b = Buffer.alloc(rowBytes(r.path, r.sig, payloadOf(r)))
+    return b.subarray(0, writeRow(b, 0, r.path, r.sig, payloadOf(r)))
+  })
+  return Buffer.concat([Buffer.from(encodeIndexHeader(id, counts), 'latin1'), ...rows])
+}
+
+test('an index many times the read window: the next index is, byte for byte, the rows of the next scan', async () => {
+  // ~100 bytes a row: ~5 MiB, read through windows of 1 MiB (scan order) and 4 KiB (out of order).
+  const rng = new Rng('big-index')
+  const first = makeRecs(50_000, rng)
+  const built = scanRecords(IndexRows.empty(), first)
+  await built.index.write(join(dir, 'big-1.bin'), 7)
+  assert.ok(readFileSync(join(dir, 'big-1.bin')).equals(expectedIndexBytes(7, first)))
+  const rows = await readIndex(join(dir, 'big-1.bin'))
+  try {
+    // An hour: 10% changed, 2% gone, 2% new, a block longer than a window reversed (a directory
+    // rehashed), a few records moved far in both directions.
+    let next = first.filter(() => rng.float() > 0.02)
+    next = next.map((r) => (rng.float() < 0.1 ? { ...r, sig: r.sig.replace(/ (\d+)$/, (_, ino: string) => ` ${Number(ino) + 7}`) } : r))
+    for (let i = 0; i < 1000; i++) next.splice(Math.floor(rng.float() * next.length), 0, { sig: `f 600 9 1.0000000000 1.0000000000 ${i}`, path: `new/${i}`, target: '' })
+    const a = Math.floor(next.length / 3)
+    next = [...next.slice(0, a), ...next.slice(a, a + 15_000).reverse(), ...next.slice(a + 15_000)]
+    for (let i = 0; i < 50; i++) {
+      const [moved] = next.splice(Math.floor(rng.float() * next.length), 1)
+      next.splice(Math.floor(rng.float() * next.length), 0, moved!)
+    }
+    const scan = scanRecords(rows, next)
+    const firstByPath = new Map(first.map((r) => [r.path, r]))
+    for (const [path, before] of scan.taken) assert.equal(before, firstByPath.has(path) ? valueOf(firstByPath.get(path)!) : undefined)
+    assert.equal(scan.carried.length + scan.taken.size, next.length)
+    const nextPaths = new Set(next.map((r) => r.path))
+    assert.deepEqual(scan.deleted.sort(), first.filter((r) => !nextPaths.has(r.path)).map((r) => r.path).sort())
+    await scan.index.write(join(dir, 'big-2.bin'), 8)
+    assert.ok(readFileSync(join(dir, 'big-2.bin')).equals(expectedIndexBytes(8, next)), 'the next index is the next scan\'s rows')
+    // The same file when the previous index is held whole (a full build's way: entryList).
+    const again = await readIndex(join(dir, 'big-1.bin'))
+    try {
+      const whole = scanRecords(again, next)
+      assert.equal(whole.index.entryList().length, next.length)
+      await whole.index.write(join(dir, 'big-2-whole.bin'), 8)
+      assert.ok(readFileSync(join(dir, 'big-2-whole.bin')).equals(readFileSync(join(dir, 'big-2.bin'))))
+    } finally {
+      again.close()
+    }
+  } finally {
+    rows.close()
+  }
+})
+
+test('files read during the scan come back byte for byte, in any order, larger than a buffer too', () => {
+  const rng = new Rng('early-reads')
+  const early = new EarlyReads()
+  const kept: [number, Buffer][] = []
+  for (let i = 0; i < 3000; i++) {
+    const data = Buffer.alloc(i === 1500 ? 3 << 20 : Math.floor(rng.float() * 1000), i % 251)
+    data[0] = i & 0xff
+    kept.push([early.keep(data), data])
+  }
+  assert.equal(early.bytes, kept.reduce((n, [, d]) => n + d.length, 0))
+  for (let i = kept.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.float() * (i + 1))
+    ;[kept[i], kept[j]] = [kept[j]!, kept[i]!]
+  }
+  for (const [address, data] of kept) assert.ok(early.take(address).equals(data))
 })
 
 test('index values: entries, racy signatures, links with any target', () => {

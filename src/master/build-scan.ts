@@ -37,6 +37,8 @@ export interface MetadataScan {
   readonly warnings: string[]
   readonly skips: SkipLog
   readonly scanStartNs: bigint
+  /** The bytes of files read during the scan, until they are packed. */
+  readonly early: EarlyReads
 }
 
 /** Why an entry was left out of a snapshot (the keys of `skipped.byReason` in `build --json`). */
@@ -145,12 +147,21 @@ function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
 
 /** A file to read: its slot in the new index, filled once it is read. */
 export class FileToRead extends IndexSlot {
-  /** What reading it during the scan gave (null: gone, or packed and let go: see release). */
+  /** What reading it gave, if it was read (null: gone, or packed and let go: see release). */
   read?: FileRead | null
+  /** Read during the scan: where its bytes are kept (EarlyReads), or -1. */
+  early = -1
+  /**
+   * Read during the scan, it was compared with its previous entry then, while that row was in the
+   * index's window (one read of the index file less per file when packed): PREVIOUS_UNKNOWN, the
+   * same entry (touched, not changed), or another (and the previous one is out of the digest).
+   */
+  previous = PREVIOUS_UNKNOWN
 
   /** Packed: the bytes read during the scan, if any, are let go (readIntoIndex is done with it). */
   release(): void {
     if (this.read) this.read = null
+    this.early = -1
   }
 
   constructor(
@@ -162,6 +173,57 @@ export class FileToRead extends IndexSlot {
     super(path, undefined, '', previousRow)
   }
 }
+
+/**
+ * The bytes of the files read during the scan, copied into large buffers: a file costs its bytes
+ * and one number on its FileToRead, where a Buffer and an entry object of its own each cost ~250
+ * bytes of heap more than a playlist's ~200 bytes (~150,000 files read in an hour at 1M). Its
+ * entry is made again from its slot when it is packed; a buffer is let go once its files are packed.
+ */
+export class EarlyReads {
+  private readonly chunks: (Buffer | null)[] = []
+  private readonly live: number[] = []
+  private used = 0
+  /** Bytes of files kept so far (what EARLY_READ_BUDGET bounds). */
+  bytes = 0
+
+  /** Keeps a copy of a file's bytes; returns where they are. */
+  keep(data: Buffer): number {
+    const need = 4 + data.length
+    let c = this.chunks.length - 1
+    if (c < 0 || this.used + need > this.chunks[c]!.length) {
+      this.chunks.push(Buffer.allocUnsafe(Math.max(EARLY_CHUNK, need)))
+      this.live.push(0)
+      this.used = 0
+      c++
+    }
+    const chunk = this.chunks[c]!
+    chunk.writeUInt32LE(data.length, this.used)
+    data.copy(chunk, this.used + 4)
+    const address = c * EARLY_ADDRESS_SPLIT + this.used
+    this.used += need
+    this.live[c]!++
+    this.bytes += data.length
+    return address
+  }
+
+  /** The bytes kept at `address`, handed over once: the buffer goes when all of its files went. */
+  take(address: number): Buffer {
+    const c = Math.floor(address / EARLY_ADDRESS_SPLIT)
+    const chunk = this.chunks[c]!
+    const at = address - c * EARLY_ADDRESS_SPLIT
+    const data = chunk.subarray(at + 4, at + 4 + chunk.readUInt32LE(at))
+    if (--this.live[c]! === 0 && c < this.chunks.length - 1) this.chunks[c] = null
+    return data
+  }
+}
+
+const EARLY_CHUNK = 1 << 20
+const EARLY_ADDRESS_SPLIT = 2 ** 25 // above any buffer's length: a file read whole is < 16 MiB (LARGE_FILE_BYTES)
+
+export const PREVIOUS_UNKNOWN = 0
+export const PREVIOUS_SAME = 1
+export const PREVIOUS_REMOVED = 2
 
 export interface FileRead {
   readonly entry: Extract<TreeEntry, { type: 'f' }>
@@ -190,8 +252,8 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   const warnings: string[] = []
   const deleted: string[] = []
   const skips = new SkipLog(warnings)
-  const state = { index, toRead, changed, digestChange, deleted, warnings, skips, scanStartNs }
-  let earlyBytes = 0
+  const early = new EarlyReads()
+  const state = { index, toRead, changed, digestChange, deleted, warnings, skips, scanStartNs, early }
 
   await scanTree(source, (raw) => {
     if (index.carryNextIfSame(raw)) {
@@ -215,11 +277,17 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       // The previous row stands until the file is read; a file that turns out gone is dropped.
       const item = index.add(new FileToRead(rec.path, rec.sig, row))
       toRead.push(item)
-      if (reader && earlyBytes < EARLY_READ_BUDGET && sizeOfSig(rec.sig) <= EARLY_READ_MAX_FILE) {
+      if (reader && early.bytes < EARLY_READ_BUDGET && sizeOfSig(rec.sig) <= EARLY_READ_MAX_FILE) {
         const read = readIntoIndex(reader, item, state)
         if (read) {
-          item.read = { entry: read.entry, data: Buffer.isBuffer(read.data) ? Buffer.from(read.data) : read.data } // the reader reuses its buffer
-          earlyBytes += read.entry.size
+          if (Buffer.isBuffer(read.data)) item.early = early.keep(read.data) // a copy: the reader reuses its buffer
+          else item.read = read
+          const before = index.previousEntry(item)
+          if (before && sameEntry(before, read.entry)) item.previous = PREVIOUS_SAME
+          else {
+            if (before) digestChange.remove(before)
+            item.previous = PREVIOUS_REMOVED
+          }
         }
       }
       return
@@ -292,7 +360,14 @@ function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | n
  * snapshot then does not carry it; the next one will). A file read during the scan is not read
  * again.
  */
-export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs'>): FileRead | null {
+export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs' | 'early'>): FileRead | null {
+  if (item.early >= 0) {
+    // Read during the scan, and filled then: the entry readSourceFile made, made again from the slot.
+    const data = scan.early.take(item.early)
+    item.early = -1
+    const sig = item.sig!
+    return { entry: { type: 'f', path: item.path, mode: modeOfSig(sig), size: data.length, mtime: mtimeOfSig(sig), sha256: item.payload }, data }
+  }
   if (item.read !== undefined) return item.read
   const read = readSourceFile(reader, item.path, item.scanSig, scan)
   if (read) {

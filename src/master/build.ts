@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { writeArchivePair } from './archive-writer.js'
-import { byPath, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
+import { byPath, PREVIOUS_SAME, PREVIOUS_UNKNOWN, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
 import type { TreeCounts } from './index-row.js'
@@ -203,6 +203,15 @@ function checkClock(latest: SnapshotRecord | null, now: Date, log: (line: string
 
 /** One build; the caller holds the store's lock (fleet rollback holds it across its rebuild). */
 export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
+  const opened: IndexRows[] = [] // the previous index is read from its file until the build ends
+  try {
+    return await buildWithIndex(opts, opened)
+  } finally {
+    for (const rows of opened) rows.close()
+  }
+}
+
+async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<BuildResult> {
   const started = process.hrtime.bigint()
   const log = opts.log ?? (() => undefined)
   const now = (opts.now ?? (() => new Date()))()
@@ -216,6 +225,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   const latest = pointer?.latest ?? null
   // A record without the root's metadata was written before manifest format 3: read everything.
   const base = latest?.root ? await loadIndexOf(layout, latest.id, log) : null
+  if (base) opened.push(base)
 
   const reader = new SourceReader(opts.source)
   const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9
@@ -268,11 +278,14 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
       const read = readIntoIndex(reader, item, scan)
       item.release() // a copy read during the scan is not kept past its packing
       if (!read) continue
-      const before = scan.index.previousEntry(item)
-      if (before && sameEntry(before, read.entry)) continue // touched, not changed
+      if (item.previous === PREVIOUS_SAME) continue // touched, not changed (compared during the scan)
+      if (item.previous === PREVIOUS_UNKNOWN) {
+        const before = scan.index.previousEntry(item)
+        if (before && sameEntry(before, read.entry)) continue // touched, not changed
+        if (before) scan.digestChange.remove(before)
+      }
       filesChanged++
       scan.digestChange.add(read.entry)
-      if (before) scan.digestChange.remove(before)
       await sink.add(read.entry, read.data)
     }
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
@@ -373,7 +386,9 @@ export interface NextIndex {
 async function loadIndexOf(layout: StoreLayout, id: number, log: (line: string) => void): Promise<IndexRows | null> {
   try {
     const loaded = await readIndex(layout.index(id))
-    return loaded.id === id ? loaded : null
+    if (loaded.id === id) return loaded
+    loaded.close()
+    return null
   } catch (err) {
     if (err instanceof IndexVersionError) log(`${err.message}: reading the whole tree`)
     else if ((err as NodeJS.ErrnoException).code === 'ENOENT') log(`no index for snapshot ${id}: reading the whole tree`)

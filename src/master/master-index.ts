@@ -56,14 +56,6 @@ export class IndexSlot {
   }
 }
 
-/** Rows of the previous index carried over unchanged, `from` to `to` (exclusive). */
-class RowRun {
-  constructor(
-    readonly from: number,
-    public to: number,
-  ) {}
-}
-
 const UNSEEN = 0
 const CARRIED = 1
 const TAKEN = 2
@@ -75,8 +67,12 @@ const TAKEN = 2
  * deleted entries (`finish`).
  */
 export class MasterIndex {
-  private readonly parts: (RowRun | IndexSlot)[] = []
-  private readonly slots: IndexSlot[] = []
+  /**
+   * The next index in order: slots, and runs of previous rows carried over as two numbers, `from`
+   * and `to` (exclusive). A run is an object less: the delta's changes cut the rows into as many
+   * runs as there are changes.
+   */
+  private readonly parts: (number | IndexSlot)[] = []
   private readonly state: Uint8Array
   /** The previous rows not carried over, counted as they are taken (see counts). */
   private readonly dropped: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
@@ -118,9 +114,10 @@ export class MasterIndex {
   carry(i: number): void {
     if (this.state[i] === TAKEN) this.previous.count(i, this.dropped, -1)
     this.state[i] = CARRIED
-    const last = this.parts[this.parts.length - 1]
-    if (last instanceof RowRun && last.to === i) last.to++
-    else this.parts.push(new RowRun(i, i + 1))
+    const parts = this.parts
+    const last = parts.length - 1
+    if (last >= 0 && parts[last] === i) parts[last] = i + 1 // a number last is a run's `to`
+    else parts.push(i, i + 1)
   }
 
   isRecord(i: number, raw: RawScanRecord): boolean {
@@ -139,7 +136,6 @@ export class MasterIndex {
   /** A new or changed entry, at this point of the scan. */
   add<T extends IndexSlot>(slot: T): T {
     this.parts.push(slot)
-    this.slots.push(slot)
     return slot
   }
 
@@ -149,9 +145,10 @@ export class MasterIndex {
     const deleted: [string, string][] = []
     for (let i = 0; i < this.state.length; i++) {
       if (this.state[i] !== UNSEEN) continue
-      deleted.push([this.previous.path(i), this.previous.value(i)])
-      this.previous.count(i, this.dropped, 1)
+      deleted.push([this.previous.path(i, true), this.previous.value(i, true)]) // one pass through the file, in order
+      this.previous.count(i, this.dropped, 1, true)
     }
+    this.previous.endScan()
     return deleted
   }
 
@@ -161,7 +158,8 @@ export class MasterIndex {
     const p = this.previous.counts
     const d = this.dropped
     const counts = { files: p.files - d.files, dirs: p.dirs - d.dirs, links: p.links - d.links, bytes: p.bytes - d.bytes }
-    for (const slot of this.slots) {
+    for (const slot of this.parts) {
+      if (typeof slot === 'number') continue
       const { sig } = slot
       if (sig !== undefined) addCounts(counts, sig.charCodeAt(0), sig.charCodeAt(0) === TYPE_F ? sizeOfSig(sig) : 0, 1)
       else if (slot.standIn >= 0) this.previous.count(slot.standIn, counts, 1)
@@ -174,11 +172,14 @@ export class MasterIndex {
    * archive can sort a million entries holding little more than their paths.
    */
   entryList(): EntryList {
+    this.previous.holdWhole() // a full build decodes every row in path order (index-rows.ts)
     const refs: number[] = [] // >= 0: a previous row; < 0: -(k + 1) for filled slot k
     const filled: IndexSlot[] = []
-    for (const part of this.parts) {
-      if (part instanceof RowRun) {
-        for (let i = part.from; i < part.to; i++) refs.push(i)
+    const parts = this.parts
+    for (let k = 0; k < parts.length; k++) {
+      const part = parts[k]!
+      if (typeof part === 'number') {
+        for (let i = part, to = parts[++k] as number; i < to; i++) refs.push(i)
       } else if (part.sig !== undefined) refs.push(-filled.push(part))
       else if (part.standIn >= 0) refs.push(part.standIn)
     }
@@ -195,19 +196,25 @@ export class MasterIndex {
     }
   }
 
-  /** Writes the index durably: unchanged rows are copied as they are, slots encoded. */
+  /** Writes the index durably: unchanged rows are copied from the previous file as they are, slots encoded. */
   async write(file: string, id: number): Promise<void> {
     const c = this.counts()
-    const out = new ChunkedOutput()
-    out.text(encodeIndexHeader(id, c))
+    const previous = this.previous
     await writeStreamAtomic(file, async (handle) => {
-      for (const part of this.parts) {
-        if (part instanceof RowRun) out.bytes(this.previous.bytes(part.from, part.to))
-        else if (part.sig !== undefined) out.row(part.path, part.sig, part.payload)
-        else if (part.standIn >= 0) out.bytes(this.previous.bytes(part.standIn, part.standIn + 1))
-        for (const b of out.take()) await writeAll(handle, b)
+      const out = new IndexOutput(handle)
+      out.text(encodeIndexHeader(id, c))
+      const parts = this.parts
+      for (let k = 0; k < parts.length; k++) {
+        const part = parts[k]!
+        if (typeof part === 'number') {
+          const to = parts[++k] as number
+          if (!out.rowsIfRoom(previous, part, to)) await out.rows(previous, part, to)
+        } else if (part.sig !== undefined) {
+          if (out.full(rowBytes(part.path, part.sig, part.payload))) await out.flush()
+          out.row(part.path, part.sig, part.payload)
+        } else if (part.standIn >= 0 && !out.rowsIfRoom(previous, part.standIn, part.standIn + 1)) await out.rows(previous, part.standIn, part.standIn + 1)
       }
-      for (const b of out.take(true)) await writeAll(handle, b)
+      await out.flush()
       return { result: undefined }
     })
   }
@@ -217,55 +224,55 @@ export async function writeAll(handle: FileHandle, b: Buffer): Promise<void> {
   for (let done = 0; done < b.length; ) done += (await handle.write(b, done, b.length - done)).bytesWritten
 }
 
-const CHUNK = 4 << 20
+const CHUNK = 1 << 20 // ~145 writes for an index of 1M files; the buffer is part of a delta build's peak memory
 
-/** Fills large buffers, so the file is written in a few big writes; large runs go out uncopied. */
-class ChunkedOutput {
-  private chunk = Buffer.allocUnsafe(CHUNK)
+/**
+ * The next index's bytes, gathered in one buffer written 1 MiB at a time: rows carried over
+ * are read from the previous file straight into it, so neither file is ever held whole.
+ */
+class IndexOutput {
+  private readonly chunk = Buffer.allocUnsafe(CHUNK)
   private used = 0
-  private ready: Buffer[] = []
+
+  constructor(private readonly handle: FileHandle) {}
 
   text(s: string): void {
-    this.room(Buffer.byteLength(s))
     this.used += this.chunk.write(s, this.used, 'latin1')
   }
 
-  bytes(b: Buffer): void {
-    if (b.length >= CHUNK / 4) {
-      this.cut()
-      this.ready.push(b)
-      return
-    }
-    this.room(b.length)
-    this.used += b.copy(this.chunk, this.used)
+  /** Whether `n` more bytes need a flush first (a row is far smaller than the buffer). */
+  full(n: number): boolean {
+    return this.used + n > CHUNK
   }
 
-  /** One row (see the module comment). */
+  /** One row (see the module comment); `full` said there is room. */
   row(path: string, sig: string, payload: string): void {
-    this.room(rowBytes(path, sig, payload))
     this.used = writeRow(this.chunk, this.used, path, sig, payload)
   }
 
-  /** The buffers ready to be written; with `all`, the unfinished one too. */
-  take(all = false): Buffer[] {
-    if (all) this.cut()
-    const r = this.ready
-    this.ready = []
-    return r
+  /** Rows `from` to `to` of the previous index if they fit without a flush (most runs): no promise. */
+  rowsIfRoom(previous: IndexRows, from: number, to: number): boolean {
+    const [position, end] = previous.byteRange(from, to)
+    if (this.full(end - position)) return false
+    previous.readBytes(this.chunk, this.used, end - position, position)
+    this.used += end - position
+    return true
   }
 
-  private room(n: number): void {
-    if (this.used + n > this.chunk.length) {
-      this.cut()
-      if (n > this.chunk.length) this.chunk = Buffer.allocUnsafe(n)
+  /** Rows `from` to `to` (exclusive) of the previous index, as they are. */
+  async rows(previous: IndexRows, from: number, to: number): Promise<void> {
+    let [position, end] = previous.byteRange(from, to)
+    while (position < end) {
+      if (this.used === CHUNK) await this.flush()
+      const n = Math.min(end - position, CHUNK - this.used)
+      previous.readBytes(this.chunk, this.used, n, position)
+      this.used += n
+      position += n
     }
   }
 
-  private cut(): void {
-    if (this.used === 0) return
-    this.ready.push(this.chunk.subarray(0, this.used))
-    this.chunk = Buffer.allocUnsafe(CHUNK)
+  async flush(): Promise<void> {
+    await writeAll(this.handle, this.chunk.subarray(0, this.used))
     this.used = 0
   }
 }
-
