@@ -282,12 +282,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
         if (read) {
           if (Buffer.isBuffer(read.data)) item.early = early.keep(read.data) // a copy: the reader reuses its buffer
           else item.read = read
-          const before = index.previousEntry(item)
-          if (before && sameEntry(before, read.entry)) item.previous = PREVIOUS_SAME
-          else {
-            if (before) digestChange.remove(before)
-            item.previous = PREVIOUS_REMOVED
-          }
+          item.previous = fileChanged(state, item, read.entry) ? PREVIOUS_REMOVED : PREVIOUS_SAME
         }
       }
       return
@@ -401,6 +396,17 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
   const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: sha256Hex(r.data), size: r.data.length, data: r.data }
   const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeOfSig(r.sig), sha256 }
   return { entry, data, indexSig: racy ? racySig(r.sig) : r.sig }
+}
+
+/**
+ * Whether a file read differs from its previous entry (a touch with the same bytes does not); if
+ * it does, the previous entry leaves the digest's change.
+ */
+export function fileChanged(scan: Pick<MetadataScan, 'index' | 'digestChange'>, item: FileToRead, entry: TreeEntry): boolean {
+  const before = scan.index.previousEntry(item)
+  if (before && sameEntry(before, entry)) return false
+  if (before) scan.digestChange.remove(before)
+  return true
 }
 
 /** sha256 in hex. crypto.hash (Node >= 20.12) makes no Hash object: 2-4x faster on tiny files. */

@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../fs/durable.js'
 import { acquireLock } from '../fs/lock-file.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { writeArchivePair } from './archive-writer.js'
-import { byPath, PREVIOUS_SAME, PREVIOUS_UNKNOWN, readIntoIndex, sameEntry, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
+import { byPath, fileChanged, PREVIOUS_SAME, PREVIOUS_UNKNOWN, readIntoIndex, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
 import type { TreeCounts } from './index-row.js'
@@ -278,12 +278,8 @@ async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<
       const read = readIntoIndex(reader, item, scan)
       item.release() // a copy read during the scan is not kept past its packing
       if (!read) continue
-      if (item.previous === PREVIOUS_SAME) continue // touched, not changed (compared during the scan)
-      if (item.previous === PREVIOUS_UNKNOWN) {
-        const before = scan.index.previousEntry(item)
-        if (before && sameEntry(before, read.entry)) continue // touched, not changed
-        if (before) scan.digestChange.remove(before)
-      }
+      // Touched, not changed? Judged during the scan for a file read then.
+      if (item.previous === PREVIOUS_SAME || (item.previous === PREVIOUS_UNKNOWN && !fileChanged(scan, item, read.entry))) continue
       filesChanged++
       scan.digestChange.add(read.entry)
       await sink.add(read.entry, read.data)

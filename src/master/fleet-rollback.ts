@@ -13,7 +13,7 @@ import { StoreClient, type RecordLookup } from '../store/store-client.js'
 import { StoreLayout } from '../store/store-layout.js'
 import { buildLocked, type BuildResult } from './build.js'
 import { ROLLBACK_WORK_PREFIX } from './prune.js'
-import { sha256OfFile } from './verify-store.js'
+import { sha256OfFile } from '../fs/file-sha256.js'
 
 /**
  * `snapshot rollback --store DIR --to ID`: publishes a new snapshot, with the next id, whose tree

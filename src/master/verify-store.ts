@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { sha256OfFile } from '../fs/file-sha256.js'
 import { lstat, readdir, readFile, stat } from 'node:fs/promises'
 import { NoSnapshotError, UsageError } from '../core/errors.js'
 import type { PointerPayload } from '../core/pointer.js'
@@ -155,11 +154,4 @@ function checkChain(pointer: PointerPayload, records: ReadonlyMap<number, Snapsh
 async function anyExists(files: readonly string[]): Promise<boolean> {
   for (const f of files) if (await lstat(f).catch(() => null)) return true
   return false
-}
-
-/** Streams the file through sha256: memory stays flat whatever its size. */
-export async function sha256OfFile(file: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) hash.update(chunk)
-  return hash.digest('hex')
 }

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { sha256OfFile } from '../fs/file-sha256.js'
 import { readFile, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { NoSnapshotError, RollbackRefusedError, UnsafeArchiveError, VerifyError, asSnapshotError } from '../core/errors.js'
@@ -63,7 +62,7 @@ export async function readRemoteStore(o: RemoteStoreOptions): Promise<RemoteStor
     if (o.remote.files.get(ref.path) !== ref.length || o.verified.has(ref.path)) continue
     const local = o.to.localPath(ref.path)
     if (local === null) continue // a bucket: a key of the signed length holds the object, as publish trusts
-    const actual = await sha256Of(local)
+    const actual = await sha256OfFile(local).catch(() => null)
     if (actual === ref.sha256) o.verified.add(ref.path)
     else {
       log(`warning: ${local} does not match its signed sha256: sending it again`)
@@ -146,14 +145,4 @@ function checkRecord(bytes: Buffer, expected: SnapshotRecord, trust: TrustedKeys
   if (JSON.stringify(record) !== JSON.stringify(expected)) {
     throw new UnsafeArchiveError(`${what} differs from the record the signed pointer carries (mix-and-match of snapshots?)`)
   }
-}
-
-async function sha256Of(file: string): Promise<string | null> {
-  const hash = createHash('sha256')
-  try {
-    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) hash.update(chunk)
-  } catch {
-    return null
-  }
-  return hash.digest('hex')
 }

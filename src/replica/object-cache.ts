@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { sha256OfFile } from '../fs/file-sha256.js'
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { recordObjects, type ObjectRef, type SnapshotRecord } from '../core/snapshot-record.js'
 import type { ObjectSource } from '../store/object-source.js'
@@ -40,10 +39,4 @@ export async function pruneObjectCache(layout: ReplicaLayout, state: ReplicaStat
   for (const name of names) {
     if (!keep.has(`objects/${name}`)) await rm(`${layout.objectsDir}/${name}`, { force: true })
   }
-}
-
-async function sha256OfFile(file: string): Promise<string> {
-  const h = createHash('sha256')
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer)
-  return h.digest('hex')
 }
