@@ -11,8 +11,9 @@ import { writeTree } from './helpers/tree.js'
 
 /**
  * The watch's probe over `--from RELAY --from ORIGIN` (replica/failover-probe.ts), against real
- * `snapshot serve` processes: the first mirror answers while it is up; one that is down, or has no
- * pointer yet, is passed over for the next; all down is an error naming each.
+ * `snapshot serve` processes: every mirror is asked at once, and the first that offers a pointer
+ * the replica has not handled ends the check; a mirror that is down, or has no pointer yet, holds
+ * nobody back; all down is an error naming each.
  */
 describe('failover probe', () => {
   let dir: string
@@ -40,7 +41,7 @@ describe('failover probe', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  test('the first mirror answers while it is up; the next ones are asked only when it fails', async () => {
+  test('a mirror that is up answers; one that is down does not make the check fail', async () => {
     const probe = openProbes([full.url, dead], { timeoutMs: 5000 })
     try {
       const r = await probe.check(null, signal)
@@ -69,7 +70,7 @@ describe('failover probe', () => {
       await relay.stop()
       assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false }) // the same bytes at the origin
       assert.equal(logged.length, 1)
-      assert.match(logged[0]!, /^watching http:\/\/127\.0\.0\.1:\d+\/latest\.json instead \(.*ECONNREFUSED/)
+      assert.match(logged[0]!, /^http:\/\/127\.0\.0\.1:\d+\/latest\.json does not answer \(.*ECONNREFUSED.*\): watching the other mirrors$/)
       assert.deepEqual(await probe.check(handled, signal), { kind: 'unchanged', held: false })
       // the master publishes: the origin's new pointer is fresh, with other bytes
       writeTree(join(dir, 'src'), { 'b.m3u': 'b\n' })
@@ -99,6 +100,43 @@ describe('failover probe', () => {
       probe.close()
       none.close()
       nothing.close()
+    }
+  })
+
+  test('the origin\'s publication ends a check held at a relay that is behind; the relay catching up, or staying behind, is not news; a version the watch did not handle is offered again', async () => {
+    const relayStore = join(dir, 'behind-relay-store')
+    const originStore = join(dir, 'behind-origin-store')
+    cpSync(join(dir, 'store'), relayStore, { recursive: true })
+    cpSync(join(dir, 'store'), originStore, { recursive: true })
+    const relay = await startServe(relayStore)
+    const origin = await startServe(originStore)
+    const probe = openProbes([relay.url, origin.url], { timeoutMs: 5000, waitSeconds: 2 })
+    try {
+      const first = await probe.check(null, signal)
+      assert.equal(first.kind, 'fresh')
+      const handled = first.kind === 'fresh' ? first.version : null
+      // Held at both; the master publishes meanwhile (the relay's mirror has not copied it).
+      const held = probe.check(handled!.etag, signal)
+      await new Promise((r) => setTimeout(r, 300))
+      writeTree(join(dir, 'src'), { 'c.m3u': 'c\n' })
+      await runJson(['build', '--source', join(dir, 'src'), '--store', originStore, '--quiet'])
+      const news = await held
+      assert.equal(news.kind, 'fresh', 'the origin\'s new pointer ends the check, whatever the relay says')
+      const pulled = news.kind === 'fresh' ? news.version : null
+      assert.notEqual(pulled!.digest, handled!.digest)
+      // The relay stays on the old pointer: a 304 after the hold, not the old bytes as news.
+      assert.deepEqual(await probe.check(pulled!.etag, signal), { kind: 'unchanged', held: true })
+      // The relay catches up with bytes the replica already has: not news either.
+      cpSync(originStore, relayStore, { recursive: true, force: true })
+      assert.deepEqual(await probe.check(pulled!.etag, signal), { kind: 'unchanged', held: true })
+      // A watch whose pull failed still names the old version: the new one is offered again at once.
+      const retry = await probe.check(handled!.etag, signal)
+      assert.equal(retry.kind, 'fresh')
+      assert.equal(retry.kind === 'fresh' ? retry.version.digest : '', pulled!.digest)
+    } finally {
+      probe.close()
+      await relay.stop()
+      await origin.stop()
     }
   })
 })

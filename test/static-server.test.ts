@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { PrivateKeyInStoreError, SnapshotError, UsageError } from '../src/core/errors.js'
@@ -489,4 +489,36 @@ test('a read error answers 500 and the server keeps serving', { skip: process.ge
   const server = await serve(t, { root: s.root })
   assert.equal((await get(server, `/objects/${'b'.repeat(64)}.tar.zst`)).status, 500)
   assert.equal((await get(server, '/latest.json')).status, 200)
+})
+
+test('a relay: while its mirror holds the lock, a missing record or object is held until it lands; without the lock, or once it is let go, a 404', async (t) => {
+  const s = await makeStore(t)
+  const server = await serve(t, { root: s.root, mirrorHoldCheckMs: 10 })
+  const body = randomBytes(5000)
+  const name = `${sha256hex(body)}.tar.zst`
+  // No mirror at work: a missing object is a 404 at once, as on any static host.
+  assert.equal((await get(server, `/objects/${name}`)).status, 404)
+
+  // A mirror copying (a lock naming this live process): the request waits for the file.
+  await writeFile(join(s.root, '.mirror.lock'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
+  const held = get(server, `/objects/${name}`)
+  const record = get(server, '/snapshots/8.json')
+  await new Promise((r) => setTimeout(r, 200))
+  await writeFile(join(s.root, 'objects', `${name}.part`), body)
+  await rename(join(s.root, 'objects', `${name}.part`), join(s.root, 'objects', name))
+  const landed = await held
+  assert.equal(landed.status, 200)
+  assert.ok(landed.body.equals(body))
+  // The mirror lets go without bringing the record: the held request is answered 404.
+  await rm(join(s.root, '.mirror.lock'))
+  assert.equal((await record).status, 404)
+
+  // A lock left by a process that died is no mirror at work: no hold.
+  await writeFile(join(s.root, '.mirror.lock'), `999999999 ${hostname()} ${new Date().toISOString()}\n`)
+  assert.equal((await get(server, '/snapshots/9.json')).status, 404)
+  // The pointer is never held this way, and dot-files are still never served.
+  await writeFile(join(s.root, '.mirror.lock'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
+  assert.equal((await get(server, '/.mirror.lock')).status, 404)
+  await rm(join(s.root, 'latest.json'))
+  assert.equal((await get(server, '/latest.json')).status, 404)
 })

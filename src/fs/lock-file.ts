@@ -59,6 +59,12 @@ function tryLock(path: string): HeldLock | null {
   }
 }
 
+/** Whether a live process holds the lock at `path` (another host's lock counts as held: never guess). */
+export function isLockHeld(path: string): boolean {
+  const holder = readHolder(path)
+  return holder !== null && !isStale(holder)
+}
+
 interface Holder {
   pid: number
   host: string

@@ -45,6 +45,13 @@ export interface StaticServerOptions {
   longPollMaxHeld?: number
   /** How often the pointer is checked while requests are held. Default 200 ms. */
   longPollCheckMs?: number
+  /**
+   * A relay (http/mirror-hold.ts): how long a request for a file its mirror is copying may be
+   * held. Default 20 s: below a replica's 30 s timeout, so it turns to the origin instead.
+   */
+  mirrorHoldMaxMs?: number
+  /** How often a held request looks for its file. Default 25 ms. */
+  mirrorHoldCheckMs?: number
 }
 
 export const STATIC_SERVER_DEFAULTS = {
@@ -58,6 +65,8 @@ export const STATIC_SERVER_DEFAULTS = {
   longPollMaxMs: 60_000,
   longPollMaxHeld: 1_000,
   longPollCheckMs: 200,
+  mirrorHoldMaxMs: 20_000,
+  mirrorHoldCheckMs: 25,
 } as const
 
 export interface Resolved {
@@ -93,6 +102,8 @@ export function resolveOptions(opts: StaticServerOptions): Resolved {
     longPollMaxMs: positiveInt('longPollMaxMs', opts.longPollMaxMs, d.longPollMaxMs),
     longPollMaxHeld: positiveInt('longPollMaxHeld', opts.longPollMaxHeld, d.longPollMaxHeld),
     longPollCheckMs: positiveInt('longPollCheckMs', opts.longPollCheckMs, d.longPollCheckMs),
+    mirrorHoldMaxMs: positiveInt('mirrorHoldMaxMs', opts.mirrorHoldMaxMs, d.mirrorHoldMaxMs),
+    mirrorHoldCheckMs: positiveInt('mirrorHoldCheckMs', opts.mirrorHoldCheckMs, d.mirrorHoldCheckMs),
   }
   if (options.headersTimeoutMs > options.requestTimeoutMs) {
     throw new UsageError(

@@ -17,6 +17,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { UsageError, asSnapshotError } from '../core/errors.js'
 import { resolveOptions, sha256, type StaticServerOptions } from './static-server-options.js'
+import { MirrorHold } from './mirror-hold.js'
 import { PointerWaiters } from './pointer-waiters.js'
 import { bodyPlan, fileHeaders, isHiddenSegment, isServedPath, LONG_POLL_HEADER, longPollWaitMs, notModified, parseRequestPath, rangeToServe, unsatisfiableHeaders } from './static-request.js'
 import { assertNoPrivateKeys } from './store-key-scan.js'
@@ -86,7 +87,8 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   })
 
   const pointerWaiters = new PointerWaiters(join(realRoot, 'latest.json'), options.longPollCheckMs)
-  const handler = new RequestHandler(realRoot, token, log, { waiters: pointerWaiters, maxMs: options.longPollMaxMs, maxHeld: options.longPollMaxHeld, idleTimeoutMs: options.idleTimeoutMs })
+  const mirrorHold = new MirrorHold(realRoot, options.mirrorHoldCheckMs, options.mirrorHoldMaxMs)
+  const handler = new RequestHandler(realRoot, token, log, { waiters: pointerWaiters, maxMs: options.longPollMaxMs, maxHeld: options.longPollMaxHeld, idleTimeoutMs: options.idleTimeoutMs }, mirrorHold)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     clearTimeout(awaitingFirstRequest.get(req.socket))
     if (opts.onResponse) {
@@ -169,6 +171,7 @@ class RequestHandler {
     private readonly token: Buffer | undefined,
     private readonly log: ((line: string) => void) | undefined,
     private readonly longPoll: LongPoll,
+    private readonly mirrorHold: MirrorHold,
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -200,7 +203,7 @@ class RequestHandler {
   /** Serves one file; a matching long-poll (`holdMs` > 0) waits for the pointer to change first. */
   private async serveFile(req: IncomingMessage, res: ServerResponse, segments: string[], holdMs: number, ex: Exchange): Promise<void> {
     const method = req.method ?? ''
-    const file = await this.openInsideRoot(segments)
+    const file = (await this.openInsideRoot(segments)) ?? (await this.awaitMirrored(req, segments, ex))
     if (file === undefined) return this.sendError(res, 404)
     const { fh, st } = file
     let handedOff = false
@@ -262,6 +265,21 @@ class RequestHandler {
     } finally {
       if (!handedOff) await fh.close()
     }
+  }
+
+  /**
+   * A record or an object this relay lacks while its mirror copies: held until it lands (it is
+   * opened then), else undefined. Never the pointer: that is the long-poll's business.
+   */
+  private async awaitMirrored(req: IncomingMessage, segments: string[], ex: Exchange): Promise<{ fh: FileHandle; st: BigIntStats } | undefined> {
+    if (segments.length !== 2 || !this.mirrorHold.copying()) return undefined
+    req.socket.setTimeout(0) // silent while held; the hold's own bound ends it
+    ex.holdStarted = performance.now()
+    const landed = await this.mirrorHold.waitFor(join(this.realRoot, ...segments), () => ex.closed)
+    ex.heldMs = (ex.heldMs ?? 0) + performance.now() - ex.holdStarted
+    ex.holdStarted = undefined
+    req.socket.setTimeout(this.longPoll.idleTimeoutMs)
+    return landed && !ex.closed ? this.openInsideRoot(segments) : undefined
   }
 
   /** A regular file under the store, reached only through non-hidden names; else undefined. */

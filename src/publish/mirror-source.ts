@@ -70,7 +70,10 @@ export async function readRemoteStore(o: RemoteStoreOptions): Promise<RemoteStor
     }
   }
 
-  const recordBytes = new Map<string, Buffer>()
+  // The records the relay lacks are fetched while the objects are (not one round trip before
+  // them): a relay's replicas wait for its objects (http/mirror-hold.ts), not for its records.
+  // Each is checked before anything of it is written; an object is written first anyway.
+  const recordFetches = new Map<string, Promise<Buffer>>()
   const records: StoreFile[] = []
   for (const r of pointer.chain) {
     const path = `snapshots/${r.id}.json`
@@ -80,17 +83,16 @@ export async function readRemoteStore(o: RemoteStoreOptions): Promise<RemoteStor
       continue
     }
     o.remote.files.delete(path)
-    const bytes = await origin.getSmall(path, POINTER_MAX_BYTES)
-    if (!bytes) throw new NoSnapshotError(`${origin.description} has no ${path}, which its pointer names: the origin is damaged (run \`snapshot verify --store\` there)`)
-    checkRecord(bytes, r, o.store.trust, `${origin.description}: ${path}`)
-    recordBytes.set(path, bytes)
-    records.push({ path, size: bytes.length })
+    const fetching = fetchRecord(o, path, r)
+    fetching.catch(() => undefined) // awaited when it is sent; a failure is thrown there
+    recordFetches.set(path, fetching)
+    records.push({ path, size: 0 }) // not held: sent whatever its size (0: not known yet, not counted)
   }
 
   const send = async (f: StoreFile, to: StoreDestination): Promise<PutOutcome> => {
-    const bytes = recordBytes.get(f.path)
-    if (bytes) {
-      await to.putBytes(f.path, bytes)
+    const fetching = recordFetches.get(f.path)
+    if (fetching) {
+      await to.putBytes(f.path, await fetching)
       o.verified.add(f.path)
       return 'put'
     }
@@ -122,6 +124,15 @@ export async function readRemoteStore(o: RemoteStoreOptions): Promise<RemoteStor
       send,
     },
   }
+}
+
+/** A record of the pointer's chain from the origin, checked against the chain. */
+async function fetchRecord(o: RemoteStoreOptions, path: string, r: SnapshotRecord): Promise<Buffer> {
+  const origin = o.store.source
+  const bytes = await origin.getSmall(path, POINTER_MAX_BYTES)
+  if (!bytes) throw new NoSnapshotError(`${origin.description} has no ${path}, which its pointer names: the origin is damaged (run \`snapshot verify --store\` there)`)
+  checkRecord(bytes, r, o.store.trust, `${origin.description}: ${path}`)
+  return bytes
 }
 
 /** A record the destination holds: in a directory, read back and checked once; in a bucket, trusted by its presence. */

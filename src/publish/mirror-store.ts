@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { acquireLock } from '../fs/lock-file.js'
 import type { StoreClient } from '../store/store-client.js'
+import { MIRROR_LOCK } from '../store/store-layout.js'
 import { DirDestination } from './dir-destination.js'
 import { readRemoteStore } from './mirror-source.js'
 import { copyStore, readDestination, type PublishResult } from './store-copy.js'
@@ -40,8 +41,9 @@ export async function mirrorStore(o: MirrorOptions): Promise<MirrorResult> {
   await o.to.refuseMasterStore('--to')
   await o.to.prepare()
   // Two mirrors into one directory (the service and a manual run) would each judge "never
-  // backwards" against the pointer they read at their start: one at a time. A dot-file: never served.
-  const lock = await acquireLock(join(o.to.root, '.mirror.lock'), `the relay ${o.to.root}`, { waitMs: o.lockWaitMs ?? 0 })
+  // backwards" against the pointer they read at their start: one at a time. While it is held, the
+  // relay's server holds requests for files it lacks until they land (http/mirror-hold.ts).
+  const lock = await acquireLock(join(o.to.root, MIRROR_LOCK), `the relay ${o.to.root}`, { waitMs: o.lockWaitMs ?? 0 })
   try {
     return await mirrorUnlocked(o)
   } finally {

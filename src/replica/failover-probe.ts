@@ -3,82 +3,130 @@ import { openProbe, type PointerProbe, type ProbeOptions } from './watch-probe.j
 import type { PointerVersion, ProbeResult } from './watch-policy.js'
 
 /**
- * The watch's probe over mirrors (`--from RELAY --from ORIGIN`): each check asks the first mirror
- * (a relay's long-poll), and only when it fails or has no pointer yet the next ones in order, so a
- * relay that dies costs its replicas a failover of one check, not the hours until it is back; the
- * next check asks the first mirror again, so they return to it as soon as it answers.
+ * The watch's probe over mirrors (`--from RELAY --from ORIGIN`): each check asks every mirror at
+ * once (each one's long-poll where it has one) and ends as soon as any of them offers a pointer
+ * the replica has not handled. So a replica starts pulling the moment the origin publishes, not
+ * after its relay has copied the hour (the relay holds the objects it is copying until they land:
+ * http/mirror-hold.ts); a relay that dies, or whose mirror stopped, holds nobody back.
  *
- * Validators differ between servers. A mirror asked with another's validator answers with the
- * pointer's bytes; when they are the bytes the validator stood for (nothing new), it is asked once
- * more with its own validator, so that its answer is a 304, held as a long-poll where it can be,
- * and the failover waits for the next publication right away instead of after an --interval.
+ * Each mirror is asked with its own validator (servers' ETags differ), so a check says what is new
+ * *at that mirror*: a relay that catches up with bytes the replica already pulled is asked again
+ * at once, to be held, rather than starting a pull that has nothing to do; a relay stuck on an old
+ * pointer stays a 304 instead of flipping the replica between two pointers.
  */
 export function openProbes(froms: readonly string[], opts: ProbeOptions = {}, log: (line: string) => void = () => undefined): PointerProbe {
   if (froms.length === 0) throw new UsageError("required option '--from <url|dir>' not specified")
   if (froms.length === 1) return openProbe(froms[0]!, opts)
-  return new FailoverProbe(froms.map((f) => openProbe(f, opts)), log)
+  return new AllMirrorsProbe(froms.map((f) => openProbe(f, opts)), log)
 }
 
-/** Validators this probe handed out lately, with the digest of the bytes each stood for. */
-const REMEMBERED = 16
+/** What one mirror's part of a check came to. */
+type MirrorAnswer = { readonly i: number; readonly result: ProbeResult }
 
-class FailoverProbe implements PointerProbe {
+class AllMirrorsProbe implements PointerProbe {
   readonly description: string
-  /** Every version lately seen, for the digest behind a validator the watch sends back. */
-  private readonly versions: PointerVersion[] = []
-  /** Each mirror's own last version: its validator for bytes another mirror's validator stands for. */
+  /** Each mirror's last version seen: its own validator, and the bytes it stands for. */
   private readonly own: (PointerVersion | null)[]
-  /** The mirror that answered the last check: a change is logged once, not every check. */
-  private answering = 0
+  /** Whether each mirror answered its last check: a change is logged once, not every check. */
+  private readonly answering: boolean[]
+  /** Digests of the versions this probe handed out, by the validator handed out with them. */
+  private readonly handedOut = new Map<string, string>()
+  /** The last version handed out: until the watch handles it (a pull that failed), it is still news. */
+  private lastHandedOut: PointerVersion | null = null
 
   constructor(
     private readonly probes: readonly PointerProbe[],
     private readonly log: (line: string) => void,
   ) {
-    this.description = probes.map((p) => p.description).join(', then ')
+    this.description = probes.map((p) => p.description).join(' and ')
     this.own = probes.map(() => null)
+    this.answering = probes.map(() => true)
   }
 
   async check(ifNoneMatch: string | null, signal: AbortSignal): Promise<ProbeResult> {
-    const errors: string[] = []
-    let absent = false
-    const digest = ifNoneMatch === null ? undefined : this.versions.find((v) => v.etag === ifNoneMatch)?.digest
-    for (const [i, probe] of this.probes.entries()) {
-      const own = this.own[i]
-      const etag = digest !== undefined && own?.digest === digest ? own.etag : ifNoneMatch
-      let result = await this.ask(i, etag, signal)
-      if (result.kind === 'fresh' && result.version.digest === digest && result.version.etag !== null && !signal.aborted) {
-        // The same bytes under this mirror's validator: ask again with it, to be held or told 304.
-        const again = await this.ask(i, result.version.etag, signal)
-        if (again.kind !== 'error') result = again
-      }
-      if (signal.aborted || (result.kind !== 'error' && result.kind !== 'absent')) {
-        if (!signal.aborted && i !== this.answering) {
-          this.log(i === 0 ? `${probe.description} answers again: watching it` : `watching ${probe.description} instead (${errors.join('; ') || 'no pointer yet'})`)
-          this.answering = i
-        }
-        return result
-      }
-      // A relay with no pointer yet (a new one) is passed over like one that is down.
-      if (result.kind === 'absent') absent = true
-      else errors.push(`${probe.description}: ${result.message}`)
+    const handled = ifNoneMatch === null ? undefined : this.handedOut.get(ifNoneMatch)
+    // Each mirror tells only what changed at it since its last answer: a pull that failed on it
+    // would otherwise wait for the next publication. Offered again, the pull retries.
+    const unhandled = this.lastHandedOut
+    if (unhandled !== null && unhandled.digest !== handled) return { kind: 'fresh', version: unhandled }
+    const rest = new AbortController()
+    const stop = (): void => rest.abort()
+    signal.addEventListener('abort', stop, { once: true })
+    try {
+      const answers: MirrorAnswer[] = []
+      let winner: MirrorAnswer | null = null
+      await Promise.all(
+        this.probes.map(async (_, i) => {
+          const result = await this.askMirror(i, ifNoneMatch, handled, rest.signal)
+          if (rest.signal.aborted && !signal.aborted && winner !== null) return // cut short: another mirror won
+          answers.push({ i, result })
+          if (result.kind === 'fresh' && winner === null) {
+            winner = { i, result }
+            rest.abort()
+          }
+        }),
+      )
+      if (signal.aborted) return { kind: 'unchanged', held: false } // the watch is stopping: it ignores this
+      this.noteWhoAnswered(answers)
+      if (winner !== null) return this.handOut((winner as MirrorAnswer).result)
+      return combine(answers.map((a) => a.result))
+    } finally {
+      signal.removeEventListener('abort', stop)
     }
-    return absent ? { kind: 'absent' } : { kind: 'error', message: errors.join('; ') }
   }
 
   close(): void {
     for (const p of this.probes) p.close()
   }
 
+  /**
+   * One mirror, with its own validator once it has one. Bytes the replica already handled, or the
+   * bytes this mirror offered last time (a mirror without validators), are nothing new: asked
+   * again with its validator, so it is held (or told 304).
+   */
+  private async askMirror(i: number, ifNoneMatch: string | null, handled: string | undefined, signal: AbortSignal): Promise<ProbeResult> {
+    const before = this.own[i]?.digest
+    const result = await this.ask(i, this.own[i]?.etag ?? ifNoneMatch, signal)
+    if (result.kind !== 'fresh' || signal.aborted) return result
+    const old = (v: PointerVersion): boolean => v.digest === handled || v.digest === before
+    if (!old(result.version)) return result
+    if (result.version.etag === null) return { kind: 'unchanged', held: false }
+    const again = await this.ask(i, result.version.etag, signal)
+    return again.kind === 'fresh' && (old(again.version) || again.version.digest === result.version.digest) ? { kind: 'unchanged', held: false } : again
+  }
+
   private async ask(i: number, etag: string | null, signal: AbortSignal): Promise<ProbeResult> {
     const result = await this.probes[i]!.check(etag, signal)
-    if (result.kind === 'fresh') {
-      this.own[i] = result.version
-      if (result.version.etag !== null && !this.versions.some((v) => v.etag === result.version.etag)) {
-        this.versions.push(result.version)
-        if (this.versions.length > REMEMBERED) this.versions.shift()
-      }
-    }
+    if (result.kind === 'fresh') this.own[i] = result.version
     return result
   }
+
+  /** Remembers which digest a validator handed to the watch stands for (bounded: the last few). */
+  private handOut(result: ProbeResult): ProbeResult {
+    if (result.kind !== 'fresh') return result
+    // A mirror without validators: one of ours, so that the watch's next check says what it handled.
+    const version = { digest: result.version.digest, etag: result.version.etag ?? `"sha256-${result.version.digest}"` }
+    this.lastHandedOut = version
+    this.handedOut.set(version.etag, version.digest)
+    if (this.handedOut.size > 16) this.handedOut.delete(this.handedOut.keys().next().value!)
+    return { kind: 'fresh', version }
+  }
+
+  private noteWhoAnswered(answers: readonly MirrorAnswer[]): void {
+    for (const { i, result } of answers) {
+      const answers = result.kind !== 'error'
+      if (answers === this.answering[i]) continue
+      this.answering[i] = answers
+      const what = this.probes[i]!.description
+      this.log(answers ? `${what} answers again` : `${what} does not answer (${result.kind === 'error' ? result.message : ''}): watching the other mirrors`)
+    }
+  }
+}
+
+/** No mirror offered anything new: a 304 if any answered, else no pointer anywhere, else every error. */
+function combine(results: readonly ProbeResult[]): ProbeResult {
+  const unchanged = results.filter((r) => r.kind === 'unchanged')
+  if (unchanged.length > 0) return { kind: 'unchanged', held: unchanged.some((r) => r.kind === 'unchanged' && r.held) }
+  if (results.some((r) => r.kind === 'absent')) return { kind: 'absent' }
+  return { kind: 'error', message: results.map((r) => (r.kind === 'error' ? r.message : '')).join('; ') }
 }

@@ -51,8 +51,8 @@ export async function buildInSlot(
   for (const [i, step] of plan.steps.entries()) {
     const pair = pairOf(step)
     crashPoint('pull:download:before')
-    const manifestFile = await ensureObject(layout, source, pair.manifest)
-    const archiveFile = await ensureObject(layout, source, pair.archive)
+    // Both at once: across an ocean, one round trip less per step.
+    const [manifestFile, archiveFile] = await Promise.all([ensureObject(layout, source, pair.manifest), ensureObject(layout, source, pair.archive)])
     crashPoint('pull:download:after')
     const opened = await openStep(step, { manifest: manifestFile, archive: archiveFile })
     log(`applying ${step.use} of snapshot ${step.record.id}: ${pair.entries} entries, ${pair.deleted} deletions`)

@@ -18,6 +18,7 @@ import got from 'got'
 import { UsageError } from '../core/errors.js'
 import type { ObjectSource } from '../store/object-source.js'
 import { openSource } from '../store/open-source.js'
+import { rememberPointer } from '../store/pointer-memo.js'
 import { ENVELOPE_MAX_BYTES } from '../store/store-client.js'
 import { LATEST } from '../store/store-layout.js'
 import type { ProbeResult } from './watch-policy.js'
@@ -125,7 +126,9 @@ class HttpProbe implements PointerProbe {
         parts.push(chunk)
       }
       const etag = response.headers.etag
-      return { kind: 'fresh', version: { digest: digestOf(Buffer.concat(parts, total)), etag: typeof etag === 'string' && etag !== '' ? etag : null } }
+      const bytes = Buffer.concat(parts, total)
+      rememberPointer(this.url, typeof etag === 'string' ? etag : undefined, bytes) // the pull that follows asks for it with If-None-Match
+      return { kind: 'fresh', version: { digest: digestOf(bytes), etag: typeof etag === 'string' && etag !== '' ? etag : null } }
     } catch (err) {
       return { kind: 'error', message: messageOf(err) }
     } finally {

@@ -3,6 +3,8 @@ import got, { type Request as GotRequest, type Response as GotResponse } from 'g
 import { LengthMismatchError, NetworkError, ObjectMissingError, SnapshotError, TooLargeError, UsageError } from '../core/errors.js'
 import { checkRelPath, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 import { PartFile } from './part-file.js'
+import { rememberedPointer, rememberPointer } from './pointer-memo.js'
+import { LATEST } from './store-layout.js'
 import type { RateLimiter } from './rate-limit.js'
 import { DEFAULT_RETRIES, DEFAULT_RETRY_BASE_MS, StallWatchdog, TransientError, withRetries } from './transfer-retry.js'
 
@@ -61,9 +63,11 @@ export class HttpSource implements ObjectSource {
   async getSmall(relPath: string, maxBytes: number): Promise<Buffer | null> {
     const url = this.url(relPath)
     return this.withRetries(url, async () => {
-      const ex = await this.request(url, { 'cache-control': 'no-cache', pragma: 'no-cache' })
+      const known = relPath === LATEST ? rememberedPointer(url) : undefined
+      const ex = await this.request(url, { 'cache-control': 'no-cache', pragma: 'no-cache', ...(known ? { 'if-none-match': known.etag } : {}) })
       try {
         const status = ex.response.statusCode
+        if (status === 304 && known) return known.bytes
         if (status === 404 || status === 410) return null
         if (status !== 200) throw statusError(url, ex.response)
         const declared = contentLength(ex.response)
@@ -78,7 +82,9 @@ export class HttpSource implements ObjectSource {
           if (total > maxBytes) throw new TooLargeError(shown(url), maxBytes)
           parts.push(chunk)
         }
-        return Buffer.concat(parts, total)
+        const bytes = Buffer.concat(parts, total)
+        if (relPath === LATEST) rememberPointer(url, headerValue(ex.response.headers.etag), bytes)
+        return bytes
       } catch (err) {
         throw this.attemptError(err, ex.watchdog)
       } finally {
@@ -250,4 +256,8 @@ function retryAfterMs(value: string | undefined): number | undefined {
   if (/^\d+$/.test(value)) return Number(value) * 1000
   const at = Date.parse(value)
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now())
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined
 }

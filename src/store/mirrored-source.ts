@@ -9,8 +9,11 @@ import type { TrustedKeys } from './trusted-keys.js'
  * pointer makes every mirror equally trusted, so the pointer is asked of every mirror at once
  * (bounded in number and time), and the newest one that verifies wins; a mirror that is down,
  * serves no or an invalid pointer, or lags behind is named in `reports` and skipped. Records and
- * objects then come from the winner, falling back to the other mirrors in the order given: an
- * object is named by its sha256, and checked against the signed pointer whoever serves it.
+ * objects then come from the mirrors in the order given, those that answered for their pointer
+ * first: an object is named by its sha256 and checked against the signed pointer whoever serves
+ * it, so the first-named mirror (a relay next door) serves what it holds even while its pointer
+ * lags, and holds what it is copying right now until it lands (http/mirror-hold.ts); the origin
+ * serves the rest.
  */
 export interface Mirror {
   /** Serves records and objects: the usual timeouts and retries. */
@@ -129,7 +132,9 @@ export class MirroredSource implements ObjectSource {
       throw anyInvalid ? new VerifyError(`no mirror offers a pointer that verifies: ${errors}`) : new NetworkError(`no mirror answered: ${errors}`)
     }
     const chosen = this.mirrors[best]!.source
-    this.order = [chosen, ...this.mirrors.map((m) => m.source).filter((s) => s !== chosen)]
+    const answered = (i: number): boolean => 'bytes' in (answers.get(i) ?? {})
+    const indexes = [...this.mirrors.keys()]
+    this.order = [...indexes.filter(answered), ...indexes.filter((i) => !answered(i))].map((i) => this.mirrors[i]!.source)
     this.opts.log?.(`mirror ${chosen.description} chosen: snapshot ${bestId}`)
     return (answers.get(best) as { bytes: Buffer }).bytes
   }

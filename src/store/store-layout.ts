@@ -6,6 +6,8 @@ import { join } from 'node:path'
  * The master's private state sits under `.state/`, which `snapshot serve` never serves.
  */
 export const LATEST = 'latest.json'
+/** A relay's lock, held by `snapshot mirror` while it copies into the directory (a dot-file: never served). */
+export const MIRROR_LOCK = '.mirror.lock'
 export const recordRelPath = (id: number): string => `snapshots/${id}.json`
 export const objectRelPath = (sha256: string, ext: string): string => `objects/${sha256}.${ext}`
 
