@@ -321,6 +321,7 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean; rela
       continents: { type: 'string', default: '3' },
       'per-continent': { type: 'string', default: '3' },
       'relay-rtt-ms': { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '2' },
     },
   })
   const replicas = wholeNumberFlag('--replicas', values.replicas, 1)
@@ -350,6 +351,7 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean; rela
           work: values.work === undefined ? undefined : resolve(values.work),
           keep: values.keep ?? false,
           phaseTimeoutMs: wholeNumberFlag('--phase-timeout', values['phase-timeout'], 1) * 1000,
+          rounds: wholeNumberFlag('--rounds', values.rounds, 1),
         }
       : null,
   }

@@ -1,6 +1,6 @@
 /**
  * `npm run bench:wan -- --relays [--files N] [--per-continent 3] [--continents 3] [--rtt-ms 160]
- * [--rate-mbit 100] [--relay-rtt-ms 5]`, as root: the WAN benchmark with relays (issue 21).
+ * [--rate-mbit 100] [--relay-rtt-ms 5] [--rounds 2]`, as root: the WAN benchmark with relays (issue 21).
  *
  * Three "continents", each a network namespace joined to the origin's namespace by one link of
  * `--rtt-ms` round trip and `--rate-mbit` each way (the ocean: wan-netns.ts shapes it, tbf plus
@@ -13,11 +13,12 @@
  * watches' start) to all replicas swapped, with the origin's egress (the bytes its end of the
  * three ocean links sent):
  *   1. the first full, without relays: every replica pulls from the origin;
- *   2. an hour of change, without relays;
- *   (the relays start and copy the current chain; their replicas restart with
- *   `--from RELAY --from ORIGIN`: reported as the relays' setup);
- *   3. an hour of change, with relays;
- *   4. an hour of change, with relays, the first continent's relay killed (its server and its
+ *   (the relays start and copy the chain: reported as the relays' setup);
+ *   2. `--rounds` pairs of hours of change, interleaved so that the machine's drift (its disk
+ *      flushes, other work) falls on both alike: one without relays (no mirror runs; the
+ *      replicas' watches name only the origin), one with (the mirrors catch up first, off the
+ *      clock; the watches name `--from RELAY --from ORIGIN`);
+ *   3. an hour of change, with relays, the first continent's relay killed (its server and its
  *      mirror) as the build starts: its replicas fail over to the origin.
  * At the end every replica is compared with the master, contents included.
  */
@@ -45,6 +46,8 @@ export interface RelayBenchOptions {
   work: string | undefined
   keep: boolean
   phaseTimeoutMs: number
+  /** Pairs of hours, one without relays and one with, interleaved so the machine's drift hits both alike. */
+  rounds: number
 }
 
 export interface RelayPhase {
@@ -194,6 +197,21 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
       await phase(name, relays, start, b.id, b.seconds, before, from, note)
       return b.id
     }
+    const startMirror = (c: Continent): void => {
+      c.mirror = startProcess(
+        nsArgv(c.link.ns, [process.execPath, bin, 'mirror', '--watch', '--from', originUrl(c), '--to', c.relayDir, '--pubkey', pub, '--json', '--max-age', '0', '--timeout', '10']),
+        `the relay's mirror on continent ${c.link.index}`,
+      )
+    }
+    const mirrorsCopied = async (id: number): Promise<void> => {
+      for (const c of continents) await c.mirror!.waitFor((l) => l.startsWith('{') && (JSON.parse(l) as { id: number }).id === id, `the relay of continent ${c.link.index} to copy snapshot ${id}`, o.phaseTimeoutMs)
+    }
+    /** Every replica's watch restarted, naming its relay first or only the origin; each one's first check done. */
+    const rewatch = async (relays: boolean, id: number): Promise<void> => {
+      for (const r of all()) await stopProcess(r.watch)
+      startWatches(relays)
+      await resultsOf(all(), id, all().map(() => 0), o.phaseTimeoutMs, true) // each watch's first check: up to date
+    }
 
     // 1. the first full, without relays
     await flushDirtyPages()
@@ -201,37 +219,39 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
     const t0 = Date.now()
     startWatches(false)
     await phase('first full', false, t0, first.id, null, before, all().map(() => 0))
-    // 2. an hour without relays
-    const current = await hour('hour 1', false, 1)
+    let current = first.id
 
-    // the relays start, copy the current chain, and their replicas restart naming them first
+    // the relays start and copy the current chain
     before = egress(topo, continents)
     const setupStart = Date.now()
     for (const c of continents) {
       await mkdir(c.relayDir, { recursive: true }) // empty until the mirror's first copy: serve answers 404, and replicas ask the origin
       c.relayServe = startProcess(nsArgv(c.link.ns, [process.execPath, bin, 'serve', '--store', c.relayDir, '--host', '127.0.0.1', '--port', String(RELAY_PORT), '--json', '--quiet']), `the relay's serve on continent ${c.link.index}`)
       c.relayProxy = startProcess(nsArgv(c.link.ns, [process.execPath, proxyScript, '--rtt-ms', String(o.relayRttMs), '--map', `${RELAY_NEAR}:${ORIGIN_PORT}=127.0.0.1:${RELAY_PORT}`]), `relay proxy ${c.link.index}`, undefined, 'pipe')
-      c.mirror = startProcess(
-        nsArgv(c.link.ns, [process.execPath, bin, 'mirror', '--watch', '--from', originUrl(c), '--to', c.relayDir, '--pubkey', pub, '--json', '--max-age', '0', '--timeout', '10']),
-        `the relay's mirror on continent ${c.link.index}`,
-      )
+      startMirror(c)
     }
     for (const c of continents) {
       await c.relayServe!.waitFor((l) => l.startsWith('{'), 'the relay\'s serve to listen', 30_000)
       await c.relayProxy!.waitFor((l) => l.startsWith('{"listening"'), 'the relay proxy to listen', 30_000)
-      await c.mirror!.waitFor((l) => l.startsWith('{') && (JSON.parse(l) as { id: number }).id === current, `the relay of continent ${c.link.index} to copy snapshot ${current}`, o.phaseTimeoutMs)
     }
+    await mirrorsCopied(current)
     const setup = { originEgress: egress(topo, continents).reduce((a, b, i) => a + b - before[i]!, 0), seconds: (Date.now() - setupStart) / 1000 }
     log(`relays set up: they copied snapshot ${current}'s chain in ${setup.seconds.toFixed(2)} s; the origin sent ${formatBytes(setup.originEgress)}`)
-    for (const r of all()) await stopProcess(r.watch)
-    startWatches(true)
-    await resultsOf(all(), current, all().map(() => 0), o.phaseTimeoutMs, true) // each watch's first check: up to date
 
-    // 3. an hour with relays
-    await hour('hour 2', true, 2)
-    // 4. an hour with relays, one of them killed as the build starts
+    // 2. hours without relays and with, interleaved: no mirror runs in an hour without relays
+    let h = 0
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const c of continents) await stopProcess(c.mirror)
+      await rewatch(false, current)
+      current = await hour(`hour ${++h}`, false, h)
+      for (const c of continents) startMirror(c)
+      await mirrorsCopied(current) // the hour they missed: setup, not counted
+      await rewatch(true, current)
+      current = await hour(`hour ${++h}`, true, h)
+    }
+    // 3. an hour with relays, one of them killed as the build starts
     const victim = continents[0]!
-    await hour('hour 3', true, 3, async () => {
+    await hour(`hour ${++h}`, true, h, async () => {
       await stopProcess(victim.relayServe, 'SIGKILL')
       await stopProcess(victim.mirror, 'SIGKILL')
     }, `relay ${victim.link.index} killed as the build started: its replicas fail over to the origin`)
@@ -274,6 +294,18 @@ export function formatRelayTable(r: RelayBenchResult): string {
       `| ${p.phase}${p.note ? ` (${p.note})` : ''} | ${p.relays ? 'yes' : 'no'} | ${p.buildSeconds === null ? '-' : `${p.buildSeconds.toFixed(2)} s`} | ${p.allSeconds.toFixed(2)} s | ${p.replicaSeconds.map((s) => s.toFixed(2)).join(', ')} | ${formatBytes(p.originEgress)} | ${p.egressByContinent.map(formatBytes).join(', ')} |`,
     )
   }
-  lines.push('', `Relays' setup (copying the chain once, before hour 2): ${formatBytes(r.relaySetup.originEgress)} from the origin in ${r.relaySetup.seconds.toFixed(2)} s.`)
+  const mean = (relays: boolean): number => {
+    const hours = r.phases.filter((p) => p.phase.startsWith('hour') && p.relays === relays && p.note === undefined)
+    return hours.reduce((a, p) => a + p.allSeconds, 0) / hours.length
+  }
+  const egressMean = (relays: boolean): number => {
+    const hours = r.phases.filter((p) => p.phase.startsWith('hour') && p.relays === relays && p.note === undefined)
+    return hours.reduce((a, p) => a + p.originEgress, 0) / hours.length
+  }
+  lines.push(
+    '',
+    `Interleaved hours, mean: ${mean(false).toFixed(2)} s without relays, ${mean(true).toFixed(2)} s with (${(mean(true) / mean(false)).toFixed(2)}x); the origin sent ${formatBytes(egressMean(false))} without, ${formatBytes(egressMean(true))} with (${(egressMean(true) / egressMean(false)).toFixed(2)}x).`,
+    `Relays' setup (copying the chain once, after the first full): ${formatBytes(r.relaySetup.originEgress)} from the origin in ${r.relaySetup.seconds.toFixed(2)} s.`,
+  )
   return lines.join('\n')
 }

@@ -28,7 +28,7 @@ test('relays: three replicas per continent behind a relay; the origin sends less
   }
   const work = mkdtempSync(join(tmpdir(), 'snapshot-wan-relays-test-'))
   t.after(() => rmSync(work, { recursive: true, force: true }))
-  const args = ['--relays', '--files', '1000', '--continents', '2', '--per-continent', '3', '--json', '--work', join(work, 'run'), '--phase-timeout', '180']
+  const args = ['--relays', '--files', '1000', '--continents', '2', '--per-continent', '3', '--rounds', '1', '--json', '--work', join(work, 'run'), '--phase-timeout', '180']
   const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done, fail) => {
     const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
