@@ -45,6 +45,8 @@ export interface LineProcess {
   lines: string[]
   /** Arrival times (epoch ms) of the stderr lines that say a pull starts. */
   pullStarts: number[]
+  /** Arrival times (epoch ms) of the stderr lines that say a pull has a step's objects and applies it. */
+  applyStarts: number[]
   /** Resolves with the first line from `from` on that matches. */
   waitFor(match: (line: string) => boolean, what: string, timeoutMs: number, from?: number): Promise<string>
 }
@@ -58,6 +60,7 @@ export function startProcess(argv: string[], what: string, stderrTo?: string[], 
   child.once('exit', () => running.delete(child))
   const lines: string[] = []
   const pullStarts: number[] = []
+  const applyStarts: number[] = []
   const wakers = new Set<() => void>()
   createInterface({ input: child.stdout! }).on('line', (l) => {
     lines.push(l)
@@ -66,12 +69,14 @@ export function startProcess(argv: string[], what: string, stderrTo?: string[], 
   const errLines = stderrTo ?? []
   createInterface({ input: child.stderr! }).on('line', (l) => {
     if (l.endsWith('a new pointer: pulling')) pullStarts.push(Date.now())
+    if (/: applying (delta|full) of snapshot \d+:/.test(l)) applyStarts.push(Date.now())
     if (errLines.length < 10_000) errLines.push(l)
   })
   return {
     child,
     lines,
     pullStarts,
+    applyStarts,
     waitFor(match, desc, timeoutMs, from = 0) {
       return new Promise((resolvePromise, reject) => {
         const check = (): void => {

@@ -1,5 +1,5 @@
 import type { Command } from '@commander-js/extra-typings'
-import got from 'got'
+import { loadGot } from '../store/load-got.js'
 import { FleetProblemError } from '../core/errors.js'
 import { openSource } from '../store/open-source.js'
 import { StoreClient } from '../store/store-client.js'
@@ -72,6 +72,7 @@ async function readStore(opts: FleetCommandOptions, out: Output): Promise<StoreV
 export async function fetchStatus(url: string, timeoutMs: number): Promise<FetchResult> {
   const statusUrl = /\/status\/?$/.test(url) ? url : `${url.replace(/\/+$/, '')}/status`
   try {
+    const got = await loadGot()
     const res = await got(statusUrl, { timeout: { request: timeoutMs }, retry: { limit: 1 }, throwHttpErrors: false, followRedirect: false, responseType: 'text' })
     if (res.statusCode !== 200) return { url, error: `HTTP ${res.statusCode} from ${statusUrl}` }
     if (res.body.length > STATUS_MAX_BYTES) return { url, error: `${statusUrl} answered more than ${STATUS_MAX_BYTES} bytes` }

@@ -14,9 +14,9 @@ import { Agent as HttpsAgent } from 'node:https'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import got from 'got'
 import { UsageError } from '../core/errors.js'
 import type { ObjectSource } from '../store/object-source.js'
+import { loadGot } from '../store/load-got.js'
 import { openSource } from '../store/open-source.js'
 import { rememberPointer } from '../store/pointer-memo.js'
 import { ENVELOPE_MAX_BYTES } from '../store/store-client.js'
@@ -86,6 +86,7 @@ class HttpProbe implements PointerProbe {
   }
 
   async check(ifNoneMatch: string | null, signal: AbortSignal): Promise<ProbeResult> {
+    const got = await loadGot()
     const stream = got.stream(this.url, {
       headers: {
         ...(ifNoneMatch !== null ? { 'if-none-match': ifNoneMatch } : {}),

@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises'
-import got, { type Request as GotRequest, type Response as GotResponse } from 'got'
+import type { Request as GotRequest, Response as GotResponse } from 'got'
+import { loadGot } from './load-got.js'
 import { LengthMismatchError, NetworkError, ObjectMissingError, SnapshotError, TooLargeError, UsageError } from '../core/errors.js'
 import { checkRelPath, type ObjectExpectation, type ObjectSource, type SourceOptions } from './object-source.js'
 import { PartFile } from './part-file.js'
@@ -153,6 +154,7 @@ export class HttpSource implements ObjectSource {
 
   /** One GET, resolved once the response headers are in, with the stall watchdog running. */
   private async request(url: URL, headers: Record<string, string>): Promise<Exchange> {
+    const got = await loadGot()
     const stream = got.stream(url, {
       headers: { ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
       decompress: false, // bytes are hashed as stored
