@@ -25,6 +25,17 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+/** Flushes a file already in place, and its directory entry. */
+export async function flushFile(path: string): Promise<void> {
+  const handle = await open(path, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  fsyncDir(dirname(path))
+}
+
 /** Readers see the old bytes or the new ones, never a torn file. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const tmp = tempPathFor(path)

@@ -1,3 +1,4 @@
+import { flushFile } from '../fs/durable.js'
 import { sha256OfFile } from '../fs/file-sha256.js'
 import { readFile, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
@@ -100,8 +101,11 @@ export async function readRemoteStore(o: RemoteStoreOptions): Promise<RemoteStor
     if (!ref) throw new VerifyError(`${f.path} is not named by the pointer`) // a bug of ours: the plan only sends what we listed
     const landing = to.localPath(f.path)
     if (landing !== null) {
-      // Downloaded beside its final name, checked, flushed, and only then renamed onto it.
-      await origin.fetchObject(f.path, landing, ref)
+      // Downloaded beside its final name, checked, and renamed onto it; the relay's server hands it
+      // to the replicas waiting for it at once. Flushed before this returns, so before any record
+      // or pointer names it (store-copy.ts sends those after every object).
+      await origin.fetchObject(f.path, landing, { ...ref, flush: false })
+      await flushFile(landing)
       o.verified.add(f.path)
       return 'put'
     }

@@ -21,7 +21,8 @@ export async function ensureObject(layout: ReplicaLayout, source: ObjectSource, 
     await rm(file, { force: true })
   }
   await mkdir(layout.objectsDir, { recursive: true })
-  await source.fetchObject(ref.path, file, { sha256: ref.sha256, length: ref.length }, progress)
+  // Not flushed: a cached object is hashed before every use, and the tree built from it is flushed.
+  await source.fetchObject(ref.path, file, { sha256: ref.sha256, length: ref.length, flush: false }, progress)
   return file
 }
 

@@ -24,6 +24,13 @@ export interface ObjectSource {
 export interface ObjectExpectation {
   sha256: string
   length: number
+  /**
+   * Flush the file to disk before it takes its name (default true). False where whoever reads it
+   * hashes it first, so a crash can cost a download, never a wrong byte: the replica's object
+   * cache; a relay, which flushes its objects itself before any record or pointer names them, and
+   * lets its replicas have each one the moment it lands (http/mirror-hold.ts).
+   */
+  flush?: boolean
 }
 
 export interface SourceOptions {

@@ -10,7 +10,7 @@ import type { ObjectExpectation } from './object-source.js'
  * The download target `dest + '.part'`: bytes are only appended, hashed as they are written, and
  * never beyond the declared length. An interrupted download resumes from the bytes already there
  * (hashed again from disk); the finished part is flushed, renamed onto `dest` and the directory
- * flushed.
+ * flushed (unless the expectation says `flush: false`: then only renamed).
  */
 export class PartFile {
   readonly path: string
@@ -88,12 +88,13 @@ export class PartFile {
   /** Flush, rename onto dest, flush the directory (FORMAT.md order; see src/fs/durable.ts). */
   async publish(): Promise<void> {
     const handle = this.requireHandle()
+    const flush = this.expect.flush ?? true
     try {
-      await handle.sync()
+      if (flush) await handle.sync()
       this.handle = undefined
       await handle.close()
       await rename(this.path, this.dest)
-      fsyncDir(dirname(this.dest))
+      if (flush) fsyncDir(dirname(this.dest))
     } catch (err) {
       throw asSnapshotError(err, `saving ${this.dest}`)
     }
