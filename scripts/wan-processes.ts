@@ -43,6 +43,8 @@ export async function prepareMaster(workDir: string | undefined, files: number, 
 export interface LineProcess {
   child: ChildProcess
   lines: string[]
+  /** When each stdout line arrived (epoch ms). */
+  lineTimes: number[]
   /** Arrival times (epoch ms) of the stderr lines that say a pull starts. */
   pullStarts: number[]
   /** Arrival times (epoch ms) of the stderr lines that say a pull has a step's objects and applies it. */
@@ -59,11 +61,13 @@ export function startProcess(argv: string[], what: string, stderrTo?: string[], 
   running.add(child)
   child.once('exit', () => running.delete(child))
   const lines: string[] = []
+  const lineTimes: number[] = []
   const pullStarts: number[] = []
   const applyStarts: number[] = []
   const wakers = new Set<() => void>()
   createInterface({ input: child.stdout! }).on('line', (l) => {
     lines.push(l)
+    lineTimes.push(Date.now())
     for (const w of [...wakers]) w()
   })
   const errLines = stderrTo ?? []
@@ -75,6 +79,7 @@ export function startProcess(argv: string[], what: string, stderrTo?: string[], 
   return {
     child,
     lines,
+    lineTimes,
     pullStarts,
     applyStarts,
     waitFor(match, desc, timeoutMs, from = 0) {

@@ -60,6 +60,10 @@ export interface RelayPhase {
   replicaSeconds: number[]
   /** From the same start to each replica holding the hour's objects (its apply begins): the network's part. */
   objectsSeconds: (number | null)[]
+  /** From the same start to each running relay having copied the hour (its mirror's result line). */
+  relaySeconds: (number | null)[]
+  /** From the same start to each replica's watch starting its pull. */
+  pullStartSeconds: (number | null)[]
   /** Bytes the origin sent over the ocean links during the phase, and per continent. */
   originEgress: number
   egressByContinent: number[]
@@ -189,7 +193,16 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
         const at = r.watch!.applyStarts.find((t) => t >= timedFrom)
         return at === undefined ? null : (at - timedFrom) / 1000
       })
-      phases.push({ phase: name, relays, snapshotId: id, buildSeconds, allSeconds: Math.max(...seconds), replicaSeconds: seconds, objectsSeconds, originEgress: byContinent.reduce((a, b) => a + b, 0), egressByContinent: byContinent, ...(note ? { note } : {}) })
+      const relaySeconds = continents.map((c) => {
+        if (!relays || !c.mirror) return null
+        const i = c.mirror.lines.findIndex((l) => l.startsWith('{') && (JSON.parse(l) as { id?: number }).id === id)
+        return i < 0 ? null : (c.mirror.lineTimes[i]! - timedFrom) / 1000
+      })
+      const pullStartSeconds = all().map((r) => {
+        const at = r.watch!.pullStarts.find((t) => t >= timedFrom)
+        return at === undefined ? null : (at - timedFrom) / 1000
+      })
+      phases.push({ phase: name, relays, snapshotId: id, buildSeconds, allSeconds: Math.max(...seconds), replicaSeconds: seconds, objectsSeconds, relaySeconds, pullStartSeconds, originEgress: byContinent.reduce((a, b) => a + b, 0), egressByContinent: byContinent, ...(note ? { note } : {}) })
       log(report(phases.at(-1)!))
     }
     const hour = async (name: string, relays: boolean, h: number, atBuildStart?: () => Promise<void>, note?: string): Promise<number> => {
@@ -287,7 +300,7 @@ const secondsList = (xs: readonly (number | null)[]): string => xs.map((s) => (s
 const maxOf = (xs: readonly (number | null)[]): number => Math.max(...xs.map((x) => x ?? NaN))
 
 function report(p: RelayPhase): string {
-  return `${p.phase} (${p.relays ? 'relays' : 'no relays'}): snapshot ${p.snapshotId}, ${p.allSeconds.toFixed(2)} s to all ${p.replicaSeconds.length} swapped (${p.replicaSeconds.map((s) => s.toFixed(2)).join(', ')}), ${maxOf(p.objectsSeconds).toFixed(2)} s to all holding the objects (${secondsList(p.objectsSeconds)}); the origin sent ${formatBytes(p.originEgress)} (${p.egressByContinent.map(formatBytes).join(', ')} per continent)${p.note ? `; ${p.note}` : ''}`
+  return `${p.phase} (${p.relays ? 'relays' : 'no relays'}): snapshot ${p.snapshotId}, ${p.allSeconds.toFixed(2)} s to all ${p.replicaSeconds.length} swapped (${p.replicaSeconds.map((s) => s.toFixed(2)).join(', ')}), ${maxOf(p.objectsSeconds).toFixed(2)} s to all holding the objects (${secondsList(p.objectsSeconds)}; pulls started ${secondsList(p.pullStartSeconds)}${p.relays ? `; relays copied the hour at ${secondsList(p.relaySeconds)}` : ''}); the origin sent ${formatBytes(p.originEgress)} (${p.egressByContinent.map(formatBytes).join(', ')} per continent)${p.note ? `; ${p.note}` : ''}`
 }
 
 /** The figures as a Markdown table, for BENCHMARKS.md. */
