@@ -74,7 +74,7 @@ export function startProcess(argv: string[], what: string, stderrTo?: string[], 
   createInterface({ input: child.stderr! }).on('line', (l) => {
     if (l.endsWith('a new pointer: pulling')) pullStarts.push(Date.now())
     if (/: applying (delta|full) of snapshot \d+:/.test(l)) applyStarts.push(Date.now())
-    if (errLines.length < 10_000) errLines.push(l)
+    if (errLines.length < 10_000) errLines.push(process.env.WAN_DEBUG ? `${new Date().toISOString().slice(11, 23)} ${l}` : l)
   })
   return {
     child,

@@ -275,6 +275,7 @@ export async function runRelayBench(o: RelayBenchOptions, log: (line: string) =>
       await stopProcess(victim.mirror, 'SIGKILL')
     }, `relay ${victim.link.index} killed as the build started: its replicas fail over to the origin`)
 
+    if (process.env.WAN_DEBUG) for (const r of all()) log(`${r.name}:\n${r.log.slice(-40).join('\n')}`)
     log('comparing every replica with the master (contents too)')
     const verified: RelayBenchResult['verified'] = []
     for (const r of all()) verified.push({ replica: r.name, difference: await treeDifference(tree, `${r.live}/`, 'content') })

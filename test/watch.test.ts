@@ -68,9 +68,9 @@ test('with the long-poll, a watch swaps a new build through a request the server
   t.after(() => serve.stop('SIGKILL'))
   const w = watch(t, f, serve.url)
   await swapped(w, 1)
-  // The watch's next probe is a long-poll the server holds; publish while it is held.
-  // The pull asks for the pointer the long-poll brought with If-None-Match: a 304, no body again.
-  await serve.waitFor((l) => /GET \/latest\.json 304 0$/.test(l), 'the pull to ask for the pointer')
+  // The watch's next probe is a long-poll the server holds; publish while it is held. (The pull
+  // takes the pointer its probe just brought, without asking again: its last request is the archive.)
+  await serve.waitFor((l) => /GET \/objects\/[0-9a-f]{64}\.tar\.zst 200 /.test(l), 'the pull to fetch the archive')
   const before = serve.lines.length
   const builtAt = Date.now()
   const id = await f.build({ 'b/four.m3u': '#EXTM3U\nfour\n' })
@@ -138,12 +138,12 @@ test('a refused snapshot (foreign signature) is fetched once, not retried hot, a
   const w = watch(t, f, serve.url)
   await swapped(w, 1)
   await runJson(['keygen', '--out', join(f.dir, 'other')])
-  const before = serve.lines.length
+  const before = w.lines.length
   await f.build({ 'a/evil.m3u': 'evil\n' }, join(f.dir, 'other/snapshot.key'))
   await w.waitFor((l) => /refused: .*waiting for the next publication/.test(l), 'the refusal')
   await new Promise((r) => setTimeout(r, 3_000)) // several intervals
-  const pulls = serve.lines.slice(before).filter((l) => /GET \/latest\.json (200|304) /.test(l)) // a pull's own fetch (no ?wait)
-  assert.equal(pulls.length, 1, `the refused pointer was pulled once:\n${serve.lines.slice(before).join('\n')}`)
+  const pulls = w.lines.slice(before).filter((l) => l === 'err: snapshot: a new pointer: pulling')
+  assert.equal(pulls.length, 1, `the refused pointer was pulled once:\n${w.lines.slice(before).join('\n')}`)
   assert.equal(w.lines.filter((l) => /refused/.test(l)).length, 1)
   assert.ok(!pullResults(w.lines).some((r) => r.id !== 1), 'nothing else went live')
   const id = await f.build({ 'a/good.m3u': '#EXTM3U\ngood\n' })

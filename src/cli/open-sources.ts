@@ -32,6 +32,7 @@ export function openStore(
   const mirrors = new MirroredSource(
     froms.map((from) => ({
       source: open(from),
+      quick: open(from, { retries: Math.min(1, opts.retries ?? 1) }),
       // One retry for the pointer: a dead mirror must not hold the pull for the whole backoff.
       probe: (signal: AbortSignal) => open(from, { retries: Math.min(1, opts.retries ?? 1), signal }),
     })),

@@ -18,7 +18,7 @@ import { UsageError } from '../core/errors.js'
 import type { ObjectSource } from '../store/object-source.js'
 import { loadGot } from '../store/load-got.js'
 import { openSource } from '../store/open-source.js'
-import { rememberPointer } from '../store/pointer-memo.js'
+import { forgetPointer, rememberPointer } from '../store/pointer-memo.js'
 import { ENVELOPE_MAX_BYTES } from '../store/store-client.js'
 import { LATEST } from '../store/store-layout.js'
 import type { ProbeResult } from './watch-policy.js'
@@ -118,7 +118,10 @@ class HttpProbe implements PointerProbe {
       const held = response.headers[LONG_POLL_HEADER] !== undefined
       if (status === 304) return { kind: 'unchanged', held }
       if (status === 404 || status === 410) return { kind: 'absent' }
-      if (status !== 200) return { kind: 'error', message: `HTTP ${status}${response.statusMessage ? ` ${response.statusMessage}` : ''}` }
+      if (status !== 200) {
+        forgetPointer(this.url)
+        return { kind: 'error', message: `HTTP ${status}${response.statusMessage ? ` ${response.statusMessage}` : ''}` }
+      }
       const parts: Buffer[] = []
       let total = 0
       for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -131,6 +134,7 @@ class HttpProbe implements PointerProbe {
       rememberPointer(this.url, typeof etag === 'string' ? etag : undefined, bytes) // the pull that follows asks for it with If-None-Match
       return { kind: 'fresh', version: { digest: digestOf(bytes), etag: typeof etag === 'string' && etag !== '' ? etag : null } }
     } catch (err) {
+      forgetPointer(this.url) // the pull that follows must ask it, not take its last bytes as an answer
       return { kind: 'error', message: messageOf(err) }
     } finally {
       if (!stream.destroyed) stream.destroy()

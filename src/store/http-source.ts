@@ -65,6 +65,7 @@ export class HttpSource implements ObjectSource {
     const url = this.url(relPath)
     return this.withRetries(url, async () => {
       const known = relPath === LATEST ? rememberedPointer(url) : undefined
+      if (known?.fresh) return known.bytes
       const ex = await this.request(url, { 'cache-control': 'no-cache', pragma: 'no-cache', ...(known ? { 'if-none-match': known.etag } : {}) })
       try {
         const status = ex.response.statusCode

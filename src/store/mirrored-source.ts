@@ -18,6 +18,11 @@ import type { TrustedKeys } from './trusted-keys.js'
 export interface Mirror {
   /** Serves records and objects: the usual timeouts and retries. */
   readonly source: ObjectSource
+  /**
+   * The same mirror with one retry, asked while another mirror follows it in the order: a relay
+   * that died between the pointer and the objects costs a failover, not the whole backoff.
+   */
+  readonly quick?: ObjectSource
   /** A source that asks for the pointer (few retries), stopped by `signal` when the time for the pointers is up. */
   readonly probe: (signal: AbortSignal) => ObjectSource
 }
@@ -45,21 +50,26 @@ export class MirroredSource implements ObjectSource {
   readonly description: string
   /** What each mirror answered for the pointer, the last time it was asked (in the order given). */
   reports: MirrorReport[] = []
-  private order: ObjectSource[]
+  private order: Mirror[]
 
   constructor(
     private readonly mirrors: readonly Mirror[],
     private readonly opts: MirroredSourceOptions,
   ) {
     this.description = mirrors.map((m) => m.source.description).join(', ')
-    this.order = mirrors.map((m) => m.source)
+    this.order = [...mirrors]
+  }
+
+  /** Each mirror in the order, as its source for the attempt: quick while another one follows. */
+  private attempts(): ObjectSource[] {
+    return this.order.map((m, i) => (i < this.order.length - 1 ? (m.quick ?? m.source) : m.source))
   }
 
   async getSmall(relPath: string, maxBytes: number): Promise<Buffer | null> {
     if (relPath === LATEST) return this.choosePointer(maxBytes)
     // A record: the chosen mirror's, else any other's (a lagging mirror may still hold it; it is signed).
     let firstError: unknown
-    for (const source of this.order) {
+    for (const source of this.attempts()) {
       try {
         const bytes = await source.getSmall(relPath, maxBytes)
         if (bytes) return bytes
@@ -75,7 +85,7 @@ export class MirroredSource implements ObjectSource {
 
   async fetchObject(relPath: string, dest: string, expect: ObjectExpectation, progress?: (bytes: number) => void): Promise<void> {
     let firstError: unknown
-    for (const source of this.order) {
+    for (const source of this.attempts()) {
       try {
         return await source.fetchObject(relPath, dest, expect, progress)
       } catch (err) {
@@ -134,7 +144,7 @@ export class MirroredSource implements ObjectSource {
     const chosen = this.mirrors[best]!.source
     const answered = (i: number): boolean => 'bytes' in (answers.get(i) ?? {})
     const indexes = [...this.mirrors.keys()]
-    this.order = [...indexes.filter(answered), ...indexes.filter((i) => !answered(i))].map((i) => this.mirrors[i]!.source)
+    this.order = [...indexes.filter(answered), ...indexes.filter((i) => !answered(i))].map((i) => this.mirrors[i]!)
     this.opts.log?.(`mirror ${chosen.description} chosen: snapshot ${bestId}`)
     return (answers.get(best) as { bytes: Buffer }).bytes
   }
