@@ -1,8 +1,7 @@
 import { DEFAULT_FULL_POLICY } from '../core/full-policy.js'
-import { Registry } from 'prom-client'
 import { buildSnapshot, type BuildResult } from '../master/build.js'
-import { createBuildMetrics, createPruneMetrics, recordBuildOutcome, recordStoreBytes } from '../metrics/master-metrics.js'
-import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { metricsWanted, observed, type MetricsFlags } from '../metrics/metrics-flags.js'
+import type { MetricsOutputs } from '../metrics/metrics-outputs.js'
 import { DEFAULT_GRACE_SECONDS } from '../master/prune.js'
 import { readPrivateKeyFile } from './keys.js'
 import { formatBytes, type Output } from './output.js'
@@ -34,30 +33,44 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags>, PublishTarg
 /** With --cron, keeps running and builds on the schedule; otherwise builds once. */
 export async function buildCommand(opts: BuildCommandOptions, out: Output): Promise<void> {
   const cron = opts.cron
-  const registry = new Registry()
-  const m = createBuildMetrics(registry)
-  const pm = opts.keep !== undefined ? createPruneMetrics(registry) : null // only when this command prunes
-  const metrics = await openMetricsOutputs(opts, registry, { longRunning: cron !== undefined, command: 'build', log: (l) => out.log(l) })
+  const metrics = await openBuildMetrics(opts, cron !== undefined, out)
   const job = async (): Promise<void> => {
     try {
       await observed<BuildResult>(
         async (keep) => keep(await buildOnce(opts, out)),
-        async (outcome, seconds) => {
-          if (!metrics.enabled) return
-          recordBuildOutcome(m, outcome, seconds, Date.now(), pm)
-          await recordStoreBytes(m, opts.store)
-        },
+        async (outcome, seconds) => metrics?.record(outcome, seconds),
         (l) => out.log(l),
       )
     } finally {
-      await metrics.afterRun()
+      await metrics?.outputs.afterRun()
     }
   }
   try {
     if (cron === undefined) return await job()
     await runOnSchedule(job, { ...opts, cron }, out)
   } finally {
-    await metrics.close()
+    await metrics?.outputs.close()
+  }
+}
+
+/** The build's metrics, or null when no --metrics-* flag asks for them (prom-client is not loaded). */
+async function openBuildMetrics(
+  opts: BuildCommandOptions,
+  longRunning: boolean,
+  out: Output,
+): Promise<{ outputs: MetricsOutputs; record(outcome: { result: BuildResult | null; error: unknown }, seconds: number): Promise<void> } | null> {
+  if (!metricsWanted(opts)) return null
+  const [{ Registry }, master, { openMetricsOutputs }] = await Promise.all([import('prom-client'), import('../metrics/master-metrics.js'), import('../metrics/metrics-outputs.js')])
+  const registry = new Registry()
+  const m = master.createBuildMetrics(registry)
+  const pm = opts.keep !== undefined ? master.createPruneMetrics(registry) : null // only when this command prunes
+  const outputs = await openMetricsOutputs(opts, registry, { longRunning, command: 'build', log: (l) => out.log(l) })
+  return {
+    outputs,
+    async record(outcome, seconds) {
+      master.recordBuildOutcome(m, outcome, seconds, Date.now(), pm)
+      await master.recordStoreBytes(m, opts.store)
+    },
   }
 }
 

@@ -1,8 +1,6 @@
 import type { Command } from '@commander-js/extra-typings'
 import { describePrune, pruneStore, type PruneResult } from '../master/prune.js'
-import { Registry } from 'prom-client'
-import { createPruneMetrics, recordPruneOutcome } from '../metrics/master-metrics.js'
-import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
+import { metricsWanted, observed, type MetricsFlags } from '../metrics/metrics-flags.js'
 import { metricsFileOption } from './metrics-options.js'
 import { wholeNumber } from './option-parsers.js'
 import { makeOutput, type Output } from './output.js'
@@ -18,9 +16,7 @@ export interface PruneCommandOptions extends MetricsFlags {
 }
 
 export async function pruneCommand(opts: PruneCommandOptions, out: Output): Promise<void> {
-  const registry = new Registry()
-  const m = createPruneMetrics(registry)
-  const metrics = await openMetricsOutputs(opts, registry, { longRunning: false, command: 'prune', log: (l) => out.log(l) })
+  const metrics = await openPruneMetrics(opts, out)
   try {
     await observed<PruneResult>(
       async (keep) => {
@@ -28,12 +24,22 @@ export async function pruneCommand(opts: PruneCommandOptions, out: Output): Prom
         keep(r)
         out.result(r, describePrune(r))
       },
-      (outcome) => recordPruneOutcome(m, outcome),
+      (outcome) => metrics?.record(outcome),
       (l) => out.log(l),
     )
   } finally {
-    await metrics.afterRun()
+    await metrics?.outputs.afterRun()
   }
+}
+
+/** The prune's metrics, or null when --metrics-file is not given (prom-client is not loaded). */
+async function openPruneMetrics(opts: PruneCommandOptions, out: Output) {
+  if (!metricsWanted(opts)) return null
+  const [{ Registry }, master, { openMetricsOutputs }] = await Promise.all([import('prom-client'), import('../metrics/master-metrics.js'), import('../metrics/metrics-outputs.js')])
+  const registry = new Registry()
+  const m = master.createPruneMetrics(registry)
+  const outputs = await openMetricsOutputs(opts, registry, { longRunning: false, command: 'prune', log: (l) => out.log(l) })
+  return { outputs, record: (outcome: { result: PruneResult | null; error: unknown }) => master.recordPruneOutcome(m, outcome) }
 }
 
 export function registerPruneCommand(program: Command): void {

@@ -2,9 +2,9 @@ import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
 import { openStoreFromFlags, type SourceFlags } from './open-sources.js'
 import { UsageError } from '../core/errors.js'
 import { checkFreshness } from '../core/freshness.js'
-import { Registry } from 'prom-client'
-import { openMetricsOutputs, observed, type MetricsFlags } from '../metrics/metrics-outputs.js'
-import { ReplicaObserver } from '../metrics/replica-observer.js'
+import { metricsWanted, observed, type MetricsFlags } from '../metrics/metrics-flags.js'
+import type { MetricsOutputs } from '../metrics/metrics-outputs.js'
+import type { ReplicaObserver } from '../metrics/replica-observer.js'
 import { pull, type PullResult } from '../replica/pull.js'
 import { makeProgress } from './progress.js'
 import { readTrustedKeys } from './keys.js'
@@ -44,9 +44,7 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
   const cron = opts.cron
   if (opts.watch && cron !== undefined) throw new UsageError('--watch and --cron are two ways to keep pulling: give one')
   const longRunning = cron !== undefined || opts.watch === true
-  const registry = new Registry()
-  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from.join(' ') })
-  const metrics = await openMetricsOutputs(opts, registry, { longRunning, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
+  const metrics = await openPullMetrics(opts, longRunning, out)
   // One pull, with its outcome recorded, whichever loop runs it; throws StaleError after a pull
   // that worked against a store whose newest snapshot is too old.
   const observedPull = async (): Promise<PullResult> => {
@@ -59,16 +57,16 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
           pulled = r
           checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
         },
-        (outcome, seconds) => (metrics.enabled ? observer.observe(outcome, seconds) : undefined),
+        (outcome, seconds) => metrics?.observer.observe(outcome, seconds),
         (l) => out.log(l),
       )
     } finally {
-      await metrics.afterRun()
+      await metrics?.outputs.afterRun()
     }
     return pulled!
   }
   try {
-    if (longRunning && metrics.enabled) await observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
+    if (longRunning && metrics) await metrics.observer.refresh().catch(() => null) // what the replica serves, before the first pull ends
     if (opts.watch) {
       const d = WATCH_DEFAULTS
       // The watch checks the first --from for new pointers (the next ones while it fails); each pull then takes the newest valid one among all.
@@ -78,8 +76,18 @@ export async function pullCommand(opts: PullCommandOptions, out: Output): Promis
     if (cron !== undefined) return await runOnSchedule(async () => void (await observedPull()), { ...opts, cron }, out)
     await observedPull()
   } finally {
-    await metrics.close()
+    await metrics?.outputs.close()
   }
+}
+
+/** The replica's metrics and /status, or null when no --metrics-* flag asks for them (prom-client is not loaded). */
+async function openPullMetrics(opts: PullCommandOptions, longRunning: boolean, out: Output): Promise<{ outputs: MetricsOutputs; observer: ReplicaObserver } | null> {
+  if (!metricsWanted(opts)) return null
+  const [{ Registry }, { ReplicaObserver }, { openMetricsOutputs }] = await Promise.all([import('prom-client'), import('../metrics/replica-observer.js'), import('../metrics/metrics-outputs.js')])
+  const registry = new Registry()
+  const observer = new ReplicaObserver(registry, { target: opts.target, ...(opts.state ? { stateDir: opts.state } : {}), trees: opts.trees, source: opts.from.join(' ') })
+  const outputs = await openMetricsOutputs(opts, registry, { longRunning, command: 'pull', status: () => observer.status(), log: (l) => out.log(l) })
+  return { outputs, observer }
 }
 
 /** One pull, its result printed. */

@@ -1,8 +1,6 @@
-import { Registry } from 'prom-client'
 import { STATIC_SERVER_DEFAULTS } from '../http/static-server-options.js'
 import { startStaticServer } from '../http/static-server.js'
-import { openMetricsOutputs, type MetricsFlags } from '../metrics/metrics-outputs.js'
-import { createServeMetrics, recordResponse } from '../metrics/serve-metrics.js'
+import type { MetricsFlags } from '../metrics/metrics-flags.js'
 import type { Output } from './output.js'
 
 export interface ServeCommandOptions {
@@ -22,8 +20,12 @@ export interface ServeCommandOptions {
 export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
   const token = opts.token
   const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
-  const registry = new Registry()
-  const m = createServeMetrics(registry)
+  // prom-client only with --metrics-listen.
+  const metricsLoaded = opts.metricsListen
+    ? await Promise.all([import('prom-client'), import('../metrics/serve-metrics.js'), import('../metrics/metrics-outputs.js')])
+    : null
+  const registry = metricsLoaded ? new metricsLoaded[0].Registry() : null
+  const m = metricsLoaded && registry ? metricsLoaded[1].createServeMetrics(registry) : null
   const server = await startStaticServer({
     root: opts.store,
     host: opts.host,
@@ -33,18 +35,21 @@ export async function serveCommand(opts: ServeCommandOptions, out: Output): Prom
     ...(headersTimeoutMs !== undefined ? { headersTimeoutMs, requestTimeoutMs: Math.max(STATIC_SERVER_DEFAULTS.requestTimeoutMs, headersTimeoutMs) } : {}),
     ...(opts.idleTimeout !== undefined ? { idleTimeoutMs: opts.idleTimeout * 1000 } : {}),
     ...(opts.quiet ? {} : { log: (line: string) => out.log(line) }),
-    ...(opts.metricsListen ? { onResponse: (status: number, bytes: number) => recordResponse(m, status, bytes) } : {}),
+    ...(metricsLoaded && m ? { onResponse: (status: number, bytes: number) => metricsLoaded[1].recordResponse(m, status, bytes) } : {}),
   })
-  const metrics = await openMetricsOutputs({ ...(opts.metricsListen ? { metricsListen: opts.metricsListen } : {}) }, registry, { longRunning: true, command: 'serve', log: (l) => out.log(l) }).catch(async (err: unknown) => {
-    await server.close()
-    throw err
-  })
-  out.result({ url: server.url, port: server.port, ...(metrics.url ? { metricsUrl: `${metrics.url}/metrics` } : {}) }, [`serving ${opts.store} at ${server.url}`])
+  const metrics =
+    metricsLoaded && registry && opts.metricsListen
+      ? await metricsLoaded[2].openMetricsOutputs({ metricsListen: opts.metricsListen }, registry, { longRunning: true, command: 'serve', log: (l) => out.log(l) }).catch(async (err: unknown) => {
+          await server.close()
+          throw err
+        })
+      : null
+  out.result({ url: server.url, port: server.port, ...(metrics?.url ? { metricsUrl: `${metrics.url}/metrics` } : {}) }, [`serving ${opts.store} at ${server.url}`])
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop)
       process.off('SIGTERM', stop)
-      void Promise.all([server.close(), metrics.close()]).then(() => resolve())
+      void Promise.all([server.close(), metrics?.close()]).then(() => resolve())
     }
     process.on('SIGINT', stop)
     process.on('SIGTERM', stop)

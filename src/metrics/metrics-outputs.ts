@@ -1,16 +1,8 @@
 import { collectDefaultMetrics, type Registry } from 'prom-client'
 import { UsageError } from '../core/errors.js'
-import type { ListenAddress } from './listen-address.js'
+import type { MetricsFlags } from './metrics-flags.js'
 import { seedFromMetricsFile, writeMetricsFile } from './metrics-file.js'
 import { startMetricsServer } from './metrics-server.js'
-
-/** The two flags every instrumented command shares. */
-export interface MetricsFlags {
-  /** Serve `/metrics` (and `/status` on a replica) here; long-running processes only. */
-  readonly metricsListen?: ListenAddress
-  /** Write the metrics to this file after each run (node_exporter's textfile collector). */
-  readonly metricsFile?: string
-}
 
 export interface MetricsOutputs {
   /** False when neither flag was given: the command need not record anything. */
@@ -60,32 +52,5 @@ export async function openMetricsOutputs(
     async close() {
       await server?.close()
     },
-  }
-}
-
-/**
- * Times a job and hands its outcome to `record`, then rethrows its error. The job keeps its result
- * with `keep` as soon as it has one, so that a run that produced a result and then failed (a pull
- * that found the store stale: exit 13) is recorded with both.
- */
-export async function observed<T>(
-  job: (keep: (result: T) => void) => Promise<void>,
-  record: (outcome: { result: T | null; error: unknown }, seconds: number) => Promise<void> | void,
-  log: (l: string) => void,
-): Promise<void> {
-  const started = process.hrtime.bigint()
-  let result: T | null = null
-  let error: unknown = null
-  try {
-    await job((r) => (result = r))
-  } catch (err) {
-    error = err
-    throw err
-  } finally {
-    try {
-      await record({ result, error }, Number(process.hrtime.bigint() - started) / 1e9)
-    } catch (err) {
-      log(`warning: could not record metrics: ${err instanceof Error ? err.message : String(err)}`)
-    }
   }
 }
