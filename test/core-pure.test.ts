@@ -181,9 +181,16 @@ test('a manifest streamed in pieces reads as the whole one, holds only a window,
   const bomb = await ManifestCursor.open(() => piecesOf(text, 64), text.length - 1, 'manifest of snapshot 2')
   await assert.rejects(readAll(bomb), /manifest of snapshot 2 unpacks to more than \d+ bytes/)
 
-  // Bytes that are not UTF-8 in a later line are refused at that line.
-  const bad = Buffer.concat([text.subarray(0, header.length), Buffer.from('{"t":"f","p":"\xff"}\n', 'latin1'), text.subarray(header.length)])
-  await assert.rejects(readAll(await ManifestCursor.open(() => piecesOf(bad, 7), bad.length, 'the manifest')), /the manifest is not valid UTF-8 text \(line 2\)/)
+  // Bytes that are not UTF-8 in a later line are refused at that line: a stray byte, a surrogate, an
+  // overlong form; U+FFFD itself, as UTF-8, is a name like any other.
+  for (const odd of ['\xff', '\xed\xa0\x80', '\xc0\xaf', 'a\xe2\x82']) {
+    const line = Buffer.from(`{"t":"f","p":"f0000${odd}","m":420,"s":0,"u":"${MT}"}\n`, 'latin1')
+    const bad = Buffer.concat([text.subarray(0, header.length), line, text.subarray(header.length)])
+    await assert.rejects(readAll(await ManifestCursor.open(() => piecesOf(bad, 7), bad.length, 'the manifest')), /the manifest is not valid UTF-8 text \(line 2\)/, JSON.stringify(odd))
+  }
+  const replacement = Buffer.from(header.replace('"entries":300', '"entries":1') + encodeEntryLine({ type: 'f', path: Buffer.from('\ufffd.m3u').toString('latin1'), mode: 0o644, size: 0, mtime: MT }))
+  const readBack = await readAll(await ManifestCursor.open(() => piecesOf(replacement, 7), replacement.length, 'the manifest'))
+  assert.equal(readBack[0]!.path, Buffer.from('\ufffd.m3u').toString('latin1'), 'U+FFFD in a name is carried')
 
   // A second pass must read the same manifest.
   let passes = 0

@@ -135,8 +135,11 @@ export class ManifestCursor {
     const start = this.pos
     this.pos = nl + 1
     this.lineNo++
-    if (!isUtf8(buf.subarray(start, nl))) throw new UnsafeArchiveError(`the manifest is not valid UTF-8 text (line ${this.lineNo})`)
-    const line = parseBodyLine(buf.toString('utf8', start, nl), this.lineNo)
+    const text = buf.toString('utf8', start, nl)
+    // The decoder turns bytes that are not UTF-8 into U+FFFD: a line without one is valid, and only
+    // a line with one (a name may hold it) is checked exactly, without a Buffer view for every line.
+    if (text.includes('\uFFFD') && !isUtf8(buf.subarray(start, nl))) throw new UnsafeArchiveError(`the manifest is not valid UTF-8 text (line ${this.lineNo})`)
+    const line = parseBodyLine(text, this.lineNo)
     if (line.kind === 'deleted') {
       if (this.inEntries) throw new UnsafeArchiveError(`manifest line ${this.lineNo}: a deletion after the entries`)
       if (this.lastDeleted !== null && !(line.path < this.lastDeleted)) {
