@@ -59,11 +59,14 @@ function assertOutsideUntouched(w: Work): void {
   assert.equal(existsSync(w.tmpTarget), false, `${w.tmpTarget} appeared`)
 }
 
+async function* piecesOf(buf: Buffer, piece: number): AsyncGenerator<Buffer> {
+  for (let o = 0; o < buf.length; o += piece) yield buf.subarray(o, o + piece)
+}
+
+/** Whole, or with the archive cut into pieces and the manifest streamed in 5-byte pieces (as a pull reads it). */
 async function apply(root: string, manifest: Buffer, tar: Buffer, tarBytes = tar.length, piece = tar.length || 1): Promise<void> {
-  async function* chunks(): AsyncGenerator<Buffer> {
-    for (let o = 0; o < tar.length; o += piece) yield tar.subarray(o, o + piece)
-  }
-  await applyArchive({ root, manifest: new ManifestCursor(manifest), tarChunks: chunks(), tarBytes })
+  const cursor = piece < tar.length ? await ManifestCursor.open(() => piecesOf(manifest, 5), 1 << 20, 'the manifest') : new ManifestCursor(manifest)
+  await applyArchive({ root, manifest: cursor, tarChunks: piecesOf(tar, piece), tarBytes })
 }
 
 async function expectRefused(h: Pick<HostileArchive, 'code' | 'message'>, w: Work, manifest: Buffer, tar: Buffer, tarBytes?: number, piece?: number): Promise<void> {

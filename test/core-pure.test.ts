@@ -143,3 +143,58 @@ test('a manifest carries no per-file hash, and an older format is refused with w
     assert.throws(() => new ManifestCursor(Buffer.from(line)), /written by an older master.*upgrade the master: its first build after the upgrade publishes a full/)
   }
 })
+
+test('a manifest streamed in pieces reads as the whole one, holds only a window, and is refused past its bound as it arrives', async () => {
+  const entries: ManifestEntry[] = Array.from({ length: 300 }, (_, i) => ({ type: 'f', path: `f${String(i).padStart(4, '0')}`, mode: 0o644, size: i, mtime: MT }))
+  const header = encodeHeaderLine({ manifest: MANIFEST_FORMAT, id: 2, kind: 'full', base: null, entries: entries.length, deleted: 0, root: { mode: 0o755, mtime: MT } })
+  const text = Buffer.from(header + entries.map(encodeEntryLine).join(''))
+  async function* piecesOf(buf: Buffer, size: number): AsyncGenerator<Buffer> {
+    for (let o = 0; o < buf.length; o += size) yield buf.subarray(o, o + size)
+  }
+  const readAll = async (c: ManifestCursor): Promise<ManifestEntry[]> => {
+    const seen: ManifestEntry[] = []
+    for (;;) {
+      if (!c.ready(1)) await c.fill(16)
+      const line = c.next()
+      if (line === null) return seen
+      assert.equal(line.kind, 'entry')
+      if (line.kind === 'entry') seen.push(line.entry)
+    }
+  }
+  for (const size of [1, 7, 4096, text.length]) {
+    const c = await ManifestCursor.open(() => piecesOf(text, size), text.length, 'the manifest')
+    assert.deepEqual(await readAll(c), entries, `pieces of ${size} bytes`)
+    await c.rewind()
+    assert.deepEqual(await readAll(c), entries, `pieces of ${size} bytes, read again`)
+    await c.close()
+  }
+
+  // Only what was filled is held: reading past it is the caller's bug, said so, not a wait or a wrong line.
+  const windowed = await ManifestCursor.open(() => piecesOf(text, 7), text.length, 'the manifest')
+  await windowed.fill(2)
+  assert.ok(windowed.next() && windowed.next())
+  assert.equal(windowed.ready(1), false, 'the third line is not read yet')
+  assert.throws(() => windowed.next(), /internal: the manifest was read past its window/)
+  await windowed.close()
+
+  // The size bound (from the signed counts) is enforced on the bytes as they come, before they are all in.
+  const bomb = await ManifestCursor.open(() => piecesOf(text, 64), text.length - 1, 'manifest of snapshot 2')
+  await assert.rejects(readAll(bomb), /manifest of snapshot 2 unpacks to more than \d+ bytes/)
+
+  // Bytes that are not UTF-8 in a later line are refused at that line: a stray byte, a surrogate, an
+  // overlong form; U+FFFD itself, as UTF-8, is a name like any other.
+  for (const odd of ['\xff', '\xed\xa0\x80', '\xc0\xaf', 'a\xe2\x82']) {
+    const line = Buffer.from(`{"t":"f","p":"f0000${odd}","m":420,"s":0,"u":"${MT}"}\n`, 'latin1')
+    const bad = Buffer.concat([text.subarray(0, header.length), line, text.subarray(header.length)])
+    await assert.rejects(readAll(await ManifestCursor.open(() => piecesOf(bad, 7), bad.length, 'the manifest')), /the manifest is not valid UTF-8 text \(line 2\)/, JSON.stringify(odd))
+  }
+  const replacement = Buffer.from(header.replace('"entries":300', '"entries":1') + encodeEntryLine({ type: 'f', path: Buffer.from('\ufffd.m3u').toString('latin1'), mode: 0o644, size: 0, mtime: MT }))
+  const readBack = await readAll(await ManifestCursor.open(() => piecesOf(replacement, 7), replacement.length, 'the manifest'))
+  assert.equal(readBack[0]!.path, Buffer.from('\ufffd.m3u').toString('latin1'), 'U+FFFD in a name is carried')
+
+  // A second pass must read the same manifest.
+  let passes = 0
+  const other = Buffer.from(header.replace('"id":2', '"id":3') + entries.map(encodeEntryLine).join(''))
+  const changing = await ManifestCursor.open(() => piecesOf(passes++ === 0 ? text : other, 7), text.length, 'the manifest')
+  await assert.rejects(changing.rewind(), /the manifest changed while it was being applied/)
+})

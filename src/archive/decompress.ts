@@ -1,6 +1,4 @@
 import { createReadStream } from 'node:fs'
-import { pipeline } from 'node:stream/promises'
-import { Writable } from 'node:stream'
 import { UnsafeArchiveError } from '../core/errors.js'
 import { createZstdDecompressor } from './zstd-codec.js'
 
@@ -32,24 +30,4 @@ export async function* decompressFile(file: string, maxBytes = Number.MAX_SAFE_I
     input.destroy()
     decompressor.destroy()
   }
-}
-
-/** A whole .zst file in memory, refused past `maxBytes` (a decompression bomb). */
-export async function decompressFileToBuffer(file: string, maxBytes: number, what: string): Promise<Buffer> {
-  const parts: Buffer[] = []
-  let total = 0
-  const decompressor = await createZstdDecompressor()
-  await pipeline(
-    createReadStream(file, { highWaterMark: INPUT_SLICE }),
-    decompressor,
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        total += chunk.length
-        if (total > maxBytes) return done(new UnsafeArchiveError(`${what} unpacks to more than ${maxBytes} bytes`))
-        parts.push(chunk)
-        done()
-      },
-    }),
-  )
-  return Buffer.concat(parts, total)
 }

@@ -59,6 +59,13 @@ function nodeZstd(): NodeZstd | undefined {
 interface ZstdNapi {
   CompressStream: new (parameters?: { compressionLevel?: number }) => Transform
   DecompressStream: new () => Transform
+  /** Its low-level module (`zstd-napi/binding`), for NapiDecompress below; absent in a version without it. */
+  binding?: NapiBinding
+}
+
+interface NapiBinding {
+  DCtx: new () => { decompressStream(dst: Uint8Array, src: Uint8Array): [remaining: number, produced: number, consumed: number] }
+  dStreamOutSize(): number
 }
 
 let napiLoad: { module: ZstdNapi } | { error: unknown } | undefined
@@ -71,7 +78,14 @@ function loadZstdNapi(): { module: ZstdNapi } | { error: unknown } {
       if (typeof m.CompressStream !== 'function' || typeof m.DecompressStream !== 'function') {
         throw new Error('zstd-napi has no CompressStream/DecompressStream (an unexpected version)')
       }
-      napiLoad = { module: m as ZstdNapi }
+      let binding: NapiBinding | undefined
+      try {
+        const b = createRequire(import.meta.url)('zstd-napi/binding') as Partial<NapiBinding>
+        if (typeof b.DCtx === 'function' && typeof b.dStreamOutSize === 'function') binding = b as NapiBinding
+      } catch {
+        binding = undefined // DecompressStream serves
+      }
+      napiLoad = { module: { ...(m as ZstdNapi), ...(binding ? { binding } : {}) } }
     } catch (error) {
       napiLoad = { error }
     }
@@ -167,8 +181,8 @@ export async function createZstdDecompressor(backend: ZstdBackend = defaultBacke
     return checkFrameBoundaries(wrapErrors(requireNodeZstd().createZstdDecompress(), 'decompress'))
   }
   if (backend === 'zstd-napi') {
-    const { DecompressStream } = requireZstdNapi()
-    return checkFrameBoundaries(wrapErrors(construct(() => new DecompressStream(), 'decompress'), 'decompress'))
+    const { DecompressStream, binding } = requireZstdNapi()
+    return checkFrameBoundaries(wrapErrors(construct(() => (binding ? new NapiDecompress(binding) : new DecompressStream()), 'decompress'), 'decompress'))
   }
   return new CodecTransform(await leaseInstance(), 'decompress', 0)
 }
@@ -306,6 +320,53 @@ export class FrameBoundaryTracker {
         return
       }
     }
+  }
+}
+
+/**
+ * zstd-napi's DecompressStream, but with an output buffer that is only replaced once it was handed
+ * on. Theirs allocates a fresh 128 KiB buffer for every call, and most calls, fed our 2 KiB input
+ * slices, produce nothing (a block is only output whole): decompressing a 1.2 MB delta archive made
+ * ~75 MB of ArrayBuffers for the garbage collector, which a pull's peak memory showed as 25-30 MB
+ * of dead buffers (bench-pullmem.md). The same loop and end-of-frame rule as theirs.
+ */
+class NapiDecompress extends Transform {
+  readonly #dctx: InstanceType<NapiBinding['DCtx']>
+  readonly #outSize: number
+  #out: Buffer
+  #inFrame = false
+
+  constructor(binding: NapiBinding) {
+    super()
+    this.#dctx = new binding.DCtx()
+    this.#outSize = binding.dStreamOutSize()
+    this.#out = Buffer.allocUnsafe(this.#outSize)
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    try {
+      let src = chunk
+      for (;;) {
+        const [remaining, produced, consumed] = this.#dctx.decompressStream(this.#out, src)
+        if (produced > 0) {
+          this.push(this.#out.subarray(0, produced))
+          this.#out = Buffer.allocUnsafe(this.#outSize)
+        }
+        src = src.subarray(consumed)
+        if (src.length === 0 && (produced < this.#outSize || remaining === 0)) {
+          this.#inFrame = remaining !== 0
+          break
+        }
+      }
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    done()
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.#inFrame ? new Error('Stream ended in middle of compressed data frame') : null)
   }
 }
 

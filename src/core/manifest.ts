@@ -92,7 +92,7 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
 /** A name field as a byte string: `key` (UTF-8 text) or `key`b (base64 of the bytes), not both. */
 function nameOf(o: Record<string, unknown>, key: 'p' | 'l', lineNo: number): string | undefined {
   const text = o[key]
-  const b64 = o[`${key}b`]
+  const b64 = key === 'p' ? o.pb : o.lb // not a key built per line: this runs for every entry of a pull
   if (text !== undefined && b64 !== undefined) refuse(lineNo, `both ${key} and ${key}b`)
   if (typeof text === 'string') return byteStringOf(text)
   if (typeof b64 === 'string' && b64.length % 4 === 0 && BASE64.test(b64)) return Buffer.from(b64, 'base64').toString('latin1')

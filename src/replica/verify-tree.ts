@@ -137,8 +137,15 @@ export async function verifyLiveTree(opts: { target: string; stateDir?: string; 
  * of the bytes the archive holds for it.
  */
 async function replayArchive(manifest: ManifestCursor, tarChunks: AsyncIterable<Buffer>, tarBytes: number, expected: Map<string, TreeEntry>): Promise<void> {
-  const lockstep = new ManifestLockstep(manifest)
-  lockstep.deletions((path) => expected.delete(path)) // manifests list every deleted path, children too
+  try {
+    await replayInLockstep(new ManifestLockstep(manifest), tarChunks, tarBytes, expected)
+  } finally {
+    await manifest.close()
+  }
+}
+
+async function replayInLockstep(lockstep: ManifestLockstep, tarChunks: AsyncIterable<Buffer>, tarBytes: number, expected: Map<string, TreeEntry>): Promise<void> {
+  await lockstep.deletions((path) => expected.delete(path)) // manifests list every deleted path, children too
   let file: { entry: ManifestFileEntry; hash: Hash } | null = null
   const reader = new TarReader({
     entry(h) {
@@ -155,8 +162,8 @@ async function replayArchive(manifest: ManifestCursor, tarChunks: AsyncIterable<
       file = null
     },
   })
-  await feedTar(reader, tarChunks, tarBytes)
-  lockstep.finish()
+  await feedTar(reader, tarChunks, tarBytes, lockstep)
+  await lockstep.finish()
 }
 
 async function fetchIfNeeded(layout: ReplicaLayout, source: ObjectSource | undefined, ref: { path: string; sha256: string; length: number }, id: number): Promise<string> {

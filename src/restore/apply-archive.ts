@@ -68,16 +68,20 @@ export interface ApplyInput {
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   const digest = input.expectDigest === undefined ? null : new TreeDigest()
   const applier = new Applier(input.root, input.manifest, digest, input.intoEmptyTree === true, input.onProgress)
-  applier.applyDeletions()
   try {
-    await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes)
-    applier.finish()
-    input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
+    try {
+      await applier.applyDeletions()
+      await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes, applier.lockstep)
+      await applier.finish()
+      input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
+    } finally {
+      applier.abort()
+    }
+    if (digest) digest.addRoot(input.manifest.header.root)
+    await verifyApplied(input.root, input.manifest)
   } finally {
-    applier.abort()
+    await input.manifest.close()
   }
-  if (digest) digest.addRoot(input.manifest.header.root)
-  verifyApplied(input.root, input.manifest)
   if (digest && digest.toHex() !== input.expectDigest) {
     throw new VerifyError(`the full archive adds up to tree digest ${digest.toHex()}, the signed record says ${input.expectDigest}`)
   }
@@ -88,7 +92,7 @@ class Applier {
   readonly stats: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   /** Slot-relative paths proven to be real directories ('' is the root). */
   private readonly realDirs = new Set<string>([''])
-  private readonly lockstep: ManifestLockstep
+  readonly lockstep: ManifestLockstep
   /** The entry being applied, between the tar's entry() and end(). */
   private current: ManifestEntry | null = null
   private fd: number | null = null
@@ -122,8 +126,8 @@ class Applier {
     return fsPath(rel ? `${this.root}/${rel}` : this.root) // a checked relative path (tree-path.ts): join would only cost
   }
 
-  applyDeletions(): void {
-    this.lockstep.deletions((path) => {
+  async applyDeletions(): Promise<void> {
+    await this.lockstep.deletions((path) => {
       // Under a missing or non-directory parent the path is already gone (a replay after a crash):
       // and a symlinked parent is never followed.
       const parent = parentOf(path)
@@ -205,8 +209,8 @@ class Applier {
   }
 
   /** After the last archive entry: the manifest must have nothing left; then directories' times and the root's mode. */
-  finish(): void {
-    this.lockstep.finish()
+  async finish(): Promise<void> {
+    await this.lockstep.finish()
     chmodSync(this.abs(''), this.manifest.header.root.mode)
     for (const [dir, mtime] of this.dirTimes) {
       if (this.isRealDir(dir)) utimesSync(this.abs(dir), this.atime, utimesValue(mtime))
@@ -339,8 +343,8 @@ class Applier {
  * created with their mode, so only the umask can leave it wrong, and one chmod for those is cheaper
  * than an fchmod for every file.
  */
-function verifyApplied(rootText: string, manifest: ManifestCursor): void {
-  manifest.rewind()
+async function verifyApplied(rootText: string, manifest: ManifestCursor): Promise<void> {
+  await manifest.rewind()
   const root = byteStringOf(rootText)
   const join = (a: string, b: string): FsPath => fsPath(`${a}/${b}`)
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
@@ -352,7 +356,10 @@ function verifyApplied(rootText: string, manifest: ManifestCursor): void {
     realDirs.add(parent)
     return true
   }
-  for (let line = manifest.next(); line !== null; line = manifest.next()) {
+  for (;;) {
+    if (!manifest.ready(1)) await manifest.fill(512)
+    const line = manifest.next()
+    if (line === null) break
     const path = line.kind === 'deleted' ? line.path : line.entry.path
     if (!underRealDirs(path)) {
       // A deleted path below what is now a symlink or a file is gone from the tree (a directory

@@ -13,6 +13,9 @@ import { quotePath } from '../core/byte-path.js'
  * tar header (whole seconds). Used by the apply and by verify --target's
  * replay, so both refuse exactly the same archives.
  */
+/** Lines read into the manifest's window at once when it runs low: a few decoder chunks' worth, no more. */
+const READ_AHEAD = 512
+
 export class ManifestLockstep {
   private next: ManifestEntry | null = null
   private deletionsDone = false
@@ -20,10 +23,14 @@ export class ManifestLockstep {
   constructor(private readonly manifest: ManifestCursor) {}
 
   /** Calls `onDeleted` for each deleted path, in the manifest's (descending) order. */
-  deletions(onDeleted: (path: string) => void): void {
+  async deletions(onDeleted: (path: string) => void): Promise<void> {
     if (this.deletionsDone) throw new Error('internal: deletions walked twice')
     this.deletionsDone = true
-    for (let line = this.manifest.next(); line !== null; line = this.manifest.next()) {
+    const m = this.manifest
+    for (;;) {
+      if (!m.ready(1)) await m.fill(READ_AHEAD)
+      const line = m.next()
+      if (line === null) break
       if (line.kind === 'entry') {
         this.next = line.entry
         return
@@ -56,8 +63,19 @@ export class ManifestLockstep {
     return expected
   }
 
+  /**
+   * Before the tar reader is given `bytes` more of the archive: every entry in them takes one
+   * manifest line, and each takes a 512-byte header block, the first maybe begun in the chunk
+   * before; so floor(bytes / 512) + 1 lines are the most that the chunk can ask for.
+   */
+  before(bytes: number): Promise<void> | undefined {
+    const need = Math.floor(bytes / 512) + 1
+    return this.manifest.ready(need) ? undefined : this.manifest.fill(Math.max(need, READ_AHEAD))
+  }
+
   /** After the last archive entry: the manifest must have nothing left. */
-  finish(): void {
+  async finish(): Promise<void> {
+    if (!this.next && !this.manifest.ready(1)) await this.manifest.fill(1)
     const rest = this.take()
     if (rest) throw new UnsafeArchiveError(`manifest entry ${quotePath(rest.path)} is missing from the archive`)
   }
@@ -78,13 +96,16 @@ export class ManifestLockstep {
 
 /**
  * Feeds a tar stream to `reader`, holding it to exactly `tarBytes` (the signed record's figure):
- * more is a bomb, less is a truncation.
+ * more is a bomb, less is a truncation. The manifest's window is topped up before each chunk, for
+ * the entries the chunk holds.
  */
-export async function feedTar(reader: TarReader, chunks: AsyncIterable<Buffer>, tarBytes: number): Promise<void> {
+export async function feedTar(reader: TarReader, chunks: AsyncIterable<Buffer>, tarBytes: number, lockstep: ManifestLockstep): Promise<void> {
   let seen = 0
   for await (const chunk of chunks) {
     seen += chunk.length
     if (seen > tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${tarBytes} bytes it declares`)
+    const filling = lockstep.before(chunk.length) // no promise to wait on while the window holds enough
+    if (filling) await filling
     reader.write(chunk)
   }
   if (seen !== tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${tarBytes}`)

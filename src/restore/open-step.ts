@@ -1,4 +1,4 @@
-import { decompressFile, decompressFileToBuffer } from '../archive/decompress.js'
+import { decompressFile } from '../archive/decompress.js'
 import { pairOf, type PlanStep } from '../core/chain-plan.js'
 import { UnsafeArchiveError } from '../core/errors.js'
 import { MAX_PATH_BYTES } from '../core/tree-path.js'
@@ -6,12 +6,13 @@ import { ManifestCursor } from './manifest-cursor.js'
 
 /**
  * One step of a plan (a full archive, or a delta, with its manifest), opened for restoring: the
- * manifest decompressed within the bound its signed counts set, its header checked against the
+ * manifest streamed from its file (never held whole: manifest-cursor.ts) within the bound its
+ * signed counts set, its header checked against the
  * signed record (objects of other snapshots cannot be mixed in), and the archive as a stream of
  * tar bytes, bounded by its signed size. The same for a replica's pull, a fleet rollback's
  * rebuild and `verify --target`'s replay; where the two files come from (a download, the
  * replica's cache, the store's own directory) and what is done with the step are the caller's.
- * The result spreads into applyArchive's input.
+ * The result spreads into applyArchive's input, which closes the manifest's stream.
  */
 export interface OpenedStep {
   readonly manifest: ManifestCursor
@@ -31,10 +32,11 @@ export async function openStep(step: PlanStep, files: StepFiles): Promise<Opened
   const { record, use } = step
   const pair = pairOf(step)
   const maxManifest = (pair.entries + pair.deleted + 1) * (2 * MAX_PATH_BYTES + 256)
-  const manifest = new ManifestCursor(await decompressFileToBuffer(files.manifest, maxManifest, `manifest of snapshot ${record.id}`))
+  const manifest = await ManifestCursor.open(() => decompressFile(files.manifest), maxManifest, `manifest of snapshot ${record.id}`)
   const h = manifest.header
   const base = use === 'full' ? null : record.parent
   if (h.id !== record.id || h.kind !== use || h.base !== base || h.entries !== pair.entries || h.deleted !== pair.deleted) {
+    await manifest.close()
     throw new UnsafeArchiveError(`the ${use} manifest of snapshot ${record.id} does not match its signed record (mix-and-match of objects?)`)
   }
   return {
