@@ -5,9 +5,11 @@
  * anything a symlink leads to outside the store. `latest.json` (the one mutable file) is never
  * cached; content-named snapshots and objects are cached forever. Single byte ranges, ETag and
  * If-Range let a replica resume an interrupted download. What a request asks and the headers of
- * the answer are pure (static-request.ts); held long-polls are pointer-waiters.ts; the check for
- * private keys before listening is store-key-scan.ts; options and their defaults are
- * static-server-options.ts. This module does the I/O.
+ * the answer are pure (static-request.ts); held long-polls are pointer-waiters.ts; requests held
+ * while a relay's mirror copies are mirror-hold.ts; the check for private keys before listening is
+ * store-key-scan.ts; options and their defaults are static-server-options.ts. This module does
+ * the I/O (a little over 350 lines: the request's life, from its head to its last byte, in one
+ * place).
  */
 import { timingSafeEqual } from 'node:crypto'
 import { constants as fsConstants, type BigIntStats } from 'node:fs'
