@@ -491,9 +491,9 @@ test('a read error answers 500 and the server keeps serving', { skip: process.ge
   assert.equal((await get(server, '/latest.json')).status, 200)
 })
 
-test('a relay: while its mirror holds the lock, a missing record or object is held until it lands; without the lock, or once it is let go, a 404', async (t) => {
+test('a relay: while its mirror holds the lock (or its watch runs, for a grace), a missing record or object is held until it lands; without them, or once they are let go, a 404', async (t) => {
   const s = await makeStore(t)
-  const server = await serve(t, { root: s.root, mirrorHoldCheckMs: 10 })
+  const server = await serve(t, { root: s.root, mirrorHoldCheckMs: 10, mirrorHoldGraceMs: 500 })
   const body = randomBytes(5000)
   const name = `${sha256hex(body)}.tar.zst`
   // No mirror at work: a missing object is a 404 at once, as on any static host.
@@ -516,6 +516,24 @@ test('a relay: while its mirror holds the lock, a missing record or object is he
   // A lock left by a process that died is no mirror at work: no hold.
   await writeFile(join(s.root, '.mirror.lock'), `999999999 ${hostname()} ${new Date().toISOString()}\n`)
   assert.equal((await get(server, '/snapshots/9.json')).status, 404)
+  await rm(join(s.root, '.mirror.lock'))
+
+  // A mirror --watch that has not begun its copy yet: the request waits for it (the grace); a copy
+  // that lands within the grace is served, and with none, the answer is a 404.
+  const early = randomBytes(300)
+  const earlyName = `${sha256hex(early)}.manifest.zst`
+  await writeFile(join(s.root, '.mirror-watch'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
+  const waiting = get(server, `/objects/${earlyName}`)
+  await new Promise((r) => setTimeout(r, 100))
+  await writeFile(join(s.root, '.mirror.lock'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
+  await writeFile(join(s.root, 'objects', earlyName), early)
+  const got = await waiting
+  assert.equal(got.status, 200)
+  assert.ok(got.body.equals(early))
+  await rm(join(s.root, '.mirror.lock'))
+  assert.equal((await get(server, '/snapshots/10.json')).status, 404) // after the grace: nothing began
+  await rm(join(s.root, '.mirror-watch'))
+
   // The pointer is never held this way, and dot-files are still never served.
   await writeFile(join(s.root, '.mirror.lock'), `${process.pid} ${hostname()} ${new Date().toISOString()}\n`)
   assert.equal((await get(server, '/.mirror.lock')).status, 404)

@@ -1,8 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Command } from '@commander-js/extra-typings'
 import { UsageError } from '../core/errors.js'
+import { announce, type HeldLock } from '../fs/lock-file.js'
+import { MIRROR_WATCH } from '../store/store-layout.js'
 import { checkFreshness } from '../core/freshness.js'
 import { MirroredSource } from '../store/mirrored-source.js'
 import type { TrustedKeys } from '../store/trusted-keys.js'
@@ -60,11 +62,19 @@ export async function mirrorCommand(opts: MirrorCommandOptions, out: Output): Pr
     checkFreshness(r.latestCreated, opts.maxAge, Date.now(), r.latestParentCreated ?? null)
     return r
   }
+  // While it follows the origin, the relay's server holds a replica's request for a file that a copy
+  // about to begin may bring (http/mirror-hold.ts).
+  let watching: HeldLock | null = null
   try {
     if (!opts.watch) return void (await once())
+    if (to instanceof DirDestination) {
+      await mkdir(to.root, { recursive: true })
+      watching = announce(join(to.root, MIRROR_WATCH))
+    }
     const flags = { from: opts.from, timeout: opts.timeout, interval: opts.interval, longPoll: opts.longPoll, maxBackoff: opts.maxBackoff, token: opts.token, quiet: opts.quiet ?? false, action: 'mirroring' }
     await runPullWatch(once, flags, out)
   } finally {
+    watching?.release()
     to.close()
     if (staging) await rm(staging, { recursive: true, force: true })
   }

@@ -59,6 +59,26 @@ function tryLock(path: string): HeldLock | null {
   }
 }
 
+/**
+ * Says "this process is at work here" for as long as it runs, in the lock's format, without
+ * excluding anyone (isLockHeld reads it; a holder killed with -9 leaves a marker judged stale).
+ */
+export function announce(path: string): HeldLock {
+  const content = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
+  const mine = tempPathFor(path)
+  writeFileSync(mine, content, { mode: 0o644 })
+  renameSync(mine, path)
+  return {
+    release() {
+      try {
+        if (readFileSync(path, 'utf8') === content) unlinkSync(path)
+      } catch {
+        // already gone
+      }
+    },
+  }
+}
+
 /** Whether a live process holds the lock at `path` (another host's lock counts as held: never guess). */
 export function isLockHeld(path: string): boolean {
   const holder = readHolder(path)

@@ -52,6 +52,8 @@ export interface StaticServerOptions {
   mirrorHoldMaxMs?: number
   /** How often a held request looks for its file. Default 25 ms. */
   mirrorHoldCheckMs?: number
+  /** While a `mirror --watch` runs but copies nothing: how long a request waits for a copy to begin. Default 1 s. */
+  mirrorHoldGraceMs?: number
 }
 
 export const STATIC_SERVER_DEFAULTS = {
@@ -67,6 +69,7 @@ export const STATIC_SERVER_DEFAULTS = {
   longPollCheckMs: 200,
   mirrorHoldMaxMs: 20_000,
   mirrorHoldCheckMs: 25,
+  mirrorHoldGraceMs: 1_000,
 } as const
 
 export interface Resolved {
@@ -104,6 +107,7 @@ export function resolveOptions(opts: StaticServerOptions): Resolved {
     longPollCheckMs: positiveInt('longPollCheckMs', opts.longPollCheckMs, d.longPollCheckMs),
     mirrorHoldMaxMs: positiveInt('mirrorHoldMaxMs', opts.mirrorHoldMaxMs, d.mirrorHoldMaxMs),
     mirrorHoldCheckMs: positiveInt('mirrorHoldCheckMs', opts.mirrorHoldCheckMs, d.mirrorHoldCheckMs),
+    mirrorHoldGraceMs: positiveInt('mirrorHoldGraceMs', opts.mirrorHoldGraceMs, d.mirrorHoldGraceMs),
   }
   if (options.headersTimeoutMs > options.requestTimeoutMs) {
     throw new UsageError(

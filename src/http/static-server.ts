@@ -89,7 +89,7 @@ export async function startStaticServer(opts: StaticServerOptions): Promise<Runn
   })
 
   const pointerWaiters = new PointerWaiters(join(realRoot, 'latest.json'), options.longPollCheckMs)
-  const mirrorHold = new MirrorHold(realRoot, options.mirrorHoldCheckMs, options.mirrorHoldMaxMs)
+  const mirrorHold = new MirrorHold(realRoot, options.mirrorHoldCheckMs, options.mirrorHoldMaxMs, options.mirrorHoldGraceMs)
   const handler = new RequestHandler(realRoot, token, log, { waiters: pointerWaiters, maxMs: options.longPollMaxMs, maxHeld: options.longPollMaxHeld, idleTimeoutMs: options.idleTimeoutMs }, mirrorHold)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     clearTimeout(awaitingFirstRequest.get(req.socket))
@@ -274,7 +274,7 @@ class RequestHandler {
    * opened then), else undefined. Never the pointer: that is the long-poll's business.
    */
   private async awaitMirrored(req: IncomingMessage, segments: string[], ex: Exchange): Promise<{ fh: FileHandle; st: BigIntStats } | undefined> {
-    if (segments.length !== 2 || !this.mirrorHold.copying()) return undefined
+    if (segments.length !== 2 || !this.mirrorHold.mayBring()) return undefined
     req.socket.setTimeout(0) // silent while held; the hold's own bound ends it
     ex.holdStarted = performance.now()
     const landed = await this.mirrorHold.waitFor(join(this.realRoot, ...segments), () => ex.closed)

@@ -49,23 +49,31 @@ class AllMirrorsProbe implements PointerProbe {
     // would otherwise wait for the next publication. Offered again, the pull retries.
     const unhandled = this.lastHandedOut
     if (unhandled !== null && unhandled.digest !== handled) return { kind: 'fresh', version: unhandled }
-    const rest = new AbortController()
-    const stop = (): void => rest.abort()
+    // A mirror asked with its own validator is held until something changes there: cut short when
+    // another wins. One not yet seen answers at once: left to finish, so that its validator is known
+    // from the next check on (else it would send its whole pointer again then).
+    const controllers = this.probes.map(() => new AbortController())
+    const held = this.own.map((v) => v !== null)
+    const stop = (): void => controllers.forEach((c) => c.abort())
     signal.addEventListener('abort', stop, { once: true })
     try {
       const answers: MirrorAnswer[] = []
       let winner: MirrorAnswer | null = null
-      await Promise.all(
+      let declare: () => void = () => undefined
+      const won = new Promise<void>((resolve) => (declare = resolve))
+      const all = Promise.all(
         this.probes.map(async (_, i) => {
-          const result = await this.askMirror(i, ifNoneMatch, handled, rest.signal)
-          if (rest.signal.aborted && !signal.aborted && winner !== null) return // cut short: another mirror won
+          const result = await this.askMirror(i, ifNoneMatch, handled, controllers[i]!.signal)
+          if (winner !== null) return // decided already: this one was cut short, or only finishing
           answers.push({ i, result })
-          if (result.kind === 'fresh' && winner === null) {
+          if (result.kind === 'fresh') {
             winner = { i, result }
-            rest.abort()
+            controllers.forEach((c, j) => held[j] && j !== i && c.abort())
+            declare()
           }
         }),
       )
+      await Promise.race([all, won])
       if (signal.aborted) return { kind: 'unchanged', held: false } // the watch is stopping: it ignores this
       this.noteWhoAnswered(answers)
       if (winner !== null) return this.handOut((winner as MirrorAnswer).result)

@@ -8,6 +8,8 @@ import { join } from 'node:path'
 export const LATEST = 'latest.json'
 /** A relay's lock, held by `snapshot mirror` while it copies into the directory (a dot-file: never served). */
 export const MIRROR_LOCK = '.mirror.lock'
+/** Names the `snapshot mirror --watch` following the origin into the directory, while it runs (a dot-file). */
+export const MIRROR_WATCH = '.mirror-watch'
 export const recordRelPath = (id: number): string => `snapshots/${id}.json`
 export const objectRelPath = (sha256: string, ext: string): string => `objects/${sha256}.${ext}`
 
