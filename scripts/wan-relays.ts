@@ -323,13 +323,14 @@ export function formatRelayTable(r: RelayBenchResult): string {
       `| ${p.phase}${p.note ? ` (${p.note})` : ''} | ${p.relays ? 'yes' : 'no'} | ${p.buildSeconds === null ? '-' : `${p.buildSeconds.toFixed(2)} s`} | ${p.allSeconds.toFixed(2)} s | ${p.replicaSeconds.map((s) => s.toFixed(2)).join(', ')} | ${maxOf(p.objectsSeconds).toFixed(2)} s | ${secondsList(p.objectsSeconds)} | ${formatBytes(p.originEgress)} | ${p.egressByContinent.map(formatBytes).join(', ')} |`,
     )
   }
-  const hoursOf = (relays: boolean): RelayPhase[] => r.phases.filter((p) => p.phase.startsWith('hour') && p.relays === relays && p.note === undefined)
-  const mean = (relays: boolean): number => hoursOf(relays).reduce((a, p) => a + p.allSeconds, 0) / hoursOf(relays).length
-  const objectsMean = (relays: boolean): number => hoursOf(relays).reduce((a, p) => a + maxOf(p.objectsSeconds), 0) / hoursOf(relays).length
-  const egressMean = (relays: boolean): number => {
+  // The counted hours of each kind (not the warm-up, not the hour a relay was killed), averaged.
+  const meanOf = (relays: boolean, pick: (p: RelayPhase) => number): number => {
     const hours = r.phases.filter((p) => p.phase.startsWith('hour') && p.relays === relays && p.note === undefined)
-    return hours.reduce((a, p) => a + p.originEgress, 0) / hours.length
+    return hours.reduce((a, p) => a + pick(p), 0) / hours.length
   }
+  const mean = (relays: boolean): number => meanOf(relays, (p) => p.allSeconds)
+  const objectsMean = (relays: boolean): number => meanOf(relays, (p) => maxOf(p.objectsSeconds))
+  const egressMean = (relays: boolean): number => meanOf(relays, (p) => p.originEgress)
   lines.push(
     '',
     `Interleaved hours, mean: all swapped ${mean(false).toFixed(2)} s without relays, ${mean(true).toFixed(2)} s with (${(mean(true) / mean(false)).toFixed(2)}x); all holding the objects ${objectsMean(false).toFixed(2)} s without, ${objectsMean(true).toFixed(2)} s with (${(objectsMean(true) / objectsMean(false)).toFixed(2)}x); the origin sent ${formatBytes(egressMean(false))} without, ${formatBytes(egressMean(true))} with (${(egressMean(true) / egressMean(false)).toFixed(2)}x).`,

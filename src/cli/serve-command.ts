@@ -20,12 +20,8 @@ export interface ServeCommandOptions {
 export async function serveCommand(opts: ServeCommandOptions, out: Output): Promise<void> {
   const token = opts.token
   const headersTimeoutMs = opts.headerTimeout !== undefined ? opts.headerTimeout * 1000 : undefined
-  // prom-client only with --metrics-listen.
-  const metricsLoaded = opts.metricsListen
-    ? await Promise.all([import('prom-client'), import('../metrics/serve-metrics.js'), import('../metrics/metrics-outputs.js')])
-    : null
-  const registry = metricsLoaded ? new metricsLoaded[0].Registry() : null
-  const m = metricsLoaded && registry ? metricsLoaded[1].createServeMetrics(registry) : null
+  const listen = opts.metricsListen
+  const serveMetrics = listen ? await loadServeMetrics() : null // prom-client only with --metrics-listen
   const server = await startStaticServer({
     root: opts.store,
     host: opts.host,
@@ -35,11 +31,11 @@ export async function serveCommand(opts: ServeCommandOptions, out: Output): Prom
     ...(headersTimeoutMs !== undefined ? { headersTimeoutMs, requestTimeoutMs: Math.max(STATIC_SERVER_DEFAULTS.requestTimeoutMs, headersTimeoutMs) } : {}),
     ...(opts.idleTimeout !== undefined ? { idleTimeoutMs: opts.idleTimeout * 1000 } : {}),
     ...(opts.quiet ? {} : { log: (line: string) => out.log(line) }),
-    ...(metricsLoaded && m ? { onResponse: (status: number, bytes: number) => metricsLoaded[1].recordResponse(m, status, bytes) } : {}),
+    ...(serveMetrics ? { onResponse: serveMetrics.onResponse } : {}),
   })
   const metrics =
-    metricsLoaded && registry && opts.metricsListen
-      ? await metricsLoaded[2].openMetricsOutputs({ metricsListen: opts.metricsListen }, registry, { longRunning: true, command: 'serve', log: (l) => out.log(l) }).catch(async (err: unknown) => {
+    serveMetrics && listen
+      ? await serveMetrics.open(listen, out).catch(async (err: unknown) => {
           await server.close()
           throw err
         })
@@ -54,4 +50,15 @@ export async function serveCommand(opts: ServeCommandOptions, out: Output): Prom
     process.on('SIGINT', stop)
     process.on('SIGTERM', stop)
   })
+}
+
+/** The server's request metrics, with prom-client loaded now. */
+async function loadServeMetrics() {
+  const [{ Registry }, serve, { openMetricsOutputs }] = await Promise.all([import('prom-client'), import('../metrics/serve-metrics.js'), import('../metrics/metrics-outputs.js')])
+  const registry = new Registry()
+  const m = serve.createServeMetrics(registry)
+  return {
+    onResponse: (status: number, bytes: number): void => serve.recordResponse(m, status, bytes),
+    open: (metricsListen: NonNullable<MetricsFlags['metricsListen']>, out: Output) => openMetricsOutputs({ metricsListen }, registry, { longRunning: true, command: 'serve', log: (l) => out.log(l) }),
+  }
 }

@@ -34,7 +34,7 @@ function tryLock(path: string): HeldLock | null {
   // The holder's line is written to a private file first and then linked into place: link() fails
   // on an existing name like O_EXCL does, and the lock never exists empty, so a rival can never read
   // a half-written lock, judge it torn and take it over while its holder is still alive.
-  const content = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
+  const content = holderLine()
   const mine = tempPathFor(path)
   writeFileSync(mine, content, { flag: 'wx', mode: 0o644 })
   try {
@@ -50,11 +50,7 @@ function tryLock(path: string): HeldLock | null {
     release() {
       if (released) return
       released = true
-      try {
-        if (readFileSync(path, 'utf8') === content) unlinkSync(path)
-      } catch {
-        // already gone: nothing to release
-      }
+      removeIfOurs(path, content)
     },
   }
 }
@@ -64,25 +60,31 @@ function tryLock(path: string): HeldLock | null {
  * excluding anyone (isLockHeld reads it; a holder killed with -9 leaves a marker judged stale).
  */
 export function announce(path: string): HeldLock {
-  const content = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
+  const content = holderLine()
   const mine = tempPathFor(path)
   writeFileSync(mine, content, { mode: 0o644 })
   renameSync(mine, path)
-  return {
-    release() {
-      try {
-        if (readFileSync(path, 'utf8') === content) unlinkSync(path)
-      } catch {
-        // already gone
-      }
-    },
-  }
+  return { release: () => removeIfOurs(path, content) }
 }
 
 /** Whether a live process holds the lock at `path` (another host's lock counts as held: never guess). */
 export function isLockHeld(path: string): boolean {
   const holder = readHolder(path)
   return holder !== null && !isStale(holder)
+}
+
+/** Removes the file only while it still says what we wrote: never a successor's. */
+function removeIfOurs(path: string, content: string): void {
+  try {
+    if (readFileSync(path, 'utf8') === content) unlinkSync(path)
+  } catch {
+    // already gone: nothing to release
+  }
+}
+
+/** What a lock (or an announcement) says of its holder: read back by readHolder. */
+function holderLine(): string {
+  return `${process.pid} ${hostname()} ${new Date().toISOString()}\n`
 }
 
 interface Holder {

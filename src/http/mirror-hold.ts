@@ -33,7 +33,7 @@ export class MirrorHold {
   }
 
   /** Whether a mirror is copying into this store now. */
-  copying(): boolean {
+  private copying(): boolean {
     return isLockHeld(this.lock)
   }
 

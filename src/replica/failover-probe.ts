@@ -29,8 +29,6 @@ class AllMirrorsProbe implements PointerProbe {
   private readonly own: (PointerVersion | null)[]
   /** Whether each mirror answered its last check: a change is logged once, not every check. */
   private readonly answering: boolean[]
-  /** Digests of the versions this probe handed out, by the validator handed out with them. */
-  private readonly handedOut = new Map<string, string>()
   /** The last version handed out: until the watch handles it (a pull that failed), it is still news. */
   private lastHandedOut: PointerVersion | null = null
 
@@ -44,11 +42,12 @@ class AllMirrorsProbe implements PointerProbe {
   }
 
   async check(ifNoneMatch: string | null, signal: AbortSignal): Promise<ProbeResult> {
-    const handled = ifNoneMatch === null ? undefined : this.handedOut.get(ifNoneMatch)
     // Each mirror tells only what changed at it since its last answer: a pull that failed on it
-    // would otherwise wait for the next publication. Offered again, the pull retries.
-    const unhandled = this.lastHandedOut
-    if (unhandled !== null && unhandled.digest !== handled) return { kind: 'fresh', version: unhandled }
+    // would otherwise wait for the next publication. Offered again, the pull retries. The watch
+    // sends back the validator of the last version it handled, which this probe handed out.
+    const last = this.lastHandedOut
+    if (last !== null && last.etag !== ifNoneMatch) return { kind: 'fresh', version: last }
+    const handled = last?.digest
     // A mirror asked with its own validator is held until something changes there: cut short when
     // another wins. One not yet seen answers at once: left to finish, so that its validator is known
     // from the next check on (else it would send its whole pointer again then).
@@ -109,24 +108,22 @@ class AllMirrorsProbe implements PointerProbe {
     return result
   }
 
-  /** Remembers which digest a validator handed to the watch stands for (bounded: the last few). */
+  /** Remembers the version handed to the watch, whose validator its next check sends back. */
   private handOut(result: ProbeResult): ProbeResult {
     if (result.kind !== 'fresh') return result
     // A mirror without validators: one of ours, so that the watch's next check says what it handled.
     const version = { digest: result.version.digest, etag: result.version.etag ?? `"sha256-${result.version.digest}"` }
     this.lastHandedOut = version
-    this.handedOut.set(version.etag, version.digest)
-    if (this.handedOut.size > 16) this.handedOut.delete(this.handedOut.keys().next().value!)
     return { kind: 'fresh', version }
   }
 
   private noteWhoAnswered(answers: readonly MirrorAnswer[]): void {
     for (const { i, result } of answers) {
-      const answers = result.kind !== 'error'
-      if (answers === this.answering[i]) continue
-      this.answering[i] = answers
+      const answered = result.kind !== 'error'
+      if (answered === this.answering[i]) continue
+      this.answering[i] = answered
       const what = this.probes[i]!.description
-      this.log(answers ? `${what} answers again` : `${what} does not answer (${result.kind === 'error' ? result.message : ''}): watching the other mirrors`)
+      this.log(answered ? `${what} answers again` : `${what} does not answer (${result.kind === 'error' ? result.message : ''}): watching the other mirrors`)
     }
   }
 }

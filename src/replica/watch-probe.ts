@@ -129,10 +129,10 @@ class HttpProbe implements PointerProbe {
         if (total > ENVELOPE_MAX_BYTES) return { kind: 'error', message: `the pointer is larger than ${ENVELOPE_MAX_BYTES} bytes` }
         parts.push(chunk)
       }
-      const etag = response.headers.etag
+      const etag = typeof response.headers.etag === 'string' && response.headers.etag !== '' ? response.headers.etag : null
       const bytes = Buffer.concat(parts, total)
-      rememberPointer(this.url, typeof etag === 'string' ? etag : undefined, bytes) // the pull that follows asks for it with If-None-Match
-      return { kind: 'fresh', version: { digest: digestOf(bytes), etag: typeof etag === 'string' && etag !== '' ? etag : null } }
+      rememberPointer(this.url, etag ?? undefined, bytes) // the pull that follows takes these bytes rather than ask again
+      return { kind: 'fresh', version: { digest: digestOf(bytes), etag } }
     } catch (err) {
       forgetPointer(this.url) // the pull that follows must ask it, not take its last bytes as an answer
       return { kind: 'error', message: messageOf(err) }
