@@ -5,6 +5,9 @@ import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { quotePath } from '../core/byte-path.js'
 
+/** Lines read into the manifest's window at once when it runs low: a few decoder chunks' worth, no more. */
+const READ_AHEAD = 512
+
 /**
  * Walks an archive and its manifest side by side: the manifest's deletions first, then each tar
  * entry must be the manifest's next entry, with the same path, type, mode, size and link target.
@@ -13,9 +16,6 @@ import { quotePath } from '../core/byte-path.js'
  * tar header (whole seconds). Used by the apply and by verify --target's
  * replay, so both refuse exactly the same archives.
  */
-/** Lines read into the manifest's window at once when it runs low: a few decoder chunks' worth, no more. */
-const READ_AHEAD = 512
-
 export class ManifestLockstep {
   private next: ManifestEntry | null = null
   private deletionsDone = false
