@@ -35,6 +35,14 @@ describe('failover probe', () => {
     dead = `http://127.0.0.1:${(s.address() as AddressInfo).port}/`
     await new Promise<void>((ok) => s.close(() => ok()))
   })
+  /** Two stores with the same snapshot, each behind its own `snapshot serve`: a relay and its origin. */
+  async function relayAndOrigin(prefix: string) {
+    const relayStore = join(dir, `${prefix}relay-store`)
+    const originStore = join(dir, `${prefix}origin-store`)
+    cpSync(join(dir, 'store'), relayStore, { recursive: true })
+    cpSync(join(dir, 'store'), originStore, { recursive: true })
+    return { relayStore, originStore, relay: await startServe(relayStore), origin: await startServe(originStore) }
+  }
   after(async () => {
     await full?.stop()
     await empty?.stop()
@@ -54,12 +62,7 @@ describe('failover probe', () => {
   })
 
   test('a relay that dies: the next mirror, asked with the relay\'s validator for the same bytes, is asked again with its own (a 304, not a pull), and its new pointer comes through', async () => {
-    const relayStore = join(dir, 'relay-store')
-    const originStore = join(dir, 'origin-store')
-    cpSync(join(dir, 'store'), relayStore, { recursive: true })
-    cpSync(join(dir, 'store'), originStore, { recursive: true })
-    const relay = await startServe(relayStore)
-    const origin = await startServe(originStore)
+    const { relay, origin, originStore } = await relayAndOrigin('')
     const logged: string[] = []
     const probe = openProbes([relay.url, origin.url], { timeoutMs: 5000 }, (l) => logged.push(l))
     try {
@@ -104,12 +107,7 @@ describe('failover probe', () => {
   })
 
   test('the origin\'s publication ends a check held at a relay that is behind; the relay catching up, or staying behind, is not news; a version the watch did not handle is offered again', async () => {
-    const relayStore = join(dir, 'behind-relay-store')
-    const originStore = join(dir, 'behind-origin-store')
-    cpSync(join(dir, 'store'), relayStore, { recursive: true })
-    cpSync(join(dir, 'store'), originStore, { recursive: true })
-    const relay = await startServe(relayStore)
-    const origin = await startServe(originStore)
+    const { relay, origin, originStore, relayStore } = await relayAndOrigin('behind-')
     const probe = openProbes([relay.url, origin.url], { timeoutMs: 5000, waitSeconds: 2 })
     try {
       const first = await probe.check(null, signal)
