@@ -17,6 +17,7 @@ import { metricsFileOption, metricsListenOption } from './metrics-options.js'
 import { registerFleetCommand } from './fleet-command.js'
 import { checked, collect, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
+import { DEFAULT_WRITER_THREADS } from '../restore/file-writers.js'
 import { serveCommand } from './serve-command.js'
 import { statusCommand, unpinCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
@@ -92,6 +93,7 @@ export function makeProgram(): Command {
     .option('--retries <n>', 'retries of a failed download, with backoff', wholeNumber('--retries', 0, 100), 5)
     .option('--timeout <seconds>', 'connect timeout, and how long a download may stall', wholeNumber('--timeout', 1, 3600), 30)
     .option('--limit-rate <rate>', 'download at most this many bytes per second over the whole pull, e.g. 500k, 10M, 1.5M (k, M, G: 1024, 1024², 1024³; at least 16k)', checked(parseRate))
+    .option('--writers <n>', 'threads writing the small files of a tree at once (0: the pull\'s own thread writes them)', wholeNumber('--writers', 0, 64), DEFAULT_WRITER_THREADS)
     .addOption(waitOption('wait this long for another pull on the same target to finish'))
     .option('--unpin', 'clear the pin a rollback left, then pull as usual')
     .option('--max-delete <percent>', 'refuse to swap in a snapshot that deletes more than this share of the live entries', wholeNumber('--max-delete', 0, 100), 20)

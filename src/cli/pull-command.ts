@@ -28,6 +28,7 @@ export interface PullCommandOptions extends Partial<ScheduleFlags>, Partial<Omit
   timeout: number
   /** --limit-rate, in bytes per second */
   limitRate?: number
+  writers: number
   wait: number
   unpin?: boolean
   maxDelete: number
@@ -101,6 +102,7 @@ async function pullOnce(opts: PullCommandOptions, out: Output): Promise<PullResu
     ...(opts.state ? { stateDir: opts.state } : {}),
     swap: opts.swap ?? false,
     trees: opts.trees,
+    writerThreads: opts.writers,
     lockWaitMs: opts.wait * 1000,
     unpin: opts.unpin ?? false,
     maxDeletePercent: opts.maxDelete,

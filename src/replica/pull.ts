@@ -28,6 +28,8 @@ export interface PullOptions {
   readonly swap: boolean
   /** How many trees to keep (live, staging, and older ones for instant rollback). */
   readonly trees?: number
+  /** Threads writing a tree's small files at once (file-writers.ts). */
+  readonly writerThreads?: number
   readonly lockWaitMs?: number
   /** Clear a pin left by `snapshot rollback` and pull as usual. */
   readonly unpin?: boolean
@@ -152,7 +154,7 @@ async function pullLocked(opts: PullOptions, layout: ReplicaLayout, state: Repli
 
   let applied: ApplyStats
   try {
-    applied = await buildInSlot(layout, state, slot, latest, plan, opts.store.source, log, opts.progress)
+    applied = await buildInSlot(layout, state, slot, latest, plan, opts.store.source, log, opts.progress, opts.writerThreads)
   } catch (err) {
     if (asSnapshotError(err, '') instanceof NoSpaceError) throw await discardFullTree(layout, state, slot, latest.id, err, log)
     throw err
@@ -205,7 +207,7 @@ async function catchUpSpare(opts: PullOptions, layout: ReplicaLayout, state: Rep
       for (const [id, r] of await collectRecords(opts.store, layout, pointer, baseId, liveRecord)) records.set(id, r)
       const plan = await planFor(layout, records, baseId, live.id)
       log(`catching up tree ${slot}: ${describePlan(plan)}`)
-      const applied = await buildInSlot(layout, state, slot, liveRecord, plan, opts.store.source, log)
+      const applied = await buildInSlot(layout, state, slot, liveRecord, plan, opts.store.source, log, undefined, opts.writerThreads)
       log(`tree ${slot} caught up to snapshot ${live.id}`)
       return { slot, id: live.id, filesWritten: applied.filesWritten, seconds: seconds() }
     })

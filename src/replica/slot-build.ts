@@ -40,6 +40,8 @@ export async function buildInSlot(
   source: ObjectSource,
   log: (l: string) => void,
   progress?: BuildProgress,
+  /** Threads writing the tree's small files (file-writers.ts); the default when not given. */
+  writerThreads?: number,
 ): Promise<ApplyStats> {
   if (state.staged?.slot === slot) state.staged = null
   state.slots[slot] = { status: 'dirty', base: plan.baseId, target: target.id }
@@ -61,6 +63,7 @@ export async function buildInSlot(
       root: layout.tree(slot),
       ...opened,
       intoEmptyTree: plan.baseId === null && i === 0,
+      ...(writerThreads === undefined ? {} : { writerThreads }),
       onProgress: (n: number, bytes: number) => {
         crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
         if (n < pair.entries) flush.nudge() // at the end the syncFilesystem below flushes: a nudge would sync twice

@@ -21,6 +21,7 @@ import { NameUnsupportedError, UnsafeArchiveError, VerifyError } from '../core/e
 import { TreeDigest } from '../core/tree-digest.js'
 import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
+import { DEFAULT_WRITER_THREADS, FileWriters } from './file-writers.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 import { byteStringOf, bytesOf, fsPath, quotePath, type FsPath } from '../core/byte-path.js'
@@ -31,9 +32,11 @@ import { mtimeFromNs, utimesValue, type Mtime } from '../core/mtime.js'
  * then each archive entry, checked in lockstep against the manifest (same path, type, mode, size,
  * link target). The bytes are the archive's, which the caller checked against the signed sha256;
  * for a full archive they are also hashed as they are written, and the tree they make must add up
- * to the signed tree digest. Writes are synchronous: a million tiny files cannot afford a promise
- * each. Every write goes through a directory proven real (not a symlink) under the root, so no
- * entry can write outside the tree. Re-applying after a crash is safe: every step is idempotent.
+ * to the signed tree digest. Directories, links and deletions are done here, synchronously (a
+ * million tiny files cannot afford a promise each); small files are handed, in batches, to writer
+ * threads (file-writers.ts), larger ones written here. Every write goes through a directory proven
+ * real (not a symlink) under the root, so no entry can write outside the tree. Re-applying after a
+ * crash is safe: every step is idempotent.
  *
  * Times: each file, link and directory gets the manifest's mtime; a directory whose contents this
  * archive changed but which it does not name gets its own time back (creating or unlinking a
@@ -63,19 +66,23 @@ export interface ApplyInput {
   readonly intoEmptyTree?: boolean
   /** Called every few thousand entries with the entries and bytes applied so far. */
   readonly onProgress?: (entries: number, bytes: number) => void
+  /** Threads writing small files at once (file-writers.ts); 0 writes them on this thread. */
+  readonly writerThreads?: number
 }
+
 
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   const digest = input.expectDigest === undefined ? null : new TreeDigest()
-  const applier = new Applier(input.root, input.manifest, digest, input.intoEmptyTree === true, input.onProgress)
+  const writers = new FileWriters({ threads: input.writerThreads ?? DEFAULT_WRITER_THREADS, atime: Date.now() / 1000, intoEmptyTree: input.intoEmptyTree === true })
+  const applier = new Applier(input.root, input.manifest, digest, writers, input.onProgress)
   try {
     try {
       await applier.applyDeletions()
-      await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes, applier.lockstep)
+      await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes, applier.lockstep, () => writers.room())
       await applier.finish()
       input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
     } finally {
-      applier.abort()
+      await applier.abort()
     }
     if (digest) digest.addRoot(input.manifest.header.root)
     await verifyApplied(input.root, input.manifest)
@@ -96,6 +103,9 @@ class Applier {
   /** The entry being applied, between the tar's entry() and end(). */
   private current: ManifestEntry | null = null
   private fd: number | null = null
+  /** The current file goes to the writer threads (its bytes are batched, not written here). */
+  private batched = false
+  private batchedSize = 0
   /** Only while a digest is kept (a full archive): a delta's bytes need no hashing of their own. */
   private hash: Hash | null = null
   private written = 0
@@ -105,17 +115,20 @@ class Applier {
   private readonly root: string
   /** Directories whose mtime is set once their contents are done: the manifest's, or their own from before. */
   private readonly dirTimes = new Map<string, Mtime>()
-  /** atime of what is written: now, as GNU tar leaves it. */
-  private readonly atime = Date.now() / 1000
+  /** atime of what is written: now, as GNU tar leaves it (the writer threads' too). */
+  private readonly atime: number
+  private readonly intoEmptyTree: boolean
 
   constructor(
     private readonly rootText: string,
     private readonly manifest: ManifestCursor,
     /** For a full archive: summed from the bytes as written, not from what the manifest claims. */
     private readonly digest: TreeDigest | null,
-    private readonly intoEmptyTree: boolean,
+    private readonly writers: FileWriters,
     private readonly onProgress?: (entries: number, bytes: number) => void,
   ) {
+    this.atime = writers.atime
+    this.intoEmptyTree = writers.intoEmptyTree
     this.root = byteStringOf(rootText)
     this.lockstep = new ManifestLockstep(manifest)
     this.dirTimes.set('', manifest.header.root.mtime)
@@ -168,16 +181,31 @@ class Applier {
         lutimesSync(abs, this.atime, utimesValue(expected.mtime))
         this.digest?.add(expected)
         break
-      case 'f':
-        this.fd = this.openForWrite(h.path, abs, expected.mode)
+      case 'f': {
+        const path = `${this.root}/${h.path}`
+        if (this.writers.takes(path, expected.size)) {
+          // A directory this apply has looked at stands at the file's path: it goes here, and is forgotten.
+          if (this.realDirs.has(h.path) || this.dirTimes.has(h.path)) this.removeAny(h.path)
+          this.writers.begin(path, expected.size, expected.mode, utimesValue(expected.mtime))
+          this.batched = true
+          this.batchedSize = expected.size
+        } else this.fd = this.openForWrite(h.path, abs, expected.mode)
         if (this.digest) this.hash = createHash('sha256')
         this.written = 0
         break
+      }
     }
     this.current = expected
   }
 
   data(chunk: Buffer): void {
+    if (this.batched) {
+      this.written += chunk.length
+      if (this.written > this.batchedSize) throw new UnsafeArchiveError(`${quotePath(this.current!.path)}: more than the ${this.batchedSize} bytes expected`)
+      this.hash?.update(chunk)
+      this.writers.data(chunk)
+      return
+    }
     if (this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
     this.written += chunk.length
     this.hash?.update(chunk)
@@ -190,14 +218,19 @@ class Applier {
     this.current = null
     if (this.onProgress && ++this.entries % 4096 === 0) this.onProgress(this.entries, this.stats.bytesWritten)
     if (!e || e.type !== 'f') return
-    const fd = this.fd!
-    this.fd = null
-    // No fchmod: the file was created with its mode (less the umask), and verifyApplied's lstat
-    // fixes the few whose mode differs (a umask that masks it).
-    try {
-      futimesSync(fd, this.atime, utimesValue(e.mtime))
-    } finally {
-      closeSync(fd)
+    if (this.batched) {
+      this.batched = false
+      this.writers.end()
+    } else {
+      const fd = this.fd!
+      this.fd = null
+      // No fchmod: the file was created with its mode (less the umask), and verifyApplied's lstat
+      // fixes the few whose mode differs (a umask that masks it).
+      try {
+        futimesSync(fd, this.atime, utimesValue(e.mtime))
+      } finally {
+        closeSync(fd)
+      }
     }
     if (this.written !== e.size) throw new UnsafeArchiveError(`${quotePath(e.path)}: ${this.written} bytes written, ${e.size} expected`)
     if (this.hash) {
@@ -211,6 +244,7 @@ class Applier {
   /** After the last archive entry: the manifest must have nothing left; then directories' times and the root's mode. */
   async finish(): Promise<void> {
     await this.lockstep.finish()
+    await this.writers.drain() // every file written before its directory's time is set
     chmodSync(this.abs(''), this.manifest.header.root.mode)
     for (const [dir, mtime] of this.dirTimes) {
       if (this.isRealDir(dir)) utimesSync(this.abs(dir), this.atime, utimesValue(mtime))
@@ -224,9 +258,11 @@ class Applier {
     if (st?.isDirectory()) this.dirTimes.set(dir, mtimeFromNs(st.mtimeNs))
   }
 
-  abort(): void {
+  /** Nothing is left open or being written when the apply returns, whether it succeeded or not. */
+  async abort(): Promise<void> {
     if (this.fd !== null) closeSync(this.fd)
     this.fd = null
+    await this.writers.close()
   }
 
   /** Proves `rel` is a real directory inside the root, ancestors first (lstat follows nothing at the end, but the kernel follows links in the middle). */

@@ -99,13 +99,15 @@ export class ManifestLockstep {
  * more is a bomb, less is a truncation. The manifest's window is topped up before each chunk, for
  * the entries the chunk holds.
  */
-export async function feedTar(reader: TarReader, chunks: AsyncIterable<Buffer>, tarBytes: number, lockstep: ManifestLockstep): Promise<void> {
+export async function feedTar(reader: TarReader, chunks: AsyncIterable<Buffer>, tarBytes: number, lockstep: ManifestLockstep, room?: () => Promise<void> | null): Promise<void> {
   let seen = 0
   for await (const chunk of chunks) {
     seen += chunk.length
     if (seen > tarBytes) throw new UnsafeArchiveError(`the archive unpacks to more than the ${tarBytes} bytes it declares`)
     const filling = lockstep.before(chunk.length) // no promise to wait on while the window holds enough
     if (filling) await filling
+    const writing = room?.() // the writer threads' backlog (file-writers.ts): null while they keep up
+    if (writing) await writing
     reader.write(chunk)
   }
   if (seen !== tarBytes) throw new UnsafeArchiveError(`the archive unpacks to ${seen} bytes, it declares ${tarBytes}`)

@@ -1,0 +1,139 @@
+import { closeSync, constants, futimesSync, lstatSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs'
+
+/**
+ * Small files to write, packed back to back in one buffer so a batch crosses to a writer thread
+ * without a copy (its ArrayBuffer is transferred) and without an object per file.
+ *
+ * `bytes` holds each file's absolute path (raw bytes) followed by its contents; `meta` holds, per
+ * file, FIELDS numbers: where the path starts, where the contents start, where they end, the mode
+ * and the mtime as utimes takes it (mtime.ts utimesValue).
+ */
+export interface FileBatch {
+  readonly bytes: Uint8Array
+  readonly meta: Float64Array
+  readonly count: number
+  /** atime of what is written: now, as GNU tar leaves it. */
+  readonly atime: number
+  /** The tree was empty before this apply: try the create before any unlink. */
+  readonly intoEmptyTree: boolean
+}
+
+const FIELDS = 5
+
+/** What stopped a batch: the file, and the system's error as Node would have thrown it. */
+export interface BatchFailure {
+  /** A byte string (byte-path.ts): a Buffer would cross back from the thread as a plain Uint8Array. */
+  readonly path: string
+  readonly code: string | undefined
+  readonly message: string
+}
+
+/**
+ * Fills batches in the order files come: begin, the contents in any number of pieces, end. A file
+ * that does not fit what is left of the batch seals it first; `fits` says whether a file of that
+ * size can be batched at all (larger ones are written directly by the caller).
+ */
+export class FileBatchBuilder {
+  private bytes: Buffer
+  private meta: number[] = []
+  private used = 0
+  private contentEnd = 0
+
+  constructor(
+    private readonly capacity: number,
+    private readonly maxFiles: number,
+    private readonly atime: number,
+    private readonly intoEmptyTree: boolean,
+    private readonly onSealed: (batch: FileBatch) => void,
+  ) {
+    this.bytes = Buffer.allocUnsafeSlow(capacity)
+  }
+
+  fits(pathBytes: number, size: number): boolean {
+    return pathBytes + size <= this.capacity
+  }
+
+  begin(path: string, size: number, mode: number, mtime: number): void {
+    const pathBytes = Buffer.byteLength(path, 'latin1')
+    if (this.used + pathBytes + size > this.capacity) this.seal()
+    const pathStart = this.used
+    this.used += this.bytes.write(path, pathStart, 'latin1')
+    this.meta.push(pathStart, this.used, this.used + size, mode, mtime)
+    this.contentEnd = this.used + size
+  }
+
+  /** Contents of the file begun last; the caller has checked they are no more than its size. */
+  data(chunk: Buffer): void {
+    if (this.used + chunk.length > this.contentEnd) throw new RangeError('file contents beyond the size it was begun with')
+    chunk.copy(this.bytes, this.used)
+    this.used += chunk.length
+  }
+
+  end(): void {
+    if (this.meta.length >= this.maxFiles * FIELDS) this.seal()
+  }
+
+  /** Hands over what is batched, if anything. */
+  seal(): void {
+    if (this.meta.length === 0) return
+    this.onSealed({ bytes: this.bytes.subarray(0, this.used), meta: Float64Array.from(this.meta), count: this.meta.length / FIELDS, atime: this.atime, intoEmptyTree: this.intoEmptyTree })
+    this.bytes = Buffer.allocUnsafeSlow(this.capacity) // the sealed one travels to a writer thread
+    this.meta = []
+    this.used = 0
+  }
+}
+
+/**
+ * Writes every file of a batch, in order, as the apply always has: created afresh (O_EXCL, never
+ * through a symlink) after unlinking whatever stood at its path, contents, mtime, close. Stops at
+ * the first failure and says which file. Synchronous: in a writer thread, several of these run at
+ * once, each blocked in its own system calls.
+ */
+export function writeBatch(batch: FileBatch): BatchFailure | null {
+  const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength)
+  const m = batch.meta
+  for (let i = 0; i < batch.count; i++) {
+    const at = i * FIELDS
+    const path = buf.subarray(m[at]!, m[at + 1]!)
+    try {
+      writeOne(path, buf.subarray(m[at + 1]!, m[at + 2]!), m[at + 3]!, m[at + 4]!, batch.atime, batch.intoEmptyTree)
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      return { path: path.toString('latin1'), code: e.code, message: e.message }
+    }
+  }
+  return null
+}
+
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
+
+function writeOne(path: Buffer, contents: Buffer, mode: number, mtime: number, atime: number, intoEmptyTree: boolean): void {
+  const fd = openFresh(path, mode, intoEmptyTree)
+  try {
+    let off = 0
+    while (off < contents.length) off += writeSync(fd, contents, off, contents.length - off)
+    futimesSync(fd, atime, mtime)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function openFresh(path: Buffer, mode: number, intoEmptyTree: boolean): number {
+  if (intoEmptyTree) {
+    try {
+      return openSync(path, CREATE, mode)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+  }
+  try {
+    unlinkSync(path) // a file or a symlink: the link itself goes, nothing is followed
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    // A directory the apply did not know of stood here (a replay after a crash): it goes, as
+    // GNU tar's would. Nothing later in the archive lies below it: entries come in path order.
+    if ((code === 'EISDIR' || code === 'EPERM') && lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) rmSync(path, { recursive: true, force: true })
+    else if (code !== 'ENOENT') throw err
+  }
+  return openSync(path, CREATE, mode)
+}

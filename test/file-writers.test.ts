@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict'
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { FileWriters } from '../src/restore/file-writers.js'
+
+/**
+ * The writer threads of an apply (file-writers.ts): what they write is exactly what the calling
+ * thread would have, whatever stood at a path; a failed write is thrown with the system's code;
+ * and nothing is still being written once the pool is closed.
+ */
+
+const MTIME = 1_700_000_000.123456 // utimes' value: a whole microsecond, plus half of one below
+const EXPECT_MS = 1_700_000_000_123.456
+
+function tempRoot(): string {
+  return mkdtempSync(join(tmpdir(), 'snapshot-writers-'))
+}
+
+function writeMany(root: string, writers: FileWriters, dirs: number, perDir: number, contents: (d: number, f: number) => Buffer): void {
+  for (let d = 0; d < dirs; d++) {
+    mkdirSync(join(root, `d${d}`), { recursive: true })
+    for (let f = 0; f < perDir; f++) {
+      const body = contents(d, f)
+      writers.begin(`${root}/d${d}/f${f}`, body.length, 0o640, MTIME)
+      // Contents arrive in pieces, as a tar's data does.
+      for (let at = 0; at < body.length; at += 7) writers.data(body.subarray(at, at + 7))
+      writers.end()
+    }
+  }
+}
+
+const bodyOf = (d: number, f: number): Buffer => Buffer.from(`#EXTM3U\n# ${d}/${f}\n${'x'.repeat((d * 31 + f) % 200)}\n`)
+
+describe('writer threads', () => {
+  for (const threads of [0, 1, 4]) {
+    test(`${threads} threads: 1,000 files with their contents, mode and mtime`, async () => {
+      const root = tempRoot()
+      const writers = new FileWriters({ threads, atime: Date.now() / 1000, intoEmptyTree: false })
+      try {
+        writeMany(root, writers, 10, 100, bodyOf)
+        await writers.drain()
+        for (let d = 0; d < 10; d++) {
+          assert.equal(readdirSync(join(root, `d${d}`)).length, 100)
+          for (let f = 0; f < 100; f++) {
+            const p = join(root, `d${d}`, `f${f}`)
+            assert.deepEqual(readFileSync(p), bodyOf(d, f))
+            const st = lstatSync(p)
+            assert.equal(st.mode & 0o7777, 0o640 & ~process.umask())
+            assert.equal(st.mtimeMs.toFixed(3), EXPECT_MS.toFixed(3))
+          }
+        }
+      } finally {
+        await writers.close() // the threads stop: a test that failed does not hang the run
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+  }
+
+  test('whatever stood at a path is replaced, never followed: a file, a symlink to the outside, a directory', async () => {
+    const root = tempRoot()
+    const outside = tempRoot()
+    try {
+      // Two batches' worth of files, so the threads start, with three of them in the way.
+      const before = new FileWriters({ threads: 0, atime: 0, intoEmptyTree: false })
+      writeMany(root, before, 2, 100, () => Buffer.from('old\n'))
+      await before.drain()
+      writeFileSync(join(outside, 'victim'), 'keep\n')
+      rmSync(join(root, 'd0', 'f1'))
+      symlinkSync(join(outside, 'victim'), join(root, 'd0', 'f1'))
+      rmSync(join(root, 'd1', 'f99'))
+      mkdirSync(join(root, 'd1', 'f99', 'deep'), { recursive: true })
+      writeFileSync(join(root, 'd1', 'f99', 'deep', 'x'), 'x')
+
+      const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: false })
+      try {
+        writeMany(root, writers, 2, 100, bodyOf)
+        await writers.drain()
+      } finally {
+        await writers.close()
+      }
+      assert.equal(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n')
+      assert.ok(lstatSync(join(root, 'd0', 'f1')).isFile())
+      assert.deepEqual(readFileSync(join(root, 'd0', 'f1')), bodyOf(0, 1))
+      assert.ok(lstatSync(join(root, 'd1', 'f99')).isFile())
+      assert.deepEqual(readFileSync(join(root, 'd1', 'f99')), bodyOf(1, 99))
+      assert.deepEqual(readFileSync(join(root, 'd0', 'f0')), bodyOf(0, 0))
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+      rmSync(outside, { recursive: true, force: true })
+    }
+  })
+
+  for (const threads of [0, 3]) {
+    test(`${threads} threads: a write that fails is thrown with the system's code and path, and close waits for every thread`, async () => {
+      const root = tempRoot()
+      const writers = new FileWriters({ threads, atime: 0, intoEmptyTree: true })
+      try {
+        writeMany(root, writers, 3, 100, bodyOf)
+        // A file in a directory that does not exist: open fails with ENOENT.
+        writers.begin(`${root}/missing/f`, 3, 0o644, MTIME)
+        writers.data(Buffer.from('abc'))
+        writers.end()
+        writeMany(root, writers, 5, 100, bodyOf) // more after it: none may be lost silently either way
+        await assert.rejects(writers.drain(), (err: NodeJS.ErrnoException & { path?: string }) => {
+          assert.equal(err.code, 'ENOENT')
+          assert.equal(err.path, `${root}/missing/f`)
+          return true
+        })
+        await writers.close()
+        // After close nothing is written any more: the tree stays as it is now.
+        const count = (): number => readdirSync(root).reduce((n, d) => n + readdirSync(join(root, d)).length, 0)
+        const now = count()
+        await new Promise((r) => setTimeout(r, 50))
+        assert.equal(count(), now)
+        assert.ok(readdirSync(join(root, 'd0')).length > 0)
+      } finally {
+        await writers.close()
+        rmSync(root, { recursive: true, force: true })
+      }
+    })
+  }
+
+  test('a file larger than a batch is not taken: the apply writes it itself', () => {
+    const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: false })
+    assert.equal(writers.takes('/r/a', 300), true)
+    assert.equal(writers.takes('/r/a', 1 << 20), false)
+  })
+})
