@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client'
 import { replicaStatus, type ReplicaStatus } from '../replica/replica-status.js'
+import { TREES } from '../replica/replica-layout.js'
 import { errorCodeOf, exitCodeOf } from './exit-code.js'
 import { createReplicaMetrics, recordPullOutcome, recordReplicaStatus, type PullOutcome, type ReplicaMetrics } from './replica-metrics.js'
 
@@ -69,7 +70,7 @@ export class ReplicaObserver {
   }
 
   async status(): Promise<ReplicaStatusReport | null> {
-    const s = await replicaStatus({ target: this.opts.target, ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}), trees: this.opts.trees ?? 2, now: () => this.now() })
+    const s = await replicaStatus({ target: this.opts.target, ...(this.opts.stateDir ? { stateDir: this.opts.stateDir } : {}), trees: this.opts.trees ?? TREES.default, now: () => this.now() })
     if (!s) return null
     const store: ReplicaStatus['store'] = this.latest ? { source: this.opts.source, ...this.latest, lag: this.latest.latestId - (s.live?.id ?? 0) } : null
     return { ...s, store, lastOutcome: this.last }

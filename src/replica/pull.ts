@@ -9,7 +9,7 @@ import type { StoreClient } from '../store/store-client.js'
 import { atLowPriority } from './low-priority.js'
 import { pruneObjectCache } from './object-cache.js'
 import { collectRecords, loadCachedRecord } from './record-cache.js'
-import { checkTarget, ReplicaLayout, slotNames } from './replica-layout.js'
+import { checkTarget, ReplicaLayout, slotNames, TREES } from './replica-layout.js'
 import { freshState, loadState, saveState, type ReplicaState } from './replica-state.js'
 import { buildInSlot, discardFullTree, planFor, type BuildProgress } from './slot-build.js'
 import { catchUpSlot, chooseSlot, slotBase } from './slot-policy.js'
@@ -77,7 +77,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const log = opts.log ?? (() => undefined)
   const now = opts.now ?? (() => new Date())
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
-  const slots = slotNames(opts.trees ?? 2)
+  const slots = slotNames(opts.trees ?? TREES.default)
   await checkTarget(layout)
   await mkdir(layout.stateDir, { recursive: true })
   const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })

@@ -16,7 +16,7 @@ import { UsageError } from '../core/errors.js'
  */
 
 /** How many trees a replica may keep (`--trees`): the live one and the previous at least; a-z at most. */
-export const TREES = { min: 2, max: 26, default: 2 } as const
+export const TREES = { min: 2, max: 26, default: 3 } as const
 
 export class ReplicaLayout {
   readonly target: string

@@ -6,7 +6,7 @@ import type { StoreClient } from '../store/store-client.js'
 import { collectRecords, fetchRecord, loadCachedRecord } from './record-cache.js'
 import { buildInSlot, planFor } from './slot-build.js'
 import { chooseSlot, rollbackSlot } from './slot-policy.js'
-import { checkTarget, ReplicaLayout, slotNames } from './replica-layout.js'
+import { checkTarget, ReplicaLayout, slotNames, TREES } from './replica-layout.js'
 import { loadState, saveState, type ReplicaState } from './replica-state.js'
 
 /**
@@ -36,7 +36,7 @@ export interface ReplicaRollbackResult {
 export async function rollbackReplica(opts: ReplicaRollbackOptions): Promise<ReplicaRollbackResult> {
   const log = opts.log ?? (() => undefined)
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
-  const slots = slotNames(opts.trees ?? 2)
+  const slots = slotNames(opts.trees ?? TREES.default)
   await checkTarget(layout)
   await mkdir(layout.stateDir, { recursive: true })
   const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
@@ -92,7 +92,7 @@ export async function unpinReplica(opts: { target: string; stateDir?: string; tr
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
   const lock = await acquireLock(layout.lock, `replica ${opts.target}`, { waitMs: opts.lockWaitMs ?? 0 })
   try {
-    const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
+    const state = await loadState(layout.stateFile, slotNames(opts.trees ?? TREES.default))
     if (!state) throw new SnapshotError(`${opts.target} is not a replica yet`)
     const was = state.pinned?.id ?? null
     state.pinned = null

@@ -3,7 +3,7 @@ import { parentCreated } from '../core/pointer.js'
 import { MirroredSource, type MirrorReport } from '../store/mirrored-source.js'
 import type { StoreClient } from '../store/store-client.js'
 import { loadCachedRecord } from './record-cache.js'
-import { ReplicaLayout, slotNames } from './replica-layout.js'
+import { ReplicaLayout, slotNames, TREES } from './replica-layout.js'
 import { loadState, type ReplicaState } from './replica-state.js'
 
 /**
@@ -26,7 +26,7 @@ export interface ReplicaStatus {
 
 export async function replicaStatus(opts: { target: string; stateDir?: string; trees?: number; store?: StoreClient; now?: () => Date }): Promise<ReplicaStatus | null> {
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
-  const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
+  const state = await loadState(layout.stateFile, slotNames(opts.trees ?? TREES.default))
   if (!state) return null
   const now = (opts.now ?? (() => new Date()))().getTime()
   let live: ReplicaStatus['live'] = null

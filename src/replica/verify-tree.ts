@@ -15,7 +15,7 @@ import { feedTar, ManifestLockstep } from '../restore/manifest-lockstep.js'
 import { openStep } from '../restore/open-step.js'
 import { ensureObject } from './object-cache.js'
 import { fetchRecord, loadCachedRecord } from './record-cache.js'
-import { ReplicaLayout, slotNames } from './replica-layout.js'
+import { ReplicaLayout, slotNames, TREES } from './replica-layout.js'
 import { loadState } from './replica-state.js'
 
 /**
@@ -41,7 +41,7 @@ const MAX_REPORTED = 10_000
 
 export async function verifyLiveTree(opts: { target: string; stateDir?: string; trees?: number; store?: StoreClient; log?: (l: string) => void }): Promise<TreeVerifyResult> {
   const layout = new ReplicaLayout(opts.target, opts.stateDir)
-  const state = await loadState(layout.stateFile, slotNames(opts.trees ?? 2))
+  const state = await loadState(layout.stateFile, slotNames(opts.trees ?? TREES.default))
   if (!state?.live) throw new SnapshotError(`${opts.target} serves no snapshot yet`)
   const liveId = state.live.id
   const store = opts.store
