@@ -4,7 +4,7 @@ import { FileBatchBuilder, writeBatch, type BatchFailure, type FileBatch } from 
 /**
  * Writes an apply's small files from several threads at once. Creating, unlinking and closing a
  * file each wait on the file system, not on the CPU: one thread writing 20,000 files one after
- * another spends most of its time waiting, while eight threads keep eight directories' writes in
+ * another spends most of its time waiting, while four threads keep four directories' writes in
  * flight (BENCHMARKS.md, "Parallel writers"). The apply thread goes on decompressing and checking
  * the archive meanwhile.
  *
@@ -22,8 +22,12 @@ export interface FileWritersOptions {
   readonly intoEmptyTree: boolean
 }
 
-/** Writer threads by default: 8 rewrote 20,000 files 2.3x faster than one here (BENCHMARKS.md, "Parallel writers"). */
-export const DEFAULT_WRITER_THREADS = 8
+/**
+ * Writer threads by default. At 200,000 files a pull's hour (21,000 files) reached its swap 2-3x
+ * sooner with 4 than with none, and as soon as with 8; each thread costs ~9 MiB (its own V8
+ * isolate), so 4 (BENCHMARKS.md, "Parallel writers").
+ */
+export const DEFAULT_WRITER_THREADS = 4
 
 /** A batch: 64 files of a few hundred bytes, in 64 KiB; a larger file is written directly by the apply. */
 const BATCH_FILES = 64
