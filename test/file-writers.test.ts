@@ -122,6 +122,31 @@ describe('writer threads', () => {
     })
   }
 
+  test('unlinks: a file, and a symlink as itself (its target stays); a path already gone is no error', async () => {
+    const root = tempRoot()
+    const outside = tempRoot()
+    const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: false })
+    try {
+      const before = new FileWriters({ threads: 0, atime: 0, intoEmptyTree: false })
+      writeMany(root, before, 3, 100, bodyOf)
+      await before.drain()
+      writeFileSync(join(outside, 'victim'), 'keep\n')
+      symlinkSync(join(outside, 'victim'), join(root, 'd2', 'link'))
+      for (let f = 0; f < 100; f++) writers.unlink(`${root}/d0/f${f}`)
+      writers.unlink(`${root}/d2/link`)
+      writers.unlink(`${root}/d2/never-was`)
+      await writers.drain()
+      assert.deepEqual(readdirSync(join(root, 'd0')), [])
+      assert.equal(readdirSync(join(root, 'd1')).length, 100)
+      assert.equal(readdirSync(join(root, 'd2')).length, 100)
+      assert.equal(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n')
+    } finally {
+      await writers.close()
+      rmSync(root, { recursive: true, force: true })
+      rmSync(outside, { recursive: true, force: true })
+    }
+  })
+
   test('a file larger than a batch is not taken: the apply writes it itself', () => {
     const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: false })
     assert.equal(writers.takes('/r/a', 300), true)

@@ -145,7 +145,9 @@ async function replayArchive(manifest: ManifestCursor, tarChunks: AsyncIterable<
 }
 
 async function replayInLockstep(lockstep: ManifestLockstep, tarChunks: AsyncIterable<Buffer>, tarBytes: number, expected: Map<string, TreeEntry>): Promise<void> {
-  await lockstep.deletions((path) => expected.delete(path)) // manifests list every deleted path, children too
+  await lockstep.deletions((path) => {
+    expected.delete(path) // manifests list every deleted path, children too
+  })
   let file: { entry: ManifestFileEntry; hash: Hash } | null = null
   const reader = new TarReader({
     entry(h) {

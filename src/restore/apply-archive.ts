@@ -139,17 +139,25 @@ class Applier {
     return fsPath(rel ? `${this.root}/${rel}` : this.root) // a checked relative path (tree-path.ts): join would only cost
   }
 
+  /**
+   * Files and links go to the writer threads; a directory (rare: an album removed) is removed here,
+   * once the unlinks handed over before it are done. The manifest lists deletions children first,
+   * so those are what was inside it. Every deletion is done before the first entry is written.
+   */
   async applyDeletions(): Promise<void> {
     await this.lockstep.deletions((path) => {
+      this.stats.deleted++
       // Under a missing or non-directory parent the path is already gone (a replay after a crash):
       // and a symlinked parent is never followed.
       const parent = parentOf(path)
-      if (this.isRealDir(parent)) {
-        this.keepTimeOf(parent)
-        this.removeAny(path)
-      }
-      this.stats.deleted++
+      if (!this.isRealDir(parent)) return
+      this.keepTimeOf(parent)
+      const st = lstatSync(this.abs(path), { throwIfNoEntry: false })
+      if (!st) return
+      if (!st.isDirectory()) return this.writers.unlink(`${this.root}/${path}`)
+      return this.writers.drain().then(() => this.removeAny(path))
     })
+    await this.writers.drain()
   }
 
   entry(h: TarEntryHeader): void {

@@ -6,7 +6,8 @@ import { closeSync, constants, futimesSync, lstatSync, openSync, rmSync, unlinkS
  *
  * `bytes` holds each file's absolute path (raw bytes) followed by its contents; `meta` holds, per
  * file, FIELDS numbers: where the path starts, where the contents start, where they end, the mode
- * and the mtime as utimes takes it (mtime.ts utimesValue).
+ * and the mtime as utimes takes it (mtime.ts utimesValue). A mode of UNLINK stands for a path to
+ * unlink (a file or a symlink the apply deletes), with no contents.
  */
 export interface FileBatch {
   readonly bytes: Uint8Array
@@ -19,6 +20,7 @@ export interface FileBatch {
 }
 
 const FIELDS = 5
+export const UNLINK = -1
 
 /** What stopped a batch: the file, and the system's error as Node would have thrown it. */
 export interface BatchFailure {
@@ -96,13 +98,22 @@ export function writeBatch(batch: FileBatch): BatchFailure | null {
     const at = i * FIELDS
     const path = buf.subarray(m[at]!, m[at + 1]!)
     try {
-      writeOne(path, buf.subarray(m[at + 1]!, m[at + 2]!), m[at + 3]!, m[at + 4]!, batch.atime, batch.intoEmptyTree)
+      if (m[at + 3] === UNLINK) unlinkIfThere(path)
+      else writeOne(path, buf.subarray(m[at + 1]!, m[at + 2]!), m[at + 3]!, m[at + 4]!, batch.atime, batch.intoEmptyTree)
     } catch (err) {
       const e = err as NodeJS.ErrnoException
       return { path: path.toString('latin1'), code: e.code, message: e.message }
     }
   }
   return null
+}
+
+function unlinkIfThere(path: Buffer): void {
+  try {
+    unlinkSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
 }
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads'
-import { FileBatchBuilder, writeBatch, type BatchFailure, type FileBatch } from './file-batch.js'
+import { FileBatchBuilder, UNLINK, writeBatch, type BatchFailure, type FileBatch } from './file-batch.js'
 
 /**
  * Writes an apply's small files from several threads at once. Creating, unlinking and closing a
@@ -71,6 +71,12 @@ export class FileWriters {
   }
 
   end(): void {
+    this.builder.end()
+  }
+
+  /** Unlinks a file or a symlink (never a directory: the caller removes those itself, after a drain). */
+  unlink(path: string): void {
+    this.builder.begin(path, 0, UNLINK, 0)
     this.builder.end()
   }
 

@@ -22,8 +22,8 @@ export class ManifestLockstep {
 
   constructor(private readonly manifest: ManifestCursor) {}
 
-  /** Calls `onDeleted` for each deleted path, in the manifest's (descending) order. */
-  async deletions(onDeleted: (path: string) => void): Promise<void> {
+  /** Calls `onDeleted` for each deleted path, in the manifest's (descending) order, waiting for it when it returns a promise. */
+  async deletions(onDeleted: (path: string) => Promise<void> | void): Promise<void> {
     if (this.deletionsDone) throw new Error('internal: deletions walked twice')
     this.deletionsDone = true
     const m = this.manifest
@@ -35,7 +35,8 @@ export class ManifestLockstep {
         this.next = line.entry
         return
       }
-      onDeleted(line.path)
+      const removing = onDeleted(line.path)
+      if (removing) await removing
     }
   }
 
