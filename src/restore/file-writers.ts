@@ -45,6 +45,7 @@ export class FileWriters {
   private readonly threads: WriterThread[] = []
   private readonly waiting: FileBatch[] = []
   private sealed = 0
+  private cannotStart = false
   private failure: Error | null = null
   private wake: (() => void) | null = null
 
@@ -116,12 +117,25 @@ export class FileWriters {
   private dispatch(): void {
     while (this.waiting.length > 0 && !this.failure) {
       let thread = this.threads.find((t) => t.inHand === 0) ?? null
-      if (!thread && this.threads.length < this.opts.threads) thread = this.start()
+      if (!thread && this.threads.length < this.opts.threads && !this.cannotStart) thread = this.tryStart()
       thread ??= this.threads.find((t) => t.inHand < PER_THREAD) ?? null
-      if (!thread) return
+      if (!thread) {
+        // The system gave no thread at all (a task limit): the files are written here, as with --writers 0.
+        if (this.threads.length === 0) for (const b of this.waiting.splice(0)) this.check(writeBatch(b))
+        return
+      }
       const batch = this.waiting.shift()!
       thread.inHand++
       thread.worker.postMessage(batch, [batch.bytes.buffer as ArrayBuffer, batch.meta.buffer as ArrayBuffer])
+    }
+  }
+
+  private tryStart(): WriterThread | null {
+    try {
+      return this.start()
+    } catch {
+      this.cannotStart = true // the threads there are (or this one) do the writing
+      return null
     }
   }
 
