@@ -272,14 +272,16 @@ async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<
   const dirsAndLinks = [...scan.changed.values()].sort(byPath)
   const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id, root }, async (sink) => {
     let d = 0
-    for (const item of scan.toRead) {
-      const path = item.path
+    const files = scan.toRead
+    for (const k of files.pathOrder()) {
+      const path = files.path(k)
       while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
-      const read = readIntoIndex(reader, item, scan)
-      item.release() // a copy read during the scan is not kept past its packing
+      const read = readIntoIndex(reader, k, scan)
+      files.release(k) // a copy read during the scan is not kept past its packing
       if (!read) continue
       // Touched, not changed? Judged during the scan for a file read then.
-      if (item.previous === PREVIOUS_SAME || (item.previous === PREVIOUS_UNKNOWN && !fileChanged(scan, item, read.entry))) continue
+      const previous = files.previous(k)
+      if (previous === PREVIOUS_SAME || (previous === PREVIOUS_UNKNOWN && !fileChanged(scan, k, read.entry))) continue
       filesChanged++
       scan.digestChange.add(read.entry)
       await sink.add(read.entry, read.data)
