@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { hasGnuFind, RawScanRecord } from '../src/fs/tree-scan.js'
-import { EarlyReads, readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
+import { readIntoIndex, scanMetadata, type MetadataScan } from '../src/master/build-scan.js'
+import { EarlyReads } from '../src/master/early-reads.js'
 import { racySig } from '../src/fs/stat-signature.js'
 import { encodeIndexHeader, entryFromIndex, indexValue, rowBytes, writeRow } from '../src/master/index-row.js'
 import { IndexVersionError } from '../src/core/errors.js'
@@ -202,7 +203,7 @@ test('an index many times the read window: the next index is, byte for byte, the
 
 test('files read during the scan come back byte for byte, in any order, larger than a buffer too', () => {
   const rng = new Rng('early-reads')
-  const early = new EarlyReads()
+  const early = new EarlyReads(dir)
   const kept: [number, Buffer][] = []
   for (let i = 0; i < 3000; i++) {
     const data = Buffer.alloc(i === 1500 ? 3 << 20 : Math.floor(rng.float() * 1000), i % 251)
@@ -215,6 +216,10 @@ test('files read during the scan come back byte for byte, in any order, larger t
     ;[kept[i], kept[j]] = [kept[j]!, kept[i]!]
   }
   for (const [address, data] of kept) assert.ok(early.take(address).equals(data))
+  for (const [address, data] of kept.slice(0, 50)) assert.ok(early.take(address).equals(data), 'taken again')
+  // They wait in a file of the store's, unlinked as soon as it is opened: nothing to leave behind.
+  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.early-reads.')), [])
+  early.close()
 })
 
 test('index values: entries, racy signatures, links with any target', () => {

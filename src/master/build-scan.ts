@@ -1,4 +1,5 @@
 import * as nodeCrypto from 'node:crypto'
+import { tmpdir } from 'node:os'
 import { quotePath } from '../core/byte-path.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
@@ -9,6 +10,7 @@ import { entryFromIndex } from './index-row.js'
 import type { IndexRows } from './index-rows.js'
 import { IndexSlot, MasterIndex } from './master-index.js'
 import type { FilesToRead } from './files-to-read.js'
+import { EarlyReads } from './early-reads.js'
 import type { StreamedBody } from '../archive/tar-pack.js'
 import type { SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
@@ -147,54 +149,6 @@ function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
 }
 
 /**
- * The bytes of the files read during the scan, copied into large buffers: a file costs its bytes
- * and one number on its row of FilesToRead, where a Buffer and an entry object of its own each
- * cost ~250 bytes of heap more than a playlist's ~200 bytes (~150,000 files read in an hour at
- * 1M). Its entry is made again from its row when it is packed; a buffer is let go once its files
- * are packed.
- */
-export class EarlyReads {
-  private readonly chunks: (Buffer | null)[] = []
-  private readonly live: number[] = []
-  private used = 0
-  /** Bytes of files kept so far (what EARLY_READ_BUDGET bounds). */
-  bytes = 0
-
-  /** Keeps a copy of a file's bytes; returns where they are. */
-  keep(data: Buffer): number {
-    const need = 4 + data.length
-    let c = this.chunks.length - 1
-    if (c < 0 || this.used + need > this.chunks[c]!.length) {
-      this.chunks.push(Buffer.allocUnsafe(Math.max(EARLY_CHUNK, need)))
-      this.live.push(0)
-      this.used = 0
-      c++
-    }
-    const chunk = this.chunks[c]!
-    chunk.writeUInt32LE(data.length, this.used)
-    data.copy(chunk, this.used + 4)
-    const address = c * EARLY_ADDRESS_SPLIT + this.used
-    this.used += need
-    this.live[c]!++
-    this.bytes += data.length
-    return address
-  }
-
-  /** The bytes kept at `address`, handed over once: the buffer goes when all of its files went. */
-  take(address: number): Buffer {
-    const c = Math.floor(address / EARLY_ADDRESS_SPLIT)
-    const chunk = this.chunks[c]!
-    const at = address - c * EARLY_ADDRESS_SPLIT
-    const data = chunk.subarray(at + 4, at + 4 + chunk.readUInt32LE(at))
-    if (--this.live[c]! === 0 && c < this.chunks.length - 1) this.chunks[c] = null
-    return data
-  }
-}
-
-const EARLY_CHUNK = 1 << 20
-const EARLY_ADDRESS_SPLIT = 2 ** 25 // above any buffer's length: a file read whole is < 16 MiB (LARGE_FILE_BYTES)
-
-/**
  * A file read during the scan was compared with its previous entry then, while that row was in
  * the index's window (one read of the index file less per file when packed): PREVIOUS_UNKNOWN (not
  * read then), the same entry (touched, not changed), or another (and the previous one is out of
@@ -221,8 +175,11 @@ const RACY_WINDOW_NS = 2_000_000_000n
 const EARLY_READ_BUDGET = 32 << 20
 const EARLY_READ_MAX_FILE = 64 << 10
 
-/** With a reader, changed files are read during the scan (see EARLY_READ_BUDGET). */
-export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader): Promise<MetadataScan> {
+/**
+ * With a reader, changed files are read during the scan (see EARLY_READ_BUDGET), their bytes kept
+ * in a file in `earlyDir` (early-reads.ts) until packed; the caller closes `early` when done.
+ */
+export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader, earlyDir?: string): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new MasterIndex(previousIndex)
   const toRead = index.files
@@ -231,7 +188,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
   const warnings: string[] = []
   const deleted: string[] = []
   const skips = new SkipLog(warnings)
-  const early = new EarlyReads()
+  const early = new EarlyReads(earlyDir ?? tmpdir())
   const state = { index, toRead, changed, digestChange, deleted, warnings, skips, scanStartNs, early }
 
   await scanTree(source, (raw) => {
