@@ -22,7 +22,7 @@ export interface StreamedBody {
   writeTo(write: (chunk: Buffer) => Promise<void>): Promise<void>
 }
 
-const CHUNK = 4 << 20
+const CHUNK = 1 << 20 // one buffer, filled again: 4 MiB gave the compressor fewer calls for no measured CPU, and 3 MiB more peak
 const DIRECT_BYTES = 256 << 10
 const fillBytes = Uint8Array.prototype.fill // Buffer#fill's argument checks cost 3x the fill itself
 
