@@ -155,9 +155,9 @@ export class MasterIndex {
       if (typeof part !== 'number') {
         const type = part.sig.charCodeAt(0)
         addCounts(counts, type, type === TYPE_F ? sizeOfSig(part.sig) : 0, 1)
-      }
-      else if (part >= 0) p++ // a run: counted with the previous rows
-      else {
+      } else if (part >= 0) {
+        p++ // a run: counted with the previous rows
+      } else {
         const k = -part - 1
         if (files.isFilled(k)) addCounts(counts, TYPE_F, sizeOfSig(files.sig(k)), 1)
         else if (files.standIn(k) >= 0) this.previous.count(files.standIn(k), counts, 1)
