@@ -15,7 +15,8 @@ import { BLOCK, encodePaxHeader, encodeUstarHeader, type UstarType } from './ust
  */
 /**
  * A file's bytes too many to hold in memory at once: exactly `size` of them, handed to `write`
- * chunk by chunk (each a buffer the sink may keep), under the sink's back pressure.
+ * chunk by chunk, under the sink's back pressure. A chunk may be filled again once its write has
+ * settled (the packer's sink is done with it then: see TarPacker).
  */
 export interface StreamedBody {
   readonly size: number
