@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { TarPacker, type StreamedBody } from '../archive/tar-pack.js'
 import { SnapshotError } from '../core/errors.js'
@@ -36,13 +36,21 @@ export async function writeArchivePair(
   try {
     const deleted: string[] = []
     let entries = 0
-    let lines: string[] = []
+    // Each line is encoded into this buffer as it comes (UTF-8, as writeSync writes a string): lines
+    // held as strings until a flush outlived two scavenges and were promoted, ~30 MB of old-space
+    // garbage for an hour of 150,000 files at 1M (BENCHMARKS.md, "Delta build memory").
+    const spoolBuf = Buffer.allocUnsafe(SPOOL_FLUSH)
     let pending = 0
     let lastPath: string | null = null
     const flushSpool = (): void => {
-      if (lines.length) writeSync(spool, lines.join(''))
-      lines = []
+      for (let done = 0; done < pending; ) done += writeSync(spool, spoolBuf, done, pending - done)
       pending = 0
+    }
+    const spoolLine = (line: string): void => {
+      const most = 3 * line.length // UTF-8 bytes of a string of this many UTF-16 units, at most
+      if (pending + most > SPOOL_FLUSH) flushSpool()
+      if (most > SPOOL_FLUSH) writeSync(spool, line)
+      else pending += spoolBuf.write(line, pending, 'utf8')
     }
     const { ref: archive, result: tarBytes } = await writeCompressedObject(objectsDir, 'tar.zst', async (write) => {
       const packer = new TarPacker(write)
@@ -54,11 +62,8 @@ export async function writeArchivePair(
           if (entry.type === 'd') await packer.addDir(entry.path, entry.mode, mtimeSec)
           else if (entry.type === 'l') await packer.addLink(entry.path, entry.target, mtimeSec)
           else await packer.addFile(entry.path, entry.mode, mtimeSec, data!)
-          const line = encodeEntryLine(entry)
-          lines.push(line)
-          pending += line.length
+          spoolLine(encodeEntryLine(entry))
           entries++
-          if (pending >= SPOOL_FLUSH) flushSpool()
         },
         deleted(path) {
           deleted.push(path)
@@ -75,7 +80,14 @@ export async function writeArchivePair(
       for (let i = 0; i < deleted.length; i += 8192) {
         await write(Buffer.from(deleted.slice(i, i + 8192).map(encodeDeletionLine).join('')))
       }
-      for await (const chunk of createReadStream(spoolPath, { highWaterMark: 1 << 20 })) await write(chunk as Buffer)
+      // Read back through the spool's buffer (write is done with a chunk when it settles): a
+      // stream's fresh 1 MiB chunks were ~9 MB of garbage at the peak of an hour at 1M.
+      const back = openSync(spoolPath, 'r')
+      try {
+        for (let n; (n = readSync(back, spoolBuf, 0, spoolBuf.length, null)) > 0; ) await write(spoolBuf.subarray(0, n))
+      } finally {
+        closeSync(back)
+      }
     })
     return { archive: { ...archive, tarBytes }, manifest, entries, deleted: deleted.length }
   } finally {

@@ -1,4 +1,5 @@
 import * as nodeCrypto from 'node:crypto'
+import { tmpdir } from 'node:os'
 import { quotePath } from '../core/byte-path.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
@@ -8,6 +9,8 @@ import { scanTree, type RawScanRecord, type ScanRecord } from '../fs/tree-scan.j
 import { entryFromIndex } from './index-row.js'
 import type { IndexRows } from './index-rows.js'
 import { IndexSlot, MasterIndex } from './master-index.js'
+import type { FilesToRead } from './files-to-read.js'
+import { EarlyReads } from './early-reads.js'
 import type { StreamedBody } from '../archive/tar-pack.js'
 import type { SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
@@ -22,8 +25,8 @@ import { WholeTreeIndex } from './whole-tree-index.js'
  */
 export interface MetadataScan {
   readonly index: MasterIndex
-  /** Files to read: new, or with a stat signature that moved. */
-  readonly toRead: FileToRead[]
+  /** Files to read: new, or with a stat signature that moved (the index's rows of them). */
+  readonly toRead: FilesToRead
   /** Directories and symlinks new or different since the previous snapshot. */
   readonly changed: Map<string, TreeEntry>
   /**
@@ -145,82 +148,12 @@ function setIdDropped(skips: SkipLog, rec: ScanRecord): void {
   skips.setIdBits(rec.path, permissionBitsOfSig(rec.sig))
 }
 
-/** A file to read: its slot in the new index, filled once it is read. */
-export class FileToRead extends IndexSlot {
-  /** What reading it gave, if it was read (null: gone, or packed and let go: see release). */
-  read?: FileRead | null
-  /** Read during the scan: where its bytes are kept (EarlyReads), or -1. */
-  early = -1
-  /**
-   * Read during the scan, it was compared with its previous entry then, while that row was in the
-   * index's window (one read of the index file less per file when packed): PREVIOUS_UNKNOWN, the
-   * same entry (touched, not changed), or another (and the previous one is out of the digest).
-   */
-  previous = PREVIOUS_UNKNOWN
-
-  /** Packed: the bytes read during the scan, if any, are let go (readIntoIndex is done with it). */
-  release(): void {
-    if (this.read) this.read = null
-    this.early = -1
-  }
-
-  constructor(
-    path: string,
-    /** The scan's stat signature, which the read must find again (source-reader.ts). */
-    readonly scanSig: string,
-    previousRow: number,
-  ) {
-    super(path, undefined, '', previousRow)
-  }
-}
-
 /**
- * The bytes of the files read during the scan, copied into large buffers: a file costs its bytes
- * and one number on its FileToRead, where a Buffer and an entry object of its own each cost ~250
- * bytes of heap more than a playlist's ~200 bytes (~150,000 files read in an hour at 1M). Its
- * entry is made again from its slot when it is packed; a buffer is let go once its files are packed.
+ * A file read during the scan was compared with its previous entry then, while that row was in
+ * the index's window (one read of the index file less per file when packed): PREVIOUS_UNKNOWN (not
+ * read then), the same entry (touched, not changed), or another (and the previous one is out of
+ * the digest).
  */
-export class EarlyReads {
-  private readonly chunks: (Buffer | null)[] = []
-  private readonly live: number[] = []
-  private used = 0
-  /** Bytes of files kept so far (what EARLY_READ_BUDGET bounds). */
-  bytes = 0
-
-  /** Keeps a copy of a file's bytes; returns where they are. */
-  keep(data: Buffer): number {
-    const need = 4 + data.length
-    let c = this.chunks.length - 1
-    if (c < 0 || this.used + need > this.chunks[c]!.length) {
-      this.chunks.push(Buffer.allocUnsafe(Math.max(EARLY_CHUNK, need)))
-      this.live.push(0)
-      this.used = 0
-      c++
-    }
-    const chunk = this.chunks[c]!
-    chunk.writeUInt32LE(data.length, this.used)
-    data.copy(chunk, this.used + 4)
-    const address = c * EARLY_ADDRESS_SPLIT + this.used
-    this.used += need
-    this.live[c]!++
-    this.bytes += data.length
-    return address
-  }
-
-  /** The bytes kept at `address`, handed over once: the buffer goes when all of its files went. */
-  take(address: number): Buffer {
-    const c = Math.floor(address / EARLY_ADDRESS_SPLIT)
-    const chunk = this.chunks[c]!
-    const at = address - c * EARLY_ADDRESS_SPLIT
-    const data = chunk.subarray(at + 4, at + 4 + chunk.readUInt32LE(at))
-    if (--this.live[c]! === 0 && c < this.chunks.length - 1) this.chunks[c] = null
-    return data
-  }
-}
-
-const EARLY_CHUNK = 1 << 20
-const EARLY_ADDRESS_SPLIT = 2 ** 25 // above any buffer's length: a file read whole is < 16 MiB (LARGE_FILE_BYTES)
-
 export const PREVIOUS_UNKNOWN = 0
 export const PREVIOUS_SAME = 1
 export const PREVIOUS_REMOVED = 2
@@ -242,17 +175,20 @@ const RACY_WINDOW_NS = 2_000_000_000n
 const EARLY_READ_BUDGET = 32 << 20
 const EARLY_READ_MAX_FILE = 64 << 10
 
-/** With a reader, changed files are read during the scan (see EARLY_READ_BUDGET). */
-export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader): Promise<MetadataScan> {
+/**
+ * With a reader, changed files are read during the scan (see EARLY_READ_BUDGET), their bytes kept
+ * in a file in `earlyDir` (early-reads.ts) until packed; the caller closes `early` when done.
+ */
+export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader, earlyDir?: string): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new MasterIndex(previousIndex)
-  const toRead: FileToRead[] = []
+  const toRead = index.files
   const changed = new Map<string, TreeEntry>()
   const digestChange = new TreeDigest()
   const warnings: string[] = []
   const deleted: string[] = []
   const skips = new SkipLog(warnings)
-  const early = new EarlyReads()
+  const early = new EarlyReads(earlyDir ?? tmpdir())
   const state = { index, toRead, changed, digestChange, deleted, warnings, skips, scanStartNs, early }
 
   await scanTree(source, (raw) => {
@@ -275,14 +211,13 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     }
     if (rec.type === 'f') {
       // The previous row stands until the file is read; a file that turns out gone is dropped.
-      const item = index.add(new FileToRead(rec.path, rec.sig, row))
-      toRead.push(item)
+      const k = index.addFile(rec.path, rec.sig, row)
       if (reader && early.bytes < EARLY_READ_BUDGET && sizeOfSig(rec.sig) <= EARLY_READ_MAX_FILE) {
-        const read = readIntoIndex(reader, item, state)
+        const read = readIntoIndex(reader, k, state)
         if (read) {
-          if (Buffer.isBuffer(read.data)) item.early = early.keep(read.data) // a copy: the reader reuses its buffer
-          else item.read = read
-          item.previous = fileChanged(state, item, read.entry) ? PREVIOUS_REMOVED : PREVIOUS_SAME
+          if (Buffer.isBuffer(read.data)) toRead.setEarly(k, early.keep(read.data)) // a copy: the reader reuses its buffer
+          else toRead.setStreamed(k, read)
+          toRead.setPrevious(k, fileChanged(state, k, read.entry) ? PREVIOUS_REMOVED : PREVIOUS_SAME)
         }
       }
       return
@@ -303,7 +238,6 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
     deleted.push(path)
     digestChange.remove(entryFromIndex(path, value))
   }
-  toRead.sort(byPath)
   return state
 }
 
@@ -355,25 +289,29 @@ function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | n
  * snapshot then does not carry it; the next one will). A file read during the scan is not read
  * again.
  */
-export function readIntoIndex(reader: SourceReader, item: FileToRead, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs' | 'early'>): FileRead | null {
-  if (item.early >= 0) {
-    // Read during the scan, and filled then: the entry readSourceFile made, made again from the slot.
-    const data = scan.early.take(item.early)
-    item.early = -1
-    const sig = item.sig!
-    return { entry: { type: 'f', path: item.path, mode: modeOfSig(sig), size: data.length, mtime: mtimeOfSig(sig), sha256: item.payload }, data }
+export function readIntoIndex(reader: SourceReader, k: number, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs' | 'early'>): FileRead | null {
+  const files = scan.index.files
+  const early = files.early(k)
+  if (early >= 0) {
+    // Read during the scan, and filled then: the entry readSourceFile made, made again from the row.
+    const data = scan.early.take(early)
+    files.setEarly(k, -1)
+    const sig = files.sig(k)
+    return { entry: { type: 'f', path: files.path(k), mode: modeOfSig(sig), size: data.length, mtime: mtimeOfSig(sig), sha256: files.sha256(k) }, data }
   }
-  if (item.read !== undefined) return item.read
-  const read = readSourceFile(reader, item.path, item.scanSig, scan)
+  const streamed = files.streamedRead(k)
+  if (streamed) return streamed
+  if (files.wasRead(k)) return null // read before, and packed or gone
+  const path = files.path(k)
+  const read = readSourceFile(reader, path, files.sig(k), scan)
   if (read) {
-    item.fill(read.indexSig, read.entry.sha256)
+    files.fill(k, read.indexSig, read.entry.sha256)
     return read
   }
-  item.read = null
-  item.drop()
-  const before = scan.index.previousEntry(item)
+  files.drop(k)
+  const before = scan.index.previousEntry(k)
   if (before) {
-    scan.deleted.push(item.path)
+    scan.deleted.push(path)
     scan.digestChange.remove(before)
   }
   return null
@@ -402,8 +340,8 @@ export function readSourceFile(reader: SourceReader, path: string, scanSig: stri
  * Whether a file read differs from its previous entry (a touch with the same bytes does not); if
  * it does, the previous entry leaves the digest's change.
  */
-export function fileChanged(scan: Pick<MetadataScan, 'index' | 'digestChange'>, item: FileToRead, entry: TreeEntry): boolean {
-  const before = scan.index.previousEntry(item)
+export function fileChanged(scan: Pick<MetadataScan, 'index' | 'digestChange'>, k: number, entry: TreeEntry): boolean {
+  const before = scan.index.previousEntry(k)
   if (before && sameEntry(before, entry)) return false
   if (before) scan.digestChange.remove(before)
   return true

@@ -203,7 +203,7 @@ function checkClock(latest: SnapshotRecord | null, now: Date, log: (line: string
 
 /** One build; the caller holds the store's lock (fleet rollback holds it across its rebuild). */
 export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
-  const opened: IndexRows[] = [] // the previous index is read from its file until the build ends
+  const opened: { close(): void }[] = [] // the previous index and the early reads' file, read until the build ends
   try {
     return await buildWithIndex(opts, opened)
   } finally {
@@ -211,7 +211,7 @@ export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<BuildResult> {
+async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): Promise<BuildResult> {
   const started = process.hrtime.bigint()
   const log = opts.log ?? (() => undefined)
   const now = (opts.now ?? (() => new Date()))()
@@ -255,7 +255,8 @@ async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<
   const root = rootMeta(opts.source)
   const previousRoot = latest.root!
   const rootChanged = root.mode !== previousRoot.mode || root.mtime !== previousRoot.mtime
-  const scan = await scanMetadata(opts.source, base, reader)
+  const scan = await scanMetadata(opts.source, base, reader, layout.objectsDir)
+  opened.push(scan.early)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks; files are counted as they are read
   let filesChanged = 0
@@ -272,14 +273,16 @@ async function buildWithIndex(opts: BuildOptions, opened: IndexRows[]): Promise<
   const dirsAndLinks = [...scan.changed.values()].sort(byPath)
   const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id, root }, async (sink) => {
     let d = 0
-    for (const item of scan.toRead) {
-      const path = item.path
+    const files = scan.toRead
+    for (const k of files.pathOrder()) {
+      const path = files.path(k)
       while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
-      const read = readIntoIndex(reader, item, scan)
-      item.release() // a copy read during the scan is not kept past its packing
+      const read = readIntoIndex(reader, k, scan)
+      files.release(k) // a copy read during the scan is not kept past its packing
       if (!read) continue
       // Touched, not changed? Judged during the scan for a file read then.
-      if (item.previous === PREVIOUS_SAME || (item.previous === PREVIOUS_UNKNOWN && !fileChanged(scan, item, read.entry))) continue
+      const previous = files.previous(k)
+      if (previous === PREVIOUS_SAME || (previous === PREVIOUS_UNKNOWN && !fileChanged(scan, k, read.entry))) continue
       filesChanged++
       scan.digestChange.add(read.entry)
       await sink.add(read.entry, read.data)

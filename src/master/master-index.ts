@@ -6,6 +6,7 @@ import { sizeOfSig } from '../fs/stat-signature.js'
 import type { RawScanRecord } from '../fs/tree-scan.js'
 import { addCounts, encodeIndexHeader, entryFromIndex, indexValue, rowBytes, TYPE_F, writeRow, type TreeCounts } from './index-row.js'
 import { IndexRows } from './index-rows.js'
+import { FilesToRead } from './files-to-read.js'
 
 /**
  * The index of the tree being built (the rows' format: index-row.ts): made by one scan from the
@@ -23,37 +24,17 @@ export interface EntryList {
 }
 
 /**
- * A new or changed entry of the next index: its stat signature and payload (the sha256 in hex, the
- * link target, or ''), kept apart so that nothing is concatenated per entry. A file to read has
- * no signature until it is read; until then its previous row, if it had one, stands for it.
+ * A new or changed entry of the next index, known from the scan alone (a directory or symlink; a
+ * file with its sha256 in hex in tests): its stat signature and payload (the link target, or ''),
+ * kept apart so that nothing is concatenated per entry. Files to read are rows of FilesToRead
+ * instead (an object each cost too much: files-to-read.ts).
  */
 export class IndexSlot {
-  private dropped = false
-
   constructor(
     readonly path: string,
-    public sig: string | undefined,
-    public payload: string,
-    /** The previous index's row for this path, or -1. */
-    readonly previousRow = -1,
+    readonly sig: string,
+    readonly payload: string,
   ) {}
-
-  /** What reading the file found. */
-  fill(sig: string, payload: string): void {
-    this.sig = sig
-    this.payload = payload
-  }
-
-  /** The file is gone: no entry, not even the previous one. */
-  drop(): void {
-    this.sig = undefined
-    this.dropped = true
-  }
-
-  /** The previous row standing for an unread file, or -1. */
-  get standIn(): number {
-    return this.sig === undefined && !this.dropped ? this.previousRow : -1
-  }
 }
 
 const UNSEEN = 0
@@ -68,11 +49,13 @@ const TAKEN = 2
  */
 export class MasterIndex {
   /**
-   * The next index in order: slots, and runs of previous rows carried over as two numbers, `from`
-   * and `to` (exclusive). A run is an object less: the delta's changes cut the rows into as many
-   * runs as there are changes.
+   * The next index in order: slots, files to read as one negative number, -(k + 1) for row k of
+   * `files`, and runs of previous rows carried over as two numbers, `from` and `to` (exclusive). A
+   * run is an object less: the delta's changes cut the rows into as many runs as there are changes.
    */
   private readonly parts: (number | IndexSlot)[] = []
+  /** New files, and files whose stat signature moved: read before the index is written. */
+  readonly files = new FilesToRead()
   private readonly state: Uint8Array
   /** The previous rows not carried over, counted as they are taken (see counts). */
   private readonly dropped: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
@@ -128,15 +111,22 @@ export class MasterIndex {
     return this.previous.value(i)
   }
 
-  /** The entry a slot's path had in the previous index, if any. */
-  previousEntry(slot: IndexSlot): TreeEntry | undefined {
-    return slot.previousRow < 0 ? undefined : entryFromIndex(slot.path, this.previous.value(slot.previousRow))
+  /** The entry file `k`'s path had in the previous index, if any. */
+  previousEntry(k: number): TreeEntry | undefined {
+    const row = this.files.previousRow(k)
+    return row < 0 ? undefined : entryFromIndex(this.files.path(k), this.previous.value(row))
   }
 
-  /** A new or changed entry, at this point of the scan. */
-  add<T extends IndexSlot>(slot: T): T {
+  /** A new or changed directory or symlink, at this point of the scan. */
+  add(slot: IndexSlot): void {
     this.parts.push(slot)
-    return slot
+  }
+
+  /** A file to read, at this point of the scan: its previous row stands for it until it is read. */
+  addFile(path: string, scanSig: string, previousRow: number): number {
+    const k = this.files.add(path, scanSig, previousRow)
+    this.parts.push(-(k + 1))
+    return k
   }
 
   /** Ends the scan: the paths and values of the previous rows that no record took, i.e. deleted. */
@@ -158,11 +148,20 @@ export class MasterIndex {
     const p = this.previous.counts
     const d = this.dropped
     const counts = { files: p.files - d.files, dirs: p.dirs - d.dirs, links: p.links - d.links, bytes: p.bytes - d.bytes }
-    for (const slot of this.parts) {
-      if (typeof slot === 'number') continue
-      const { sig } = slot
-      if (sig !== undefined) addCounts(counts, sig.charCodeAt(0), sig.charCodeAt(0) === TYPE_F ? sizeOfSig(sig) : 0, 1)
-      else if (slot.standIn >= 0) this.previous.count(slot.standIn, counts, 1)
+    const files = this.files
+    const parts = this.parts
+    for (let p = 0; p < parts.length; p++) {
+      const part = parts[p]!
+      if (typeof part !== 'number') {
+        const type = part.sig.charCodeAt(0)
+        addCounts(counts, type, type === TYPE_F ? sizeOfSig(part.sig) : 0, 1)
+      } else if (part >= 0) {
+        p++ // a run: counted with the previous rows
+      } else {
+        const k = -part - 1
+        if (files.isFilled(k)) addCounts(counts, TYPE_F, sizeOfSig(files.sig(k)), 1)
+        else if (files.standIn(k) >= 0) this.previous.count(files.standIn(k), counts, 1)
+      }
     }
     return counts
   }
@@ -173,25 +172,35 @@ export class MasterIndex {
    */
   entryList(): EntryList {
     this.previous.holdWhole() // a full build decodes every row in path order (index-rows.ts)
-    const refs: number[] = [] // >= 0: a previous row; < 0: -(k + 1) for filled slot k
-    const filled: IndexSlot[] = []
+    const refs: number[] = [] // >= 0: a previous row; < 0: -(j + 1) for news[j]
+    const news: (IndexSlot | number)[] = [] // a slot, or a filled file's row number in `files`
+    const files = this.files
     const parts = this.parts
-    for (let k = 0; k < parts.length; k++) {
-      const part = parts[k]!
-      if (typeof part === 'number') {
-        for (let i = part, to = parts[++k] as number; i < to; i++) refs.push(i)
-      } else if (part.sig !== undefined) refs.push(-filled.push(part))
-      else if (part.standIn >= 0) refs.push(part.standIn)
+    for (let p = 0; p < parts.length; p++) {
+      const part = parts[p]!
+      if (typeof part !== 'number') refs.push(-news.push(part))
+      else if (part >= 0) {
+        for (let i = part, to = parts[++p] as number; i < to; i++) refs.push(i)
+      } else {
+        const k = -part - 1
+        if (files.isFilled(k)) refs.push(-news.push(k))
+        else if (files.standIn(k) >= 0) refs.push(files.standIn(k))
+      }
     }
     const previous = this.previous
     return {
       length: refs.length,
-      path: (n) => (refs[n]! >= 0 ? previous.path(refs[n]!) : filled[-refs[n]! - 1]!.path),
+      path: (n) => {
+        const ref = refs[n]!
+        if (ref >= 0) return previous.path(ref)
+        const item = news[-ref - 1]!
+        return typeof item === 'number' ? files.path(item) : item.path
+      },
       value: (n) => {
         const ref = refs[n]!
         if (ref >= 0) return previous.value(ref)
-        const slot = filled[-ref - 1]!
-        return indexValue(slot.sig!, slot.payload)
+        const item = news[-ref - 1]!
+        return typeof item === 'number' ? indexValue(files.sig(item), files.sha256(item)) : indexValue(item.sig, item.payload)
       },
     }
   }
@@ -204,15 +213,26 @@ export class MasterIndex {
       const out = new IndexOutput(handle)
       out.text(encodeIndexHeader(id, c))
       const parts = this.parts
-      for (let k = 0; k < parts.length; k++) {
-        const part = parts[k]!
-        if (typeof part === 'number') {
-          const to = parts[++k] as number
-          if (!out.rowsIfRoom(previous, part, to)) await out.rows(previous, part, to)
-        } else if (part.sig !== undefined) {
+      const files = this.files
+      for (let p = 0; p < parts.length; p++) {
+        const part = parts[p]!
+        if (typeof part !== 'number') {
           if (out.full(rowBytes(part.path, part.sig, part.payload))) await out.flush()
           out.row(part.path, part.sig, part.payload)
-        } else if (part.standIn >= 0 && !out.rowsIfRoom(previous, part.standIn, part.standIn + 1)) await out.rows(previous, part.standIn, part.standIn + 1)
+        } else if (part >= 0) {
+          const to = parts[++p] as number
+          if (!out.rowsIfRoom(previous, part, to)) await out.rows(previous, part, to)
+        } else {
+          const k = -part - 1
+          if (files.isFilled(k)) {
+            const [path, sig, sha256] = [files.path(k), files.sig(k), files.sha256(k)]
+            if (out.full(rowBytes(path, sig, sha256))) await out.flush()
+            out.row(path, sig, sha256)
+          } else {
+            const row = files.standIn(k)
+            if (row >= 0 && !out.rowsIfRoom(previous, row, row + 1)) await out.rows(previous, row, row + 1)
+          }
+        }
       }
       await out.flush()
       return { result: undefined }

@@ -123,8 +123,8 @@ export class SourceReader {
 }
 
 /**
- * A large file's bytes, streamed when packed: opened again, read in 1 MiB chunks (a fresh buffer
- * each: the packer's sink may keep one), hashed on the way. Bytes that no longer hash to what the
+ * A large file's bytes, streamed when packed: opened again, read in 1 MiB chunks into one buffer
+ * (the packer's sink is done with a chunk when its write settles: tar-pack.ts), hashed on the way. Bytes that no longer hash to what the
  * first pass found mean the file was rewritten in between: the archive cannot take them back, so
  * the build stops, naming the file, and publishes nothing.
  */
@@ -141,9 +141,10 @@ export class LargeFile implements StreamedBody {
     const fd = openSync(this.abs, READ_FLAGS | this.noAtime)
     try {
       const hash = createHash('sha256')
+      const buf = Buffer.allocUnsafe(Math.min(STREAM_CHUNK, this.size))
       let sent = 0
       while (sent < this.size) {
-        const chunk = Buffer.allocUnsafe(Math.min(STREAM_CHUNK, this.size - sent))
+        const chunk = buf.subarray(0, Math.min(STREAM_CHUNK, this.size - sent))
         const n = readSync(fd, chunk, 0, chunk.length, sent)
         if (n === 0) break
         const part = n === chunk.length ? chunk : chunk.subarray(0, n)

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { once } from 'node:events'
 import { mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Transform } from 'node:stream'
@@ -38,9 +37,19 @@ export async function writeCompressedObject<T>(
       pumpError = err
       compressor.destroy(err as Error) // unblocks a writer waiting for 'drain'
     })
-    const write = async (chunk: Buffer): Promise<void> => {
-      if (!compressor.write(chunk)) await once(compressor, 'drain')
-    }
+    // Settles once the compressor is done with the chunk (its write callback), so the caller may
+    // fill the same buffer again (tar-pack.ts does); one chunk in flight is the back pressure. A
+    // compressor destroyed with a chunk held (the pump failed) never calls back: its close does.
+    const write = (chunk: Buffer): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const onClose = (): void => reject(pumpError ?? new Error('the compressor closed before it took a chunk'))
+        compressor.once('close', onClose)
+        compressor.write(chunk, (err) => {
+          compressor.off('close', onClose)
+          if (err) reject(err)
+          else resolve()
+        })
+      })
     let result: T
     try {
       result = await produce(write)
