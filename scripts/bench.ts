@@ -50,7 +50,8 @@ interface Ours {
 async function snapshot(args: string[], label: string, flushFirst = true): Promise<Ours> {
   if (flushFirst) await flushDirtyPages()
   const startedMs = Date.now()
-  const m = await measureCommand([process.execPath, bin, ...args, '--json', '--quiet'])
+  // As users run it: through the launcher, which gives node its flags (bin/snapshot).
+  const m = await measureCommand([bin, ...args, '--json', '--quiet'])
   if (m.exitCode !== 0) throw new Error(`${label}: snapshot ${args.join(' ')} exited ${m.exitCode}\n${m.stderr}`)
   const json = JSON.parse(m.stdout) as Record<string, unknown>
   // Logged as it happens: a long run stopped before its table still leaves its figures.
@@ -77,6 +78,8 @@ async function dirSize(dir: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
+  // The launcher runs the `node` on the PATH: this one.
+  process.env.PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ''}`
   const { values } = parseArgs({
     options: {
       files: { type: 'string', default: '100000' },
