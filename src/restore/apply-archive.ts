@@ -1,13 +1,11 @@
 import { createHash, type Hash } from 'node:crypto'
 import {
   closeSync,
-  constants,
   chmodSync,
   futimesSync,
   lutimesSync,
   lstatSync,
   mkdirSync,
-  openSync,
   readlinkSync,
   rmSync,
   symlinkSync,
@@ -21,6 +19,7 @@ import { NameUnsupportedError, UnsafeArchiveError, VerifyError } from '../core/e
 import { TreeDigest } from '../core/tree-digest.js'
 import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
+import { openFresh } from './file-batch.js'
 import { DEFAULT_WRITER_THREADS, FileWriters } from './file-writers.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
@@ -352,32 +351,9 @@ class Applier {
     this.stats.linksMade++
   }
 
-  /**
-   * Creates the file afresh (O_EXCL), after unlinking whatever stood at its path, as GNU tar does.
-   * Never in place: overwriting 200 bytes of an old file whose block is not in the page cache
-   * makes the kernel read that block first, a random read per file (scripts/rewrite-bench.ts
-   * --cold, 10k of 100k files on a 1 KiB-block ext4, caches dropped: 189-249 us per file in place
-   * against 52-66 us for unlink + create, BENCHMARKS.md). Nor with O_TRUNC: ext4 flushes a truncated-and-rewritten file
-   * when it is closed (auto_da_alloc). A new inode is also never shared with another tree. The tree
-   * is not live, and one syncfs flushes it all before the swap.
-   */
+  /** A file too large for the writer threads, created afresh as they create theirs (file-batch.ts). */
   private openForWrite(rel: string, abs: FsPath, mode: number): number {
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
-    if (this.intoEmptyTree) {
-      try {
-        return openSync(abs, flags, mode)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
-    }
-    try {
-      unlinkSync(abs) // a file or a symlink: the link itself goes, nothing is followed
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'EISDIR' || code === 'EPERM') this.removeAny(rel) // a directory stood here
-      else if (code !== 'ENOENT') throw err
-    }
-    return openSync(abs, flags, mode)
+    return openFresh(abs, mode, this.intoEmptyTree, () => this.removeAny(rel))
   }
 }
 
