@@ -23,9 +23,9 @@ export interface FileWritersOptions {
 }
 
 /**
- * Writer threads by default. At 200,000 files a pull's hour (21,000 files) reached its swap 2-3x
- * sooner with 4 than with none, and as soon as with 8; each thread costs ~9 MiB (its own V8
- * isolate), so 4 (BENCHMARKS.md, "Parallel writers").
+ * Writer threads by default. At 200,000 files a pull's hour (21,000 files) reached its swap in
+ * 0.39x the time with 8 threads than with none, and 4 were as fast as 8; each thread costs ~9 MiB
+ * (its own V8 isolate), so 4 (BENCHMARKS.md, "Parallel writers").
  */
 export const DEFAULT_WRITER_THREADS = 4
 
