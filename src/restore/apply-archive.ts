@@ -69,7 +69,6 @@ export interface ApplyInput {
   readonly writerThreads?: number
 }
 
-
 export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
   const digest = input.expectDigest === undefined ? null : new TreeDigest()
   const writers = new FileWriters({ threads: input.writerThreads ?? DEFAULT_WRITER_THREADS, atime: Date.now() / 1000, intoEmptyTree: input.intoEmptyTree === true })
