@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -144,6 +145,25 @@ describe('writer threads', () => {
       await writers.close()
       rmSync(root, { recursive: true, force: true })
       rmSync(outside, { recursive: true, force: true })
+    }
+  })
+
+  test('a full disk: the threads\' ENOSPC is thrown as the system gave it (the pull maps it to exit 5)', async (t) => {
+    const root = tempRoot()
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0755', 'tmpfs', root], { encoding: 'utf8' })
+    if (r.status !== 0) {
+      rmSync(root, { recursive: true, force: true })
+      return t.skip(`cannot mount a small tmpfs here (${(r.stderr || '').trim()}): needs root or CAP_SYS_ADMIN`)
+    }
+    const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: true })
+    try {
+      for (let d = 0; d < 20; d++) mkdirSync(join(root, `d${d}`)) // before any file fills it
+      writeMany(root, writers, 20, 100, bodyOf) // a page each: ~8 MB into 256 KiB
+      await assert.rejects(writers.drain(), (err: NodeJS.ErrnoException) => err.code === 'ENOSPC')
+    } finally {
+      await writers.close()
+      spawnSync('umount', [root])
+      rmSync(root, { recursive: true, force: true })
     }
   })
 
