@@ -125,8 +125,8 @@ class Applier {
     private readonly writers: FileWriters,
     private readonly onProgress?: (entries: number, bytes: number) => void,
   ) {
-    this.atime = writers.atime
-    this.intoEmptyTree = writers.intoEmptyTree
+    this.atime = writers.options.atime
+    this.intoEmptyTree = writers.options.intoEmptyTree
     this.root = byteStringOf(rootText)
     this.lockstep = new ManifestLockstep(manifest)
     this.dirTimes.set('', manifest.header.root.mtime)
@@ -205,18 +205,16 @@ class Applier {
   }
 
   data(chunk: Buffer): void {
+    if (!this.batched && this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
+    this.written += chunk.length
+    this.hash?.update(chunk)
     if (this.batched) {
-      this.written += chunk.length
       if (this.written > this.batchedSize) throw new UnsafeArchiveError(`${quotePath(this.current!.path)}: more than the ${this.batchedSize} bytes expected`)
-      this.hash?.update(chunk)
       this.writers.data(chunk)
       return
     }
-    if (this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
-    this.written += chunk.length
-    this.hash?.update(chunk)
     let off = 0
-    while (off < chunk.length) off += writeSync(this.fd, chunk, off, chunk.length - off)
+    while (off < chunk.length) off += writeSync(this.fd!, chunk, off, chunk.length - off)
   }
 
   end(): void {
@@ -224,6 +222,9 @@ class Applier {
     this.current = null
     if (this.onProgress && ++this.entries % 4096 === 0) this.onProgress(this.entries, this.stats.bytesWritten)
     if (!e || e.type !== 'f') return
+    // Checked before a batched file is handed over: a short one must never reach a writer thread.
+    // (An open file is closed by abort().)
+    if (this.written !== e.size) throw new UnsafeArchiveError(`${quotePath(e.path)}: ${this.written} bytes written, ${e.size} expected`)
     if (this.batched) {
       this.batched = false
       this.writers.end()
@@ -238,7 +239,6 @@ class Applier {
         closeSync(fd)
       }
     }
-    if (this.written !== e.size) throw new UnsafeArchiveError(`${quotePath(e.path)}: ${this.written} bytes written, ${e.size} expected`)
     if (this.hash) {
       this.digest!.add({ ...e, sha256: this.hash.digest('hex') })
       this.hash = null

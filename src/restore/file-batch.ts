@@ -56,8 +56,7 @@ export class FileBatchBuilder {
   }
 
   begin(path: string, size: number, mode: number, mtime: number): void {
-    const pathBytes = Buffer.byteLength(path, 'latin1')
-    if (this.used + pathBytes + size > this.capacity) this.seal()
+    if (this.used + path.length + size > this.capacity) this.seal() // a byte string: one byte a character
     const pathStart = this.used
     this.used += this.bytes.write(path, pathStart, 'latin1')
     this.meta.push(pathStart, this.used, this.used + size, mode, mtime)

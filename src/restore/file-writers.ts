@@ -49,18 +49,13 @@ export class FileWriters {
   private failure: Error | null = null
   private wake: (() => void) | null = null
 
-  readonly atime: number
-  readonly intoEmptyTree: boolean
-
-  constructor(private readonly opts: FileWritersOptions) {
-    this.atime = opts.atime
-    this.intoEmptyTree = opts.intoEmptyTree
-    this.builder = new FileBatchBuilder(BATCH_BYTES, BATCH_FILES, opts.atime, opts.intoEmptyTree, (b) => this.hand(b))
+  constructor(readonly options: FileWritersOptions) {
+    this.builder = new FileBatchBuilder(BATCH_BYTES, BATCH_FILES, options.atime, options.intoEmptyTree, (b) => this.hand(b))
   }
 
-  /** Whether a file of this size is batched; a larger one the caller writes itself. */
+  /** Whether a file of this size at this path (a byte string) is batched; a larger one the caller writes itself. */
   takes(path: string, size: number): boolean {
-    return this.builder.fits(Buffer.byteLength(path, 'latin1'), size)
+    return this.builder.fits(path.length, size)
   }
 
   begin(path: string, size: number, mode: number, mtime: number): void {
@@ -84,17 +79,14 @@ export class FileWriters {
   /** Null while there is room for more; else a promise that settles when there is (or a write failed). */
   room(): Promise<void> | null {
     if (this.failure) return Promise.reject(this.failure)
-    if (this.waiting.length <= this.opts.threads * PER_THREAD) return null
-    return this.until(() => this.waiting.length <= this.opts.threads * PER_THREAD)
+    if (this.waiting.length <= this.options.threads * PER_THREAD) return null
+    return this.until(() => this.waiting.length <= this.options.threads * PER_THREAD)
   }
 
   /** Every file handed over is written (or the first failure is thrown). */
   async drain(): Promise<void> {
     this.builder.seal()
-    if (this.threads.length === 0) {
-      // Too few files to be worth a thread: written here, in order.
-      for (const batch of this.waiting.splice(0)) this.check(writeBatch(batch))
-    }
+    if (this.threads.length === 0) this.writeHere() // too few files to be worth a thread
     await this.until(() => this.waiting.length === 0 && this.inHand() === 0)
     if (this.failure) throw this.failure
   }
@@ -108,8 +100,8 @@ export class FileWriters {
   }
 
   private hand(batch: FileBatch): void {
-    if (this.opts.threads === 0) return this.check(writeBatch(batch))
     this.waiting.push(batch)
+    if (this.options.threads === 0) return this.writeHere()
     // The first batch waits: an apply of a few dozen files is written on the calling thread.
     if (++this.sealed >= 2) this.dispatch()
   }
@@ -117,17 +109,21 @@ export class FileWriters {
   private dispatch(): void {
     while (this.waiting.length > 0 && !this.failure) {
       let thread = this.threads.find((t) => t.inHand === 0) ?? null
-      if (!thread && this.threads.length < this.opts.threads && !this.cannotStart) thread = this.tryStart()
+      if (!thread && this.threads.length < this.options.threads && !this.cannotStart) thread = this.tryStart()
       thread ??= this.threads.find((t) => t.inHand < PER_THREAD) ?? null
       if (!thread) {
-        // The system gave no thread at all (a task limit): the files are written here, as with --writers 0.
-        if (this.threads.length === 0) for (const b of this.waiting.splice(0)) this.check(writeBatch(b))
+        if (this.threads.length === 0) this.writeHere() // the system gave no thread at all (a task limit)
         return
       }
       const batch = this.waiting.shift()!
       thread.inHand++
       thread.worker.postMessage(batch, [batch.bytes.buffer as ArrayBuffer, batch.meta.buffer as ArrayBuffer])
     }
+  }
+
+  /** The waiting batches written on this thread, in order, as with --writers 0. */
+  private writeHere(): void {
+    for (const batch of this.waiting.splice(0)) this.check(writeBatch(batch))
   }
 
   private tryStart(): WriterThread | null {
