@@ -72,21 +72,26 @@ test('thousands of long-poll and conditional-request cycles against a real serve
   // by a few hundred KiB once, then it stays put.
   await cycles(server.url, 1_500, 1)
   await cycles(server.url, 1_500, 0)
-  const before = heapAfterGc()
-  const longPoll = await cycles(server.url, 2_500, 1)
-  const polling = await cycles(server.url, 2_500, 0)
-  const after = heapAfterGc()
-
-  assert.equal(longPoll.pulls, 1)
-  assert.equal(longPoll.unchanged, 2_499, 'every probe after the first pull was a 304')
-  assert.equal(longPoll.held, 2_499, 'and every one of them was held by the server')
-  assert.equal(polling.unchanged, 2_499)
-  assert.equal(polling.held, 0)
-  assert.equal(server.heldRequests(), 0)
-  const growth = after - before
-  t.diagnostic(`heap before ${(before / 1048576).toFixed(2)} MiB, after 5,000 more cycles ${(after / 1048576).toFixed(2)} MiB (${(growth / 1024).toFixed(0)} KiB)`)
-  // A leaked request, response or listener per cycle (a few hundred bytes at least) shows here.
-  assert.ok(growth < 512 * 1024, `the heap grew by ${(growth / 1024).toFixed(0)} KiB over 5,000 cycles`)
+  // Three windows of 2,500 held and 2,500 plain cycles: a leak grows every window alike, while a
+  // one-time growth (a GC that ran late on a busy machine: 541 KiB once in CI on Node 20) shows
+  // in one only.
+  const growths: number[] = []
+  for (let w = 0; w < 3; w++) {
+    const before = heapAfterGc()
+    const longPoll = await cycles(server.url, 2_500, 1)
+    const polling = await cycles(server.url, 2_500, 0)
+    growths.push(heapAfterGc() - before)
+    assert.equal(longPoll.pulls, 1)
+    assert.equal(longPoll.unchanged, 2_499, 'every probe after the first pull was a 304')
+    assert.equal(longPoll.held, 2_499, 'and every one of them was held by the server')
+    assert.equal(polling.unchanged, 2_499)
+    assert.equal(polling.held, 0)
+    assert.equal(server.heldRequests(), 0)
+  }
+  t.diagnostic(`heap growth over three windows of 5,000 cycles: ${growths.map((g) => `${(g / 1024).toFixed(0)} KiB`).join(', ')}`)
+  // A leaked request, response or listener per cycle (a few hundred bytes at least) shows in
+  // every window.
+  assert.ok(Math.min(...growths) < 512 * 1024, `the heap grew in every window: ${growths.map((g) => (g / 1024).toFixed(0)).join(', ')} KiB`)
 })
 
 test('thousands of stat cycles on a local store leave the heap flat', { timeout: 60_000 }, async (t) => {
