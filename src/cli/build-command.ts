@@ -28,6 +28,8 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags>, PublishTarg
   /** Seconds to wait for another build, prune or rollback holding the store's lock. */
   wait?: number
   quiet?: boolean
+  /** Threads reading a full archive's small files (read-ahead.ts). */
+  readers?: number
 }
 
 /** With --cron, keeps running and builds on the schedule; otherwise builds once. */
@@ -87,6 +89,7 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<BuildR
     log: (l) => out.log(l),
     strict: opts.strict ?? false,
     lockWaitMs: (opts.wait ?? 0) * 1000,
+    ...(opts.readers !== undefined ? { readerThreads: opts.readers } : {}),
     ...(opts.keep !== undefined ? { keep: opts.keep, graceMs: (opts.grace ?? DEFAULT_GRACE_SECONDS) * 1000 } : {}),
   })
   const human = r.created

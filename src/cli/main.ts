@@ -18,6 +18,7 @@ import { registerFleetCommand } from './fleet-command.js'
 import { checked, collect, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { DEFAULT_WRITER_THREADS } from '../restore/file-writers.js'
+import { DEFAULT_READER_THREADS } from '../master/read-ahead.js'
 import { serveCommand } from './serve-command.js'
 import { statusCommand, unpinCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
@@ -57,6 +58,7 @@ export function makeProgram(): Command {
     .addOption(cronOption('keep running and build on this cron schedule (an optional 6th, leading field is seconds); builds once at start and at once after a missed run'))
     .addOption(timezoneOption())
     .addOption(jitterOption('with --cron: wait a random 0 to N seconds before each scheduled build'))
+    .option('--readers <n>', 'threads reading the source files a build packs, ahead of the packing (0: the build\'s own thread reads them)', wholeNumber('--readers', 0, 64), DEFAULT_READER_THREADS)
     .option('--strict', 'fail (exit 17, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
     .addOption(waitOption('wait this long for another build, prune or rollback holding the store\'s lock'))
     .option('--publish <s3url>', 'after each build, publish the store to s3://BUCKET/PREFIX (see `snapshot publish`; the S3 options below apply)')

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import * as nodeCrypto from 'node:crypto'
 import type { RootMeta, TreeEntry } from './tree-entry.js'
 
 /**
@@ -59,24 +59,29 @@ export class TreeDigest {
  * Paths and targets are byte strings: hashed as their bytes ('latin1'), never re-encoded.
  */
 export function entryRecordHash(entry: TreeEntry): Buffer {
-  const h = createHash('sha256')
   switch (entry.type) {
     case 'f':
-      h.update(`f\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0${entry.sha256}`, 'latin1')
-      break
+      return sha256Latin1(`f\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0${entry.sha256}`)
     case 'd':
-      h.update(`d\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0`, 'latin1')
-      break
+      return sha256Latin1(`d\0${entry.path}\0${entry.mode.toString(8)}\0${entry.mtime}\0`)
     case 'l':
-      h.update(`l\0${entry.path}\0\0${entry.mtime}\0${entry.target}`, 'latin1')
-      break
+      return sha256Latin1(`l\0${entry.path}\0\0${entry.mtime}\0${entry.target}`)
   }
-  return h.digest()
 }
 
 function rootRecordHash(root: RootMeta): Buffer {
-  return createHash('sha256').update(`r\0\0${root.mode.toString(8)}\0${root.mtime}\0`, 'latin1').digest()
+  return sha256Latin1(`r\0\0${root.mode.toString(8)}\0${root.mtime}\0`)
 }
+
+/**
+ * SHA-256 of a byte string's bytes. crypto.hash (Node >= 20.12) makes no Hash object: a full build
+ * at 200,000 files spent 0.53 s of its thread in createHash, update and digest for these records.
+ * It would encode a string as UTF-8, so it is given the bytes.
+ */
+const sha256Latin1: (text: string) => Buffer =
+  typeof nodeCrypto.hash === 'function'
+    ? (text) => nodeCrypto.hash('sha256', Buffer.from(text, 'latin1'), 'buffer') as unknown as Buffer
+    : (text) => nodeCrypto.createHash('sha256').update(text, 'latin1').digest()
 
 export function digestOf(entries: Iterable<TreeEntry>, root: RootMeta): string {
   const d = new TreeDigest()

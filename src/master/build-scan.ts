@@ -1,6 +1,6 @@
-import * as nodeCrypto from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { quotePath } from '../core/byte-path.js'
+import { sha256Hex } from '../core/sha256.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import { CARRIED_MODE_BITS, type TreeEntry } from '../core/tree-entry.js'
 import { linkTargetProblem, pathProblem } from '../core/tree-path.js'
@@ -12,7 +12,7 @@ import { IndexSlot, MasterIndex } from './master-index.js'
 import type { FilesToRead } from './files-to-read.js'
 import { EarlyReads } from './early-reads.js'
 import type { StreamedBody } from '../archive/tar-pack.js'
-import type { SourceReader } from './source-reader.js'
+import type { SourceFiles, SourceReader } from './source-reader.js'
 import { WholeTreeIndex } from './whole-tree-index.js'
 
 /**
@@ -289,7 +289,7 @@ function recordProblem(rec: ScanRecord): { reason: SkipReason; why: string } | n
  * snapshot then does not carry it; the next one will). A file read during the scan is not read
  * again.
  */
-export function readIntoIndex(reader: SourceReader, k: number, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs' | 'early'>): FileRead | null {
+export function readIntoIndex(reader: SourceFiles, k: number, scan: Pick<MetadataScan, 'index' | 'skips' | 'deleted' | 'digestChange' | 'scanStartNs' | 'early'>): FileRead | null {
   const files = scan.index.files
   const early = files.early(k)
   if (early >= 0) {
@@ -322,17 +322,16 @@ export function readIntoIndex(reader: SourceReader, k: number, scan: Pick<Metada
  * should carry (racy if it was written too recently to trust). Null, with a warning, when the file
  * vanished or turned into something else since the scan.
  */
-export function readSourceFile(reader: SourceReader, path: string, scanSig: string, scan: { skips: SkipLog; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
+export function readSourceFile(reader: SourceFiles, path: string, scanSig: string, scan: { skips: SkipLog; scanStartNs: bigint }): (FileRead & { indexSig: string }) | null {
   const r = reader.read(path, scanSig)
   if ('gone' in r) {
     const vanished = r.gone === 'ENOENT' || r.gone === 'ENOTDIR'
     scan.skips.skip(path, vanished ? 'vanished' : 'changing', `it changed during the build (${r.gone})`)
     return null
   }
-  const st = r.stat
-  const racy = st.mtimeNs >= scan.scanStartNs - RACY_WINDOW_NS || st.ctimeNs >= scan.scanStartNs - RACY_WINDOW_NS
-  const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: sha256Hex(r.data), size: r.data.length, data: r.data }
-  const entry = { type: 'f' as const, path, mode: Number(st.mode & 0o7777n) & CARRIED_MODE_BITS, size, mtime: mtimeOfSig(r.sig), sha256 }
+  const racy = r.changedNs >= scan.scanStartNs - RACY_WINDOW_NS
+  const { sha256, size, data } = 'large' in r ? { sha256: r.large.sha256, size: r.large.size, data: r.large } : { sha256: r.sha256 ?? sha256Hex(r.data), size: r.data.length, data: r.data }
+  const entry = { type: 'f' as const, path, mode: modeOfSig(r.sig), size, mtime: mtimeOfSig(r.sig), sha256 }
   return { entry, data, indexSig: racy ? racySig(r.sig) : r.sig }
 }
 
@@ -346,10 +345,6 @@ export function fileChanged(scan: Pick<MetadataScan, 'index' | 'digestChange'>, 
   if (before) scan.digestChange.remove(before)
   return true
 }
-
-/** sha256 in hex. crypto.hash (Node >= 20.12) makes no Hash object: 2-4x faster on tiny files. */
-export const sha256Hex: (data: Uint8Array) => string =
-  typeof nodeCrypto.hash === 'function' ? (data) => nodeCrypto.hash('sha256', data, 'hex') : (data) => nodeCrypto.createHash('sha256').update(data).digest('hex')
 
 /** Same content and metadata: a change of mtime alone (touch) is a change a replica must get. */
 export function sameEntry(a: TreeEntry, b: TreeEntry): boolean {

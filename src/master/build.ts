@@ -15,6 +15,8 @@ import { writeArchivePair } from './archive-writer.js'
 import { byPath, fileChanged, PREVIOUS_SAME, PREVIOUS_UNKNOWN, readIntoIndex, scanMetadata, scanWholeTree, type SkipLog, type SkipSummary } from './build-scan.js'
 import { writeFirstFull, writeFullFromIndex } from './full-archive.js'
 import { SourceReader } from './source-reader.js'
+import { ReadAhead, type ReadJob } from './read-ahead.js'
+import type { FilesToRead } from './files-to-read.js'
 import type { TreeCounts } from './index-row.js'
 import { readIndex, type IndexRows } from './index-rows.js'
 import { DEFAULT_GRACE_SECONDS, pruneLocked, ROLLBACK_WORK_PREFIX, type PruneResult } from './prune.js'
@@ -48,6 +50,8 @@ export interface BuildOptions {
   readonly expectTreeDigest?: string
   /** Any entry skipped (vanished, special, a name or link a replica would refuse) fails the build, unpublished. */
   readonly strict?: boolean
+  /** Threads reading a full archive's small files (read-ahead.ts); the default when not given. */
+  readonly readerThreads?: number
 }
 
 /** The master's clock read earlier than the parent's build time: the new snapshot looks older than its parent. */
@@ -237,7 +241,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
     const id = await nextSnapshotId(layout, latest?.id ?? 0)
     const reason = latest ? (latest.root ? 'no index of the previous snapshot' : 'the previous snapshot is of an older format') : 'first snapshot'
     log(`packing full archive (${reason})`)
-    const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, root, scan, reader)
+    const { pair: full, digest } = await writeFirstFull(layout.objectsDir, id, root, scan, reader, opts.readerThreads)
     const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
     const clockWentBack = checkClock(latest, now, log)
     const counts = scan.index.counts()
@@ -271,13 +275,16 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
   }
   log(`reading ${scan.toRead.length} files whose metadata changed; packing the delta`)
   const dirsAndLinks = [...scan.changed.values()].sort(byPath)
+  const files = scan.toRead
+  const order = files.pathOrder()
+  const ahead = readAheadOfScan(reader, files, order, opts.readerThreads)
   const delta = await writeArchivePair(layout.objectsDir, { id, kind: 'delta', base: latest.id, root }, async (sink) => {
     let d = 0
-    const files = scan.toRead
-    for (const k of files.pathOrder()) {
+    for (const k of order) {
       const path = files.path(k)
       while (d < dirsAndLinks.length && dirsAndLinks[d]!.path < path) await sink.add(dirsAndLinks[d++]!)
-      const read = readIntoIndex(reader, k, scan)
+      await ahead.arrive(path)
+      const read = readIntoIndex(ahead, k, scan)
       files.release(k) // a copy read during the scan is not kept past its packing
       if (!read) continue
       // Touched, not changed? Judged during the scan for a file read then.
@@ -289,7 +296,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
     }
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
     for (const p of scan.deleted) sink.deleted(p)
-  })
+  }).finally(() => ahead.close())
   const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
   if (changed.size + filesChanged === 0 && scan.deleted.length === 0 && !rootChanged) {
     // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.
@@ -305,7 +312,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
   if (decision.full) {
     log(`packing full archive (${decision.reason})`)
     try {
-      full = await writeFullFromIndex(layout.objectsDir, id, root, scan, reader)
+      full = await writeFullFromIndex(layout.objectsDir, id, root, scan, reader, opts.readerThreads)
     } catch (err) {
       if (!(err instanceof SourceChangedError)) throw err
       log(`warning: ${err.message}; the full archive waits for the next build`)
@@ -435,4 +442,17 @@ async function removeOldIndexes(layout: StoreLayout, keepId: number): Promise<vo
     const m = /^index-(\d+)\.bin$/.exec(name)
     if (m && Number(m[1]) !== keepId) await rm(`${layout.stateDir}/${name}`, { force: true })
   }
+}
+
+/** The files the scan did not read (past its early-read budget), read ahead on threads in packing order. */
+function readAheadOfScan(reader: SourceReader, files: FilesToRead, order: Uint32Array, threads: number | undefined): ReadAhead {
+  let i = 0
+  const next = (): ReadJob | null => {
+    while (i < order.length) {
+      const k = order[i++]!
+      if (files.early(k) < 0 && !files.streamedRead(k) && !files.wasRead(k)) return { path: files.path(k), sig: files.sig(k) }
+    }
+    return null
+  }
+  return new ReadAhead(reader, next, threads === undefined ? undefined : { threads })
 }

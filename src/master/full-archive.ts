@@ -4,10 +4,12 @@ import type { ArchivePair } from '../core/snapshot-record.js'
 import { TreeDigest } from '../core/tree-digest.js'
 import type { RootMeta } from '../core/tree-entry.js'
 import { writeArchivePair } from './archive-writer.js'
-import { readSourceFile, sha256Hex, type MetadataScan, type WholeTreeScan } from './build-scan.js'
+import { sha256Hex } from '../core/sha256.js'
+import { readSourceFile, type MetadataScan, type WholeTreeScan } from './build-scan.js'
 import { entryFromIndex, sigOf } from './index-row.js'
 import type { EntryList } from './master-index.js'
-import type { SourceReader } from './source-reader.js'
+import { ReadAhead, type ReadJob } from './read-ahead.js'
+import type { SourceFiles, SourceReader } from './source-reader.js'
 
 /**
  * The whole tree in one archive, in path order, while the index holds the entries in scan order.
@@ -31,11 +33,12 @@ export function pathOrder(list: EntryList): { order: number[]; paths: string[] }
  * A first build's archive: every file is read here, hashed into its row and into the tree digest.
  * A file gone since the scan is left out, with a warning.
  */
-export async function writeFirstFull(objectsDir: string, id: number, root: RootMeta, scan: WholeTreeScan, reader: SourceReader): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
+export async function writeFirstFull(objectsDir: string, id: number, root: RootMeta, scan: WholeTreeScan, reader: SourceReader, readerThreads?: number): Promise<{ pair: ArchivePair; digest: TreeDigest }> {
   const { index } = scan
   const digest = new TreeDigest()
   digest.addRoot(root)
   const { order, paths } = pathOrder(index)
+  const ahead = readAhead(reader, readerThreads, order, paths, (n) => (index.type(n) === 'f' ? index.sig(n) : null))
   const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
       if (index.type(n) !== 'f') {
@@ -44,7 +47,8 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
         await sink.add(entry)
         continue
       }
-      const read = readSourceFile(reader, paths[n]!, index.sig(n), scan)
+      await ahead.arrive(paths[n]!)
+      const read = readSourceFile(ahead, paths[n]!, index.sig(n), scan)
       if (!read) {
         index.dropFile(n)
         continue
@@ -53,7 +57,7 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
       digest.add(read.entry)
       await sink.add(read.entry, read.data)
     }
-  })
+  }).finally(() => ahead.close())
   return { pair, digest }
 }
 
@@ -63,9 +67,13 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
  * files are read again too: keeping their bytes would cost the memory of every delta build for
  * the sake of the rare one followed by a full.
  */
-export async function writeFullFromIndex(objectsDir: string, id: number, root: RootMeta, scan: MetadataScan, reader: SourceReader): Promise<ArchivePair> {
+export async function writeFullFromIndex(objectsDir: string, id: number, root: RootMeta, scan: MetadataScan, reader: SourceReader, readerThreads?: number): Promise<ArchivePair> {
   const list = scan.index.entryList()
   const { order, paths } = pathOrder(list)
+  const ahead = readAhead(reader, readerThreads, order, paths, (n) => {
+    const sig = sigOf(list.value(n))
+    return sig.startsWith('f ') ? sig : null
+  })
   return writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
       const path = paths[n]!
@@ -75,20 +83,35 @@ export async function writeFullFromIndex(objectsDir: string, id: number, root: R
         await sink.add(entry)
         continue
       }
-      const read = readExpected(reader, path, value)
+      await ahead.arrive(path)
+      const read = readExpected(ahead, path, value)
       if (read.size !== entry.size || read.sha256 !== entry.sha256) {
         throw new SourceChangedError(`${path} changed while the snapshot was being written`)
       }
       await sink.add(entry, read.data)
     }
-  })
+  }).finally(() => ahead.close())
+}
+
+/** The files of `order` that `sigOfFile` says are files, read ahead in that order. */
+function readAhead(reader: SourceReader, threads: number | undefined, order: readonly number[], paths: readonly string[], sigOfFile: (n: number) => string | null): ReadAhead {
+  let i = 0
+  const next = (): ReadJob | null => {
+    while (i < order.length) {
+      const n = order[i++]!
+      const sig = sigOfFile(n)
+      if (sig !== null) return { path: paths[n]!, sig }
+    }
+    return null
+  }
+  return new ReadAhead(reader, next, threads === undefined ? undefined : { threads })
 }
 
 /** Reads a file the index already describes, using its stat signature as the scan's. */
-function readExpected(reader: SourceReader, path: string, value: string): { data: Buffer | StreamedBody; size: number; sha256: string } {
+function readExpected(reader: SourceFiles, path: string, value: string): { data: Buffer | StreamedBody; size: number; sha256: string } {
   // A racy entry's signature never matches a stat: it gets the slow, stable read.
   const read = reader.read(path, sigOf(value))
   if ('gone' in read) throw new SourceChangedError(`${path} changed while the snapshot was being written (${read.gone})`)
   if ('large' in read) return { data: read.large, size: read.large.size, sha256: read.large.sha256 }
-  return { data: read.data, size: read.data.length, sha256: sha256Hex(read.data) }
+  return { data: read.data, size: read.data.length, sha256: read.sha256 ?? sha256Hex(read.data) }
 }

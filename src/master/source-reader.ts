@@ -13,9 +13,22 @@ import { sizeOfSig, statSignature } from '../fs/stat-signature.js'
  * are the ones the scan saw. Otherwise the file is read again until it holds still (stable-read.ts).
  */
 export type SourceRead =
-  | { readonly data: Buffer; readonly stat: BigIntStats; /** statSignature(stat) */ readonly sig: string }
-  | { readonly large: LargeFile; readonly stat: BigIntStats; readonly sig: string }
+  | {
+      readonly data: Buffer
+      /** statSignature of the file as read */
+      readonly sig: string
+      /** The later of its mtime and ctime, in ns: how recently it was written (the racy check). */
+      readonly changedNs: bigint
+      /** Its sha256 in hex, when the read already hashed it (a reader thread: read-ahead.ts). */
+      readonly sha256?: string
+    }
+  | { readonly large: LargeFile; readonly sig: string; readonly changedNs: bigint }
   | { readonly gone: string }
+
+/** What reads a build's source files: the reader itself, or a read-ahead in front of it. */
+export interface SourceFiles {
+  read(path: string, scanSig: string): SourceRead
+}
 
 /** Files this large get their own buffer: the packer may hand them on without copying. */
 const SCRATCH_BYTES = 256 << 10
@@ -38,14 +51,15 @@ const MAX_ATTEMPTS = 5
 const O_NOATIME: number = (constants as { O_NOATIME?: number }).O_NOATIME ?? 0
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW
 
-export class SourceReader {
+export class SourceReader implements SourceFiles {
   private scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
   private chunk: Buffer | null = null
-  private noAtime = O_NOATIME
+  /** O_NOATIME, or 0 once the system refused it (read-ahead threads start from it). */
+  noAtime = O_NOATIME
   filesRead = 0
 
   /** The root as a byte string, to which the scan's byte paths are appended. */
-  private readonly root: string
+  readonly root: string
 
   constructor(root: string) {
     this.root = byteStringOf(root)
@@ -64,7 +78,7 @@ export class SourceReader {
       // The size now, not the scan's: a file that grew past the bound since is not read whole either.
       if (size >= LARGE_FILE_BYTES || statSync(abs).size >= LARGE_FILE_BYTES) return this.readLarge(abs, path)
       const stable = readFileStable(abs)
-      return { data: stable.data, stat: stable.stat, sig: statSignature(stable.stat) }
+      return { data: stable.data, sig: statSignature(stable.stat), changedNs: changedNsOf(stable.stat) }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || code === 'ENOTDIR' || err instanceof FileChangingError) {
@@ -81,7 +95,7 @@ export class SourceReader {
       const n = readSync(fd, this.scratch, 0, size + 1, 0)
       const stat = fstatSync(fd, { bigint: true })
       if (n !== size || statSignature(stat) !== scanSig) return null
-      return { data: this.scratch.subarray(0, n), stat, sig: scanSig } // the scan's string: one flat string kept, not a new one
+      return { data: this.scratch.subarray(0, n), sig: scanSig, changedNs: changedNsOf(stat) } // the scan's string: one flat string kept, not a new one
     } finally {
       closeSync(fd)
     }
@@ -100,7 +114,7 @@ export class SourceReader {
         for (let n; (n = readSync(fd, chunk, 0, STREAM_CHUNK, size)) > 0; size += n) hash.update(chunk.subarray(0, n))
         const after = fstatSync(fd, { bigint: true })
         if (after.size === before.size && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs && BigInt(size) === after.size) {
-          return { large: new LargeFile(abs, path, size, hash.digest('hex'), this.noAtime), stat: after, sig: statSignature(after) }
+          return { large: new LargeFile(abs, path, size, hash.digest('hex'), this.noAtime), sig: statSignature(after), changedNs: changedNsOf(after) }
         }
       }
       throw new FileChangingError(`${abs} kept changing while it was read (${MAX_ATTEMPTS} attempts)`)
@@ -120,6 +134,10 @@ export class SourceReader {
     }
     return openSync(abs, READ_FLAGS)
   }
+}
+
+export function changedNsOf(st: BigIntStats): bigint {
+  return st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs
 }
 
 /**
