@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -87,6 +87,54 @@ describe('writer threads', () => {
       assert.ok(lstatSync(join(root, 'd1', 'f99')).isFile())
       assert.deepEqual(readFileSync(join(root, 'd1', 'f99')), bodyOf(1, 99))
       assert.deepEqual(readFileSync(join(root, 'd0', 'f0')), bodyOf(0, 0))
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+      rmSync(outside, { recursive: true, force: true })
+    }
+  })
+
+  test('a file of ours alone is written over in place, to its new length; a hard link or a fifo is replaced, never written through', async () => {
+    const root = tempRoot()
+    const outside = tempRoot()
+    try {
+      mkdirSync(join(root, 'd'))
+      const sizes = [0, 1, 200, 4095, 4096, 4097, 9000, 300, 5]
+      const old = (i: number): Buffer => Buffer.alloc([300, 5000, 9000, 0, 4096, 100, 8192, 2, 4097][i]!, 0x61 + i)
+      const fresh = (i: number): Buffer => Buffer.alloc(sizes[i]!, 0x41 + i)
+      sizes.forEach((_, i) => writeFileSync(join(root, 'd', `f${i}`), old(i)))
+      const inodes = sizes.map((_, i) => lstatSync(join(root, 'd', `f${i}`)).ino)
+      writeFileSync(join(outside, 'victim'), 'keep\n')
+      linkSync(join(outside, 'victim'), join(root, 'd', 'hard'))
+      execFileSync('mkfifo', [join(root, 'd', 'fifo')])
+      writeFileSync(join(root, 'd', 'readonly'), 'old\n', { mode: 0o444 })
+
+      const writers = new FileWriters({ threads: 1, atime: 0, intoEmptyTree: false })
+      const put = (name: string, body: Buffer): void => {
+        writers.begin(`${root}/d/${name}`, body.length, 0o644, MTIME)
+        writers.data(body)
+        writers.end()
+      }
+      try {
+        sizes.forEach((_, i) => put(`f${i}`, fresh(i)))
+        put('hard', Buffer.from('new\n'))
+        put('fifo', Buffer.from('not blocked\n'))
+        put('readonly', Buffer.from('new\n'))
+        await writers.drain()
+      } finally {
+        await writers.close()
+      }
+      sizes.forEach((_, i) => {
+        const p = join(root, 'd', `f${i}`)
+        assert.deepEqual(readFileSync(p), fresh(i), `f${i}: ${old(i).length} bytes before, ${sizes[i]} after`)
+        assert.equal(lstatSync(p).ino, inodes[i], `f${i} was written in place`)
+        assert.equal(lstatSync(p).mtimeMs.toFixed(3), EXPECT_MS.toFixed(3))
+      })
+      assert.equal(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n')
+      assert.equal(lstatSync(join(root, 'd', 'hard')).nlink, 1)
+      assert.equal(readFileSync(join(root, 'd', 'hard'), 'utf8'), 'new\n')
+      assert.ok(lstatSync(join(root, 'd', 'fifo')).isFile())
+      assert.equal(readFileSync(join(root, 'd', 'fifo'), 'utf8'), 'not blocked\n')
+      assert.equal(readFileSync(join(root, 'd', 'readonly'), 'utf8'), 'new\n')
     } finally {
       rmSync(root, { recursive: true, force: true })
       rmSync(outside, { recursive: true, force: true })

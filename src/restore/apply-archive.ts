@@ -359,8 +359,8 @@ class Applier {
 /**
  * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
  * walk of the tree). A regular file whose permission bits differ is given its mode here: files are
- * created with their mode, so only the umask can leave it wrong, and one chmod for those is cheaper
- * than an fchmod for every file.
+ * created with their mode, so only the umask or a file written over in place (which keeps its old
+ * mode) leaves it wrong, and one chmod for those is cheaper than an fchmod for every file.
  */
 async function verifyApplied(rootText: string, manifest: ManifestCursor): Promise<void> {
   await manifest.rewind()

@@ -1,4 +1,4 @@
-import { closeSync, constants, futimesSync, lstatSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, fstatSync, ftruncateSync, futimesSync, lstatSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs'
 
 /**
  * Small files to write, packed back to back in one buffer so a batch crosses to a writer thread
@@ -85,10 +85,11 @@ export class FileBatchBuilder {
 }
 
 /**
- * Writes every file of a batch, in order, as the apply always has: created afresh (O_EXCL, never
- * through a symlink) after unlinking whatever stood at its path, contents, mtime, close. Stops at
- * the first failure and says which file. Synchronous: in a writer thread, several of these run at
- * once, each blocked in its own system calls.
+ * Writes every file of a batch, in order: over the old file in place where that is safe
+ * (openToOverwrite), else created afresh (O_EXCL, never through a symlink) after unlinking
+ * whatever stood at its path; then contents, mtime, close. Stops at the first failure and says
+ * which file. Synchronous: in a writer thread, several of these run at once, each blocked in its
+ * own system calls.
  */
 export function writeBatch(batch: FileBatch): BatchFailure | null {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength)
@@ -116,12 +117,16 @@ function unlinkIfThere(path: Buffer): void {
 }
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
+/** An existing regular file, opened to be written over: never through a symlink, never blocking on a fifo. */
+const OVERWRITE = constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY
+const PAGE = 4096
 
 function writeOne(path: Buffer, contents: Buffer, mode: number, mtime: number, atime: number, intoEmptyTree: boolean): void {
-  const fd = openFresh(path, mode, intoEmptyTree)
+  const existing = intoEmptyTree ? null : openToOverwrite(path, mode)
+  const fd = existing ?? openFresh(path, mode, intoEmptyTree)
   try {
-    let off = 0
-    while (off < contents.length) off += writeSync(fd, contents, off, contents.length - off)
+    if (existing !== null) overwrite(fd, contents)
+    else for (let off = 0; off < contents.length; ) off += writeSync(fd, contents, off, contents.length - off)
     futimesSync(fd, atime, mtime)
   } finally {
     closeSync(fd)
@@ -129,13 +134,67 @@ function writeOne(path: Buffer, contents: Buffer, mode: number, mtime: number, a
 }
 
 /**
- * Creates the file afresh (O_EXCL), after unlinking whatever stood at its path, as GNU tar does.
- * Never in place: overwriting 200 bytes of an old file whose block is not in the page cache
- * makes the kernel read that block first, a random read per file (scripts/rewrite-bench.ts
- * --cold, 10k of 100k files on a 1 KiB-block ext4, caches dropped: 189-249 us per file in place
- * against 52-66 us for unlink + create, BENCHMARKS.md). Nor with O_TRUNC: ext4 flushes a
- * truncated-and-rewritten file when it is closed (auto_da_alloc). A new inode is also never shared
- * with another tree. The tree is not live, and one syncfs flushes it all before the swap.
+ * The file at `path`, opened to be written over, when that is safe: a regular file of ours with no
+ * other name (a hard link is replaced, never written through). A new file is created here
+ * (nothing to unlink); anything else (a symlink, a directory, a fifo, another owner's file, one we
+ * may not write) gives null, and is replaced afresh (openFresh). Its mode is left as it was:
+ * verifyApplied sets the few that differ, after the contents (a write would clear a set-uid bit).
+ *
+ * Why in place: unlinking a file and creating another frees an inode and allocates one, with two
+ * directory updates, each journalled. On this machine's ext4, 10k of 100k files rewritten with
+ * their page cache dropped (scripts/rewrite-bench.ts --cold): whole pages in place 25-31 us per
+ * file plus 25-27 us of sync, unlink + create 140-149 us plus 14-17 (BENCHMARKS.md, "Writing in
+ * place").
+ */
+function openToOverwrite(path: Buffer, mode: number): number | null {
+  let fd: number
+  try {
+    fd = openSync(path, OVERWRITE)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return openSync(path, CREATE, mode)
+    return null
+  }
+  try {
+    const st = fstatSync(fd)
+    if (st.isFile() && st.nlink === 1 && st.uid === OWNER) return fd
+  } catch {
+    // Replaced afresh: whatever stopped it here would stop it there too, with the error to say.
+  }
+  closeSync(fd)
+  return null
+}
+
+const OWNER = process.getuid?.() ?? -1
+
+/**
+ * Writes the contents over the old ones and cuts the file to their length. The contents go out in
+ * whole pages, zeros after them: a write that covers a page needs none of the old bytes, where a
+ * 200-byte write into a page not in the cache makes the kernel read it from the disk first (a
+ * random read per file on a replica whose tree is not cached).
+ */
+function overwrite(fd: number, contents: Buffer): void {
+  const padded = Math.ceil(contents.length / PAGE) * PAGE
+  const page = padded === contents.length ? contents : pageBuffer(padded, contents)
+  for (let off = 0; off < page.length; ) off += writeSync(fd, page, off, page.length - off, off)
+  ftruncateSync(fd, contents.length)
+}
+
+let scratch = Buffer.alloc(0)
+
+/** The contents, then zeros to `length`, in a buffer reused from one file to the next. */
+function pageBuffer(length: number, contents: Buffer): Buffer {
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(Math.max(length, 64 << 10))
+  contents.copy(scratch)
+  scratch.fill(0, contents.length, length)
+  return scratch.subarray(0, length)
+}
+
+/**
+ * Creates the file afresh (O_EXCL), after unlinking whatever stood at its path, as GNU tar does:
+ * for what cannot be written over in place (openToOverwrite), for a file too large for a batch,
+ * and for every file of an empty tree. Never with O_TRUNC: ext4 flushes a truncated-and-rewritten
+ * file when it is closed (auto_da_alloc). The tree is not live, and one syncfs flushes it all
+ * before the swap.
  *
  * A directory standing at the path (a replay after a crash) goes, as GNU tar's would, through
  * `removeDirectory` (the apply's own thread forgets what it knew of it); nothing later in the
