@@ -14,13 +14,18 @@
 # replica's syncfs before its swap then flushes its own tree, not the nine others' pulls and
 # catch-ups too. The baselines' rsync and tar copies for a replica go on that filesystem as well.
 #
+# --block-size 4096 makes the filesystems as a replica's usually is (mkfs.ext4's default): the
+# replica writes a changed file over in whole 4 KiB pages, which on 1 KiB blocks flushes slower
+# than on 4 KiB ones (BENCHMARKS.md, "Writing in place"). It needs ~4x the disk per tree.
+#
 #   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000]
-#                              [--direct-io on|off] [--fs-per-replica]
+#                              [--block-size 1024|2048|4096] [--direct-io on|off] [--fs-per-replica]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
 inodes=50000000
 direct_io=off
+block_size=1024
 per_replica=no
 files=100000
 replicas=10
@@ -30,6 +35,7 @@ while [ $# -gt 0 ]; do
     --size) size="$2"; shift 2 ;;
     --inodes) inodes="$2"; shift 2 ;;
     --direct-io) direct_io="$2"; shift 2 ;;
+    --block-size) block_size="$2"; shift 2 ;;
     --fs-per-replica) per_replica=yes; shift ;;
     --files) files="$2"; args+=("$1" "$2"); shift 2 ;;
     --replicas) replicas="$2"; args+=("$1" "$2"); shift 2 ;;
@@ -38,6 +44,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench-on-loopfs: needs root for losetup and mount" >&2; exit 2; }
 case "$direct_io" in on|off) ;; *) echo "bench-on-loopfs: --direct-io takes on or off, not '$direct_io'" >&2; exit 2 ;; esac
+case "$block_size" in 1024|2048|4096) ;; *) echo "bench-on-loopfs: --block-size takes 1024, 2048 or 4096, not '$block_size'" >&2; exit 2 ;; esac
 work="$(pwd)/.bench"
 mkdir -p "$work"
 image="$work/loopfs.img"
@@ -59,7 +66,7 @@ cleanup() {
 trap cleanup EXIT
 rm -f "$image"
 truncate -s "$size" "$image"
-mkfs.ext4 -q -F -b 1024 -I 128 -N "$inodes" -E lazy_itable_init=0,lazy_journal_init=0 "$image" >&2
+mkfs.ext4 -q -F -b "$block_size" -I 128 -N "$inodes" -E lazy_itable_init=0,lazy_journal_init=0 "$image" >&2
 mkdir -p "$mnt"
 device="$(losetup --find --show --direct-io="$direct_io" "$image")"
 mount -o noatime "$device" "$mnt"
@@ -70,8 +77,8 @@ if [ "$per_replica" = yes ]; then
   for i in $(seq 0 "$replicas"); do
     home="$homes/replica-$(printf %02d "$i")"
     mkdir -p "$home"
-    truncate -s "$((files * 12 + 1048576))K" "$home.img"
-    mkfs.ext4 -q -F -b 1024 -I 128 -N "$((files * 5 + 200000))" -E lazy_itable_init=0,lazy_journal_init=0 "$home.img" >&2
+    truncate -s "$((files * 12 * block_size / 1024 + 1048576))K" "$home.img"
+    mkfs.ext4 -q -F -b "$block_size" -I 128 -N "$((files * 5 + 200000))" -E lazy_itable_init=0,lazy_journal_init=0 "$home.img" >&2
     mount -o loop,noatime "$home.img" "$home"
   done
   args+=(--replica-homes "$homes")
