@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs `npm run bench` on a fresh ext4 filesystem of its own (a sparse loop file), so that a
+# Runs `npm run bench` (or with --wan, `npm run bench:wan`: scripts/wan-bench.ts, its options
+# after ours) on a fresh ext4 filesystem of its own (a sparse loop file), so that a
 # million-file run neither fills the machine's disk nor suffers from what other work left behind
 # (ext4 slows file creation for a while after large deletions). 1 KiB blocks: a 200-byte playlist
 # takes 1 KiB instead of 4, so 11 replicas x 3 trees of 1M files fit (~50M inodes). Needs root (losetup, mount).
@@ -20,6 +21,7 @@
 #
 #   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000]
 #                              [--block-size 1024|2048|4096] [--direct-io on|off] [--fs-per-replica]
+#   scripts/bench-on-loopfs.sh --wan --files 1000000 --replicas 10 [--hours 1]   # across continents
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
@@ -27,6 +29,7 @@ inodes=50000000
 direct_io=off
 block_size=1024
 per_replica=no
+runner=bench
 files=100000
 replicas=10
 args=()
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --direct-io) direct_io="$2"; shift 2 ;;
     --block-size) block_size="$2"; shift 2 ;;
     --fs-per-replica) per_replica=yes; shift ;;
+    --wan) runner=wan-bench; shift ;;
     --files) files="$2"; args+=("$1" "$2"); shift 2 ;;
     --replicas) replicas="$2"; args+=("$1" "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench-on-loopfs: needs root for losetup and mount" >&2; exit 2; }
 case "$direct_io" in on|off) ;; *) echo "bench-on-loopfs: --direct-io takes on or off, not '$direct_io'" >&2; exit 2 ;; esac
+[ "$runner" = bench ] || [ "$per_replica" = no ] || { echo "bench-on-loopfs: --fs-per-replica is for the bench, not --wan (its replicas live in --work)" >&2; exit 2; }
 case "$block_size" in 1024|2048|4096) ;; *) echo "bench-on-loopfs: --block-size takes 1024, 2048 or 4096, not '$block_size'" >&2; exit 2 ;; esac
 work="$(pwd)/.bench"
 mkdir -p "$work"
@@ -88,4 +93,5 @@ sync
 echo 3 > /proc/sys/vm/drop_caches
 echo "bench-on-loopfs: $(df -h "$mnt" | tail -1); direct I/O $(cat "/sys/block/${device#/dev/}/loop/dio" 2>/dev/null || echo '?'); $(free -m | awk '/^Mem:/ {print $7 " MiB available of " $2}')" >&2
 npx tsc -p tsconfig.json
-node dist/scripts/bench.js --work "$mnt" "${args[@]}"
+if [ "$runner" = bench ]; then node dist/scripts/bench.js --work "$mnt" "${args[@]}"
+else node dist/scripts/wan-bench.js --work "$mnt/wan" "${args[@]}"; fi # a directory of its own: it wants an empty one
