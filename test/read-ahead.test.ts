@@ -113,6 +113,19 @@ test('a caller that skips files it named, or reads one it did not name, still ge
   }
 })
 
+test('no thread starts while there is nothing to read (a delta build whose files were all read during its scan)', async () => {
+  const root = makeTree('nothing')
+  const ahead = new ReadAhead(new SourceReader(root), () => null, { threads: 2 })
+  try {
+    await ahead.arrive('d0/p0.m3u')
+    const r = ahead.read('d0/p0.m3u', sigOf(root, 'd0/p0.m3u'))
+    assert.ok('data' in r && r.data.toString() === '#EXTM3U\nnothing-0-0.mp3\n')
+    assert.equal(ahead.threadsStarted, 0)
+  } finally {
+    await ahead.close()
+  }
+})
+
 function statPaths(root: string): string[] {
   const out: string[] = []
   for (let d = 0; d < 6; d++) for (const name of readdirSync(join(root, `d${d}`), { encoding: 'buffer' })) out.push(`d${d}/${name.toString('latin1')}`)

@@ -65,8 +65,12 @@ export class ReadAhead implements SourceFiles {
   private cannotStart = false
   private nextJob: ReadJob | null = null
   private exhausted = false
+  /** A batch made while no thread had room, sent first when one has. */
+  private unsent: Batch | null = null
   /** Files handed out as a thread read them. */
   readOnThreads = 0
+  /** Threads started so far: none until there is a batch to read. */
+  threadsStarted = 0
 
   constructor(
     private readonly reader: SourceReader,
@@ -120,14 +124,19 @@ export class ReadAhead implements SourceFiles {
     }
   }
 
-  /** Sends batches until every thread holds its share, or the caller's files run out. */
+  /**
+   * Sends batches until every thread holds its share, or the caller's files run out. The batch
+   * comes first: a thread starts only for files to read (a delta build whose files were all read
+   * during the scan starts none, ~10 MiB each).
+   */
   private fill(): void {
     if (this.options.threads === 0) return
-    while (!this.exhausted && this.queue.length < this.options.threads * PER_THREAD + 1) {
-      const thread = this.threadWithRoom()
-      if (!thread) return
-      const batch = this.nextBatch()
+    while (this.queue.length < this.options.threads * PER_THREAD + 1) {
+      const batch = this.unsent ?? this.nextBatch()
       if (!batch) return
+      const thread = this.threadWithRoom()
+      this.unsent = thread ? null : batch
+      if (!thread) return
       this.queue.push(batch)
       thread.batches.push(batch)
       const jobs: ReadJobs = { root: this.reader.root, list: encodeReadList(batch.paths, batch.sigs), count: batch.paths.length, noAtime: this.reader.noAtime }
@@ -137,6 +146,7 @@ export class ReadAhead implements SourceFiles {
 
   /** The next files that fit a batch; a file too large for one is left to the caller's reader. */
   private nextBatch(): Batch | null {
+    if (this.exhausted) return null
     const paths: string[] = []
     const sigs: string[] = []
     let bytes = 0
@@ -196,6 +206,7 @@ export class ReadAhead implements SourceFiles {
       }
     })
     this.threads.push(thread)
+    this.threadsStarted++
     return thread
   }
 }

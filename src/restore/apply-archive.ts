@@ -350,7 +350,7 @@ class Applier {
     this.stats.linksMade++
   }
 
-  /** A file too large for the writer threads, created afresh as they create theirs (file-batch.ts). */
+  /** A file too large for the writer threads, created afresh (file-batch.ts): in place pays for small files, not for these rare ones. */
   private openForWrite(rel: string, abs: FsPath, mode: number): number {
     return openFresh(abs, mode, this.intoEmptyTree, () => this.removeAny(rel))
   }
