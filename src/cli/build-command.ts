@@ -30,6 +30,8 @@ export interface BuildCommandOptions extends Partial<ScheduleFlags>, PublishTarg
   quiet?: boolean
   /** Threads reading a full archive's small files (read-ahead.ts). */
   readers?: number
+  /** find processes walking the source at once (tree-scan.ts). */
+  scanners?: number
 }
 
 /** With --cron, keeps running and builds on the schedule; otherwise builds once. */
@@ -90,6 +92,7 @@ async function buildOnce(opts: BuildCommandOptions, out: Output): Promise<BuildR
     strict: opts.strict ?? false,
     lockWaitMs: (opts.wait ?? 0) * 1000,
     ...(opts.readers !== undefined ? { readerThreads: opts.readers } : {}),
+    ...(opts.scanners !== undefined ? { scanProcesses: opts.scanners } : {}),
     ...(opts.keep !== undefined ? { keep: opts.keep, graceMs: (opts.grace ?? DEFAULT_GRACE_SECONDS) * 1000 } : {}),
   })
   const human = r.created

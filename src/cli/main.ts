@@ -19,6 +19,7 @@ import { checked, collect, wholeNumber } from './option-parsers.js'
 import { pullCommand } from './pull-command.js'
 import { DEFAULT_WRITER_THREADS } from '../restore/file-writers.js'
 import { DEFAULT_READER_THREADS } from '../master/read-ahead.js'
+import { DEFAULT_SCAN_PROCESSES } from '../fs/tree-scan.js'
 import { serveCommand } from './serve-command.js'
 import { statusCommand, unpinCommand } from './replica-commands.js'
 import { swapCommand } from './swap-command.js'
@@ -59,6 +60,7 @@ export function makeProgram(): Command {
     .addOption(timezoneOption())
     .addOption(jitterOption('with --cron: wait a random 0 to N seconds before each scheduled build'))
     .option('--readers <n>', 'threads reading the source files a build packs, ahead of the packing (0: the build\'s own thread reads them)', wholeNumber('--readers', 0, 64), DEFAULT_READER_THREADS)
+    .option('--scanners <n>', 'find processes walking the source tree at once (1: a single find; more need GNU find 4.9 or later)', wholeNumber('--scanners', 1, 64), DEFAULT_SCAN_PROCESSES)
     .option('--strict', 'fail (exit 17, nothing published) when any entry would be skipped: vanished, special, or a name or link replicas refuse')
     .addOption(waitOption('wait this long for another build, prune or rollback holding the store\'s lock'))
     .option('--publish <s3url>', 'after each build, publish the store to s3://BUCKET/PREFIX (see `snapshot publish`; the S3 options below apply)')

@@ -179,7 +179,7 @@ const EARLY_READ_MAX_FILE = 64 << 10
  * With a reader, changed files are read during the scan (see EARLY_READ_BUDGET), their bytes kept
  * in a file in `earlyDir` (early-reads.ts) until packed; the caller closes `early` when done.
  */
-export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader, earlyDir?: string): Promise<MetadataScan> {
+export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader, earlyDir?: string, scanProcesses?: number): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new MasterIndex(previousIndex)
   const toRead = index.files
@@ -231,7 +231,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       digestChange.add(entry)
       if (before) digestChange.remove(before)
     }
-  }, (path, why) => skips.vanished(path, why))
+  }, (path, why) => skips.vanished(path, why), scanProcesses)
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   for (const [path, value] of index.finish()) {
@@ -250,7 +250,7 @@ export interface WholeTreeScan {
 }
 
 /** The scan of a build with no previous index: every entry that passes the checks becomes a row. */
-export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
+export async function scanWholeTree(source: string, scanProcesses?: number): Promise<WholeTreeScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new WholeTreeIndex()
   const warnings: string[] = []
@@ -264,7 +264,7 @@ export async function scanWholeTree(source: string): Promise<WholeTreeScan> {
       if (hasSetIdBits(raw)) setIdDropped(skips, rec)
       index.add(raw, rec.sig)
     }
-  }, (path, why) => skips.vanished(path, why))
+  }, (path, why) => skips.vanished(path, why), scanProcesses)
   return { index, warnings, skips, scanStartNs }
 }
 

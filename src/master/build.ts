@@ -52,6 +52,8 @@ export interface BuildOptions {
   readonly strict?: boolean
   /** Threads reading a full archive's small files (read-ahead.ts); the default when not given. */
   readonly readerThreads?: number
+  /** find processes walking the source at once (tree-scan.ts); the default when not given. */
+  readonly scanProcesses?: number
 }
 
 /** The master's clock read earlier than the parent's build time: the new snapshot looks older than its parent. */
@@ -237,7 +239,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
     // The first build, or one whose index is lost: the whole tree, read once, into a full archive.
     log(`scanning ${opts.source}`)
     const root = rootMeta(opts.source)
-    const scan = await scanWholeTree(opts.source)
+    const scan = await scanWholeTree(opts.source, opts.scanProcesses)
     const id = await nextSnapshotId(layout, latest?.id ?? 0)
     const reason = latest ? (latest.root ? 'no index of the previous snapshot' : 'the previous snapshot is of an older format') : 'first snapshot'
     log(`packing full archive (${reason})`)
@@ -259,7 +261,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
   const root = rootMeta(opts.source)
   const previousRoot = latest.root!
   const rootChanged = root.mode !== previousRoot.mode || root.mtime !== previousRoot.mtime
-  const scan = await scanMetadata(opts.source, base, reader, layout.objectsDir)
+  const scan = await scanMetadata(opts.source, base, reader, layout.objectsDir, opts.scanProcesses)
   opened.push(scan.early)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks; files are counted as they are read

@@ -1,0 +1,307 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { SnapshotError } from '../core/errors.js'
+
+/**
+ * One tree walked by several GNU finds at once, its records handed over in the order one find
+ * would give them (preorder, readdir order), byte for byte.
+ *
+ * Why: at a million files the build's scan is find's walk, ~3.8 s here, with Node's thread idle
+ * 88% of it (--cpu-prof); most of find's time is the kernel's lstat, one entry after another. Two
+ * finds on disjoint subtrees take it to 2.0-2.7 s on this machine's two cores (BENCHMARKS.md,
+ * "The scan on two cores").
+ *
+ * How: the root is listed (`-maxdepth 1`); a directory below it whose walk would be a large share
+ * of the tree is, if the top level has few directories, opened one level further (its own record
+ * kept from the listing, its children becoming start points), down to a few levels. The start
+ * points, in listing order, are cut into contiguous groups; each group is one find over
+ * `-files0-from -` (any name is a start point, even '-x' or '('), printing its start points too
+ * (`%p`, relative to the root). Outputs are passed on strictly in group order: the first running
+ * group streams straight through, the others are held until their turn, and a find whose held
+ * output passes `HELD_CAP` is paused (its pipe fills, it blocks), so memory stays bounded.
+ */
+
+/** find's record (tree-scan.ts): the listing of the root prints paths with %P, groups with %p. */
+export const RECORD_FORMAT = '%y %m %s %T@ %C@ %i\\0%P\\0%l\\0'
+const GROUP_FORMAT = '%y %m %s %T@ %C@ %i\\0%p\\0%l\\0'
+
+/** Groups per find running at once: smaller groups balance the finds' work without sizes known. */
+const GROUPS_PER_PROCESS = 16
+/** Open a level further while fewer directories than this are start points, per find process. */
+const MIN_DIRS_PER_PROCESS = 8
+const MAX_OPEN_DEPTH = 3
+/** Output held for groups waiting their turn, before their finds are paused. */
+const HELD_CAP = 2 << 20
+
+export interface FindOutput {
+  /** Bytes of records, in order; the last call of a group ends on a record's end. */
+  data(chunk: Buffer): void
+  /** A line find wrote to its stderr. */
+  line(text: string): void
+}
+
+let files0From: boolean | undefined
+/** GNU find 4.9 or later (`-files0-from`): the parallel scan needs it; older finds scan alone. */
+export function findTakesFiles0From(): boolean {
+  if (files0From === undefined) files0From = spawnSync('find', ['-files0-from', '/dev/null', '-quit'], { stdio: 'ignore' }).status === 0
+  return files0From
+}
+
+/** A piece of the walk in order: records already listed, or a group of start points for one find. */
+export type ScanPiece = { readonly listed: Buffer } | { readonly startPoints: readonly Buffer[] }
+
+export interface Listed {
+  readonly record: Buffer
+  readonly path: Buffer
+  readonly isDir: boolean
+}
+
+/** Splits a listing's output into records (SIG\0PATH\0TARGET\0). */
+export function splitRecords(out: Buffer): Listed[] {
+  const listed: Listed[] = []
+  let start = 0
+  while (start < out.length) {
+    const sigEnd = out.indexOf(0, start)
+    const pathEnd = out.indexOf(0, sigEnd + 1)
+    const end = out.indexOf(0, pathEnd + 1)
+    if (sigEnd < 0 || pathEnd < 0 || end < 0) throw new SnapshotError('truncated listing from find')
+    listed.push({ record: out.subarray(start, end + 1), path: out.subarray(sigEnd + 1, pathEnd), isDir: out[start] === 0x64 })
+    start = end + 1
+  }
+  return listed
+}
+
+/**
+ * The plan of a walk, pure: `list(dir)` gives a directory's entries as listed records (dir null:
+ * the root). Directories are opened level by level while they are fewer than `minDirs`.
+ */
+export async function planWalk(list: (dir: Buffer | null) => Promise<Listed[]>, processes: number): Promise<ScanPiece[]> {
+  // Items in preorder: a listed record, or a start point (an entry and everything below it).
+  type Item = { kind: 'listed'; record: Buffer } | { kind: 'start'; entry: Listed }
+  let items: Item[] = (await list(null)).map((entry) => ({ kind: 'start', entry }))
+  const minDirs = processes * MIN_DIRS_PER_PROCESS
+  for (let depth = 1; depth < MAX_OPEN_DEPTH; depth++) {
+    const dirs = items.filter((i) => i.kind === 'start' && i.entry.isDir).length
+    if (dirs === 0 || dirs >= minDirs) break
+    const opened: Item[] = []
+    for (const item of items) {
+      if (item.kind === 'start' && item.entry.isDir) {
+        opened.push({ kind: 'listed', record: item.entry.record })
+        for (const entry of await list(item.entry.path)) opened.push({ kind: 'start', entry })
+      } else opened.push(item)
+    }
+    items = opened
+  }
+  return groupStartPoints(items, processes * GROUPS_PER_PROCESS)
+}
+
+/** Runs of start points cut into about `groups` groups by their directories, listed records kept between them. */
+function groupStartPoints(items: readonly ({ kind: 'listed'; record: Buffer } | { kind: 'start'; entry: Listed })[], groups: number): ScanPiece[] {
+  const dirs = items.filter((i) => i.kind === 'start' && i.entry.isDir).length
+  const perGroup = Math.max(1, Math.ceil(dirs / groups))
+  const pieces: ScanPiece[] = []
+  let points: Buffer[] = []
+  let dirsInGroup = 0
+  const close = (): void => {
+    if (points.length) pieces.push({ startPoints: points })
+    points = []
+    dirsInGroup = 0
+  }
+  for (const item of items) {
+    if (item.kind === 'listed') {
+      close()
+      const last = pieces.at(-1)
+      if (last && 'listed' in last) pieces[pieces.length - 1] = { listed: Buffer.concat([last.listed, item.record]) }
+      else pieces.push({ listed: item.record })
+      continue
+    }
+    if (item.entry.isDir && dirsInGroup === perGroup) close()
+    points.push(item.entry.path)
+    if (item.entry.isDir) dirsInGroup++
+  }
+  close()
+  return pieces
+}
+
+/** One directory's entries (the root's for null), listed by find: small, so held whole. */
+function listWithFind(root: string, dir: Buffer | null, onLine: (text: string) => void, onStatus: (code: number) => void): Promise<Listed[]> {
+  const args = ['-mindepth', '1', '-maxdepth', '1', '-printf', dir ? GROUP_FORMAT : RECORD_FORMAT]
+  return new Promise((resolve, reject) => {
+    const child = startFind(root, dir ? ['-files0-from', '-', ...args] : ['.', ...args], dir ? [dir] : null)
+    const out: Buffer[] = []
+    child.stdout!.on('data', (d: Buffer) => out.push(d))
+    watchFind(child, onLine, (err, code) => {
+      if (err) return reject(err)
+      onStatus(code)
+      resolve(splitRecords(Buffer.concat(out)))
+    })
+  })
+}
+
+function startFind(root: string, args: string[], startPoints: readonly Buffer[] | null): ChildProcess {
+  const child = spawn('find', args, { cwd: root, stdio: [startPoints ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } })
+  if (startPoints) {
+    child.stdin!.on('error', () => undefined) // find gone early: its exit says why
+    const nul = Buffer.from([0])
+    child.stdin!.end(Buffer.concat(startPoints.flatMap((p) => [p, nul])))
+  }
+  return child
+}
+
+/** find's stderr as lines, and its end: status 0 or 1 (find said something, and walked on), or an error. */
+function watchFind(child: ChildProcess, line: (text: string) => void, done: (err: Error | null, code: number) => void): void {
+  let partial = ''
+  child.stderr!.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString('latin1')).split('\n')
+    partial = lines.pop()!
+    for (const l of lines) line(l)
+  })
+  let failed = false
+  child.on('error', (err) => {
+    failed = true
+    done(new SnapshotError(`cannot run find: ${err.message}`, { cause: err }), -1)
+  })
+  child.on('close', (code, signal) => {
+    if (failed) return
+    if (partial) line(partial)
+    if (code === 0 || code === 1) done(null, code)
+    else done(new SnapshotError(`find exited ${code ?? signal}`), code ?? -1)
+  })
+}
+
+/**
+ * Walks `root` with up to `processes` finds at once (see above); `out` gets the records in one
+ * find's order and the finds' stderr lines. Resolves with the highest exit status (0, or 1 when
+ * find said something: the caller judges its lines, vanished entries or worse).
+ */
+export async function parallelFind(root: string, processes: number, out: FindOutput, heldCap = HELD_CAP): Promise<number> {
+  let status = 0
+  const pieces = await planWalk((dir) => listWithFind(root, dir, out.line, (code) => (status = Math.max(status, code))), processes)
+  return Math.max(status, await runPieces(root, pieces, processes, out, heldCap))
+}
+
+interface Group {
+  readonly child: ChildProcess
+  readonly held: HeldOutput
+  ended: boolean
+  paused: boolean
+}
+
+const HELD_BLOCK = 256 << 10
+
+/**
+ * A group's output waiting for its turn, copied into blocks that are used again once handed over
+ * (`FindOutput.data` reads a chunk before it returns, as the scan's parser does). Holding the
+ * pipe's chunks themselves, or fresh blocks, kept 18-37 MiB of ArrayBuffers alive for 4-8 MiB held
+ * at 1M files: held past a few young collections, they die old and wait for a full one.
+ */
+class HeldOutput {
+  constructor(private readonly spare: Buffer[]) {}
+
+  private blocks: Buffer[] = []
+  private used = 0 // bytes in the last block
+  bytes = 0
+
+  add(chunk: Buffer): void {
+    let from = 0
+    while (from < chunk.length) {
+      if (this.blocks.length === 0 || this.used === HELD_BLOCK) {
+        this.blocks.push(this.spare.pop() ?? Buffer.allocUnsafe(HELD_BLOCK))
+        this.used = 0
+      }
+      const n = chunk.copy(this.blocks.at(-1)!, this.used, from)
+      this.used += n
+      from += n
+    }
+    this.bytes += chunk.length
+  }
+
+  /** Hands every held byte over in order and forgets them. */
+  drain(to: (chunk: Buffer) => void): void {
+    this.blocks.forEach((b, i) => to(i === this.blocks.length - 1 ? b.subarray(0, this.used) : b))
+    this.spare.push(...this.blocks)
+    this.blocks = []
+    this.used = 0
+    this.bytes = 0
+  }
+}
+
+function runPieces(root: string, pieces: readonly ScanPiece[], processes: number, out: FindOutput, heldCap: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const groups = new Map<number, Group>() // started, not yet passed on whole
+    const spareBlocks: Buffer[] = []
+    let active = 0 // finds still running
+    let next = 0 // the next piece to start
+    let turn = 0 // the piece whose output is passed on now
+    let held = 0
+    let status = 0
+    let failed = false
+    const fail = (err: unknown): void => {
+      if (failed) return
+      failed = true
+      for (const g of groups.values()) g.child.kill()
+      reject(err)
+    }
+    const setPaused = (g: Group, paused: boolean): void => {
+      if (g.paused === paused) return
+      g.paused = paused
+      if (paused) g.child.stdout!.pause()
+      else g.child.stdout!.resume()
+    }
+    const start = (i: number, startPoints: readonly Buffer[]): void => {
+      const child = startFind(root, ['-files0-from', '-', '-printf', GROUP_FORMAT], startPoints)
+      const g: Group = { child, held: new HeldOutput(spareBlocks), ended: false, paused: false }
+      groups.set(i, g)
+      active++
+      child.stdout!.on('data', (d: Buffer) => {
+        if (failed) return
+        if (i === turn) return guarded(() => out.data(d))
+        g.held.add(d)
+        held += d.length
+        if (held >= heldCap) setPaused(g, true)
+      })
+      watchFind(child, out.line, (err, code) => {
+        if (err) return fail(err)
+        status = Math.max(status, code)
+        g.ended = true
+        active--
+        guarded(advance)
+      })
+    }
+    const startMore = (): void => {
+      for (; !failed && next < pieces.length && active < processes && (held < heldCap || next === turn); next++) {
+        const piece = pieces[next]!
+        if ('startPoints' in piece) start(next, piece.startPoints) // a listed piece is passed on at its turn
+      }
+    }
+    // Passes on each piece whose turn has come, while its output is complete; the first one still
+    // running streams through from then on.
+    const advance = (): void => {
+      while (!failed && turn < pieces.length) {
+        const piece = pieces[turn]!
+        if ('listed' in piece) {
+          out.data(piece.listed)
+          next = Math.max(next, ++turn)
+          continue
+        }
+        const g = groups.get(turn)
+        if (!g) break // not started: startMore starts it, whatever is held
+        held -= g.held.bytes
+        g.held.drain(out.data)
+        setPaused(g, false)
+        if (!g.ended) break
+        groups.delete(turn++)
+      }
+      if (held < heldCap) for (const g of groups.values()) setPaused(g, false)
+      startMore()
+      if (!failed && turn === pieces.length) resolve(status)
+    }
+    const guarded = (f: () => void): void => {
+      try {
+        f()
+      } catch (err) {
+        fail(err)
+      }
+    }
+    guarded(advance)
+  })
+}
