@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { findTakesFiles0From, parallelFind, planWalk, splitRecords, type Listed } from '../src/fs/parallel-find.js'
+import { findTakesFiles0From, parallelFind, planWalk, spareFinds, splitRecords, type Listed } from '../src/fs/parallel-find.js'
 import { hasGnuFind, scanTree } from '../src/fs/tree-scan.js'
 import { awkwardTree } from './helpers/tree.js'
 
@@ -28,7 +28,8 @@ async function scanned(root: string, processes: number, heldCap?: number): Promi
   const chunks: Buffer[] = []
   const lines: string[] = []
   // A chunk is read before data() returns, and its memory may be used again afterwards: copy.
-  const status = await parallelFind(root, processes, { data: (c) => chunks.push(Buffer.from(c)), line: (l) => lines.push(l) }, heldCap)
+  // Every find allowed at once, whatever the machine's load: the paths that hold and pause are the point.
+  const status = await parallelFind(root, processes, { data: (c) => chunks.push(Buffer.from(c)), line: (l) => lines.push(l) }, { finds: () => processes, ...(heldCap !== undefined ? { heldCap } : {}) })
   return { bytes: Buffer.concat(chunks), lines, status }
 }
 
@@ -129,4 +130,12 @@ test('the plan opens levels while directories are few, and keeps listed records 
   const shown = pieces.map((p) => ('listed' in p ? `listed ${splitRecords(p.listed).map((l) => l.path.toString()).join(' ')}` : `find ${p.startPoints.map(String).join(' ')}`))
   // Preorder: a, a/x (listed), a/x's subtrees (a group for each: 16 groups asked of one find), a/y (listed), its subtree, a/g, f.
   assert.equal(shown.join(' | '), 'listed a a/x | find a/x/1 | find a/x/2 | listed a/y | find a/y/1 a/g f')
+})
+
+test('a second find runs only on a core the build leaves idle', () => {
+  assert.equal(spareFinds(2, 0.1, 2), 2) // a build waiting on the walk
+  assert.equal(spareFinds(2, 1.6, 2), 1) // a build reading and compressing as it scans
+  assert.equal(spareFinds(2, 2.0, 2), 1) // never none
+  assert.equal(spareFinds(8, 0.5, 4), 4) // at most what was asked
+  assert.equal(spareFinds(4, 1.4, 4), 3)
 })

@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { availableParallelism } from 'node:os'
 import { SnapshotError } from '../core/errors.js'
 
 /**
@@ -173,10 +174,45 @@ function watchFind(child: ChildProcess, line: (text: string) => void, done: (err
  * find's order and the finds' stderr lines. Resolves with the highest exit status (0, or 1 when
  * find said something: the caller judges its lines, vanished entries or worse).
  */
-export async function parallelFind(root: string, processes: number, out: FindOutput, heldCap = HELD_CAP): Promise<number> {
+export async function parallelFind(root: string, processes: number, out: FindOutput, opts: WalkOptions = {}): Promise<number> {
   let status = 0
   const pieces = await planWalk((dir) => listWithFind(root, dir, out.line, (code) => (status = Math.max(status, code))), processes)
-  return Math.max(status, await runPieces(root, pieces, processes, out, heldCap))
+  const finds = opts.finds ?? new SpareCores(processes).finds
+  return Math.max(status, await runPieces(root, pieces, finds, out, opts.heldCap ?? HELD_CAP))
+}
+
+/**
+ * How many finds to run now: the cores this process did not use since the last asking, rounded,
+ * at least one. A build that is busy itself (an hourly delta reads and compresses ~100,000 files
+ * while it scans) is slowed by a second find on two cores (6.5 s against 8.0-8.7 at 1M), one that
+ * waits on the walk (a few changes) is sped up (BENCHMARKS.md, "The scan on two cores").
+ * process.cpuUsage counts every thread of the process, the reader threads too.
+ */
+export class SpareCores {
+  private cpu = process.cpuUsage()
+  private at = process.hrtime.bigint()
+  private allowed = 1 // until there is a window to judge by
+
+  constructor(
+    private readonly most: number,
+    private readonly cores = availableParallelism(),
+  ) {}
+
+  finds = (): number => {
+    const now = process.hrtime.bigint()
+    const windowUs = Number(now - this.at) / 1000
+    if (windowUs < 20_000) return this.allowed // too short to judge
+    const used = process.cpuUsage(this.cpu)
+    this.cpu = process.cpuUsage()
+    this.at = now
+    this.allowed = spareFinds(this.cores, (used.user + used.system) / windowUs, this.most)
+    return this.allowed
+  }
+}
+
+/** Pure: finds to run on `cores` when this process kept `busy` cores busy, at most `most`, at least 1. */
+export function spareFinds(cores: number, busy: number, most: number): number {
+  return Math.max(1, Math.min(most, Math.round(cores - busy)))
 }
 
 interface Group {
@@ -225,7 +261,14 @@ class HeldOutput {
   }
 }
 
-function runPieces(root: string, pieces: readonly ScanPiece[], processes: number, out: FindOutput, heldCap: number): Promise<number> {
+export interface WalkOptions {
+  /** Output held for groups waiting their turn before their finds are paused. */
+  readonly heldCap?: number
+  /** How many finds may run now (default: SpareCores, judged as the walk goes). */
+  readonly finds?: () => number
+}
+
+function runPieces(root: string, pieces: readonly ScanPiece[], finds: () => number, out: FindOutput, heldCap: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const groups = new Map<number, Group>() // started, not yet passed on whole
     const spareBlocks: Buffer[] = []
@@ -235,9 +278,12 @@ function runPieces(root: string, pieces: readonly ScanPiece[], processes: number
     let held = 0
     let status = 0
     let failed = false
+    // The spare cores are judged again every 100 ms too, not only when a group ends.
+    const judge = setInterval(() => guarded(startMore), 100)
     const fail = (err: unknown): void => {
       if (failed) return
       failed = true
+      clearInterval(judge)
       for (const g of groups.values()) g.child.kill()
       reject(err)
     }
@@ -268,7 +314,8 @@ function runPieces(root: string, pieces: readonly ScanPiece[], processes: number
       })
     }
     const startMore = (): void => {
-      for (; !failed && next < pieces.length && active < processes && (held < heldCap || next === turn); next++) {
+      const limit = finds()
+      for (; !failed && next < pieces.length && (active < limit || active === 0) && (held < heldCap || next === turn); next++) {
         const piece = pieces[next]!
         if ('startPoints' in piece) start(next, piece.startPoints) // a listed piece is passed on at its turn
       }
@@ -293,7 +340,10 @@ function runPieces(root: string, pieces: readonly ScanPiece[], processes: number
       }
       if (held < heldCap) for (const g of groups.values()) setPaused(g, false)
       startMore()
-      if (!failed && turn === pieces.length) resolve(status)
+      if (!failed && turn === pieces.length) {
+        clearInterval(judge)
+        resolve(status)
+      }
     }
     const guarded = (f: () => void): void => {
       try {
