@@ -13,7 +13,8 @@
 #
 # --fs-per-replica gives each replica a filesystem of its own, as it has on its own machine: a
 # replica's syncfs before its swap then flushes its own tree, not the nine others' pulls and
-# catch-ups too. The baselines' rsync and tar copies for a replica go on that filesystem as well.
+# catch-ups too. The baselines' rsync and tar copies for a replica go on that filesystem as well
+# (with --wan too: wan-bench.ts --replica-homes).
 #
 # --block-size 4096 makes the filesystems as a replica's usually is (mkfs.ext4's default): the
 # replica writes a changed file over in whole 4 KiB pages, which on 1 KiB blocks flushes slower
@@ -21,7 +22,7 @@
 #
 #   scripts/bench-on-loopfs.sh --files 1000000 [--replicas 10] [--size 120G] [--inodes 50000000]
 #                              [--block-size 1024|2048|4096] [--direct-io on|off] [--fs-per-replica]
-#   scripts/bench-on-loopfs.sh --wan --files 1000000 --replicas 10 [--hours 1]   # across continents
+#   scripts/bench-on-loopfs.sh --wan --files 1000000 --replicas 10 [--hours 1] [--fs-per-replica]   # across continents
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=120G
@@ -48,7 +49,6 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench-on-loopfs: needs root for losetup and mount" >&2; exit 2; }
 case "$direct_io" in on|off) ;; *) echo "bench-on-loopfs: --direct-io takes on or off, not '$direct_io'" >&2; exit 2 ;; esac
-[ "$runner" = bench ] || [ "$per_replica" = no ] || { echo "bench-on-loopfs: --fs-per-replica is for the bench, not --wan (its replicas live in --work)" >&2; exit 2; }
 case "$block_size" in 1024|2048|4096) ;; *) echo "bench-on-loopfs: --block-size takes 1024, 2048 or 4096, not '$block_size'" >&2; exit 2 ;; esac
 work="$(pwd)/.bench"
 mkdir -p "$work"

@@ -1,6 +1,6 @@
 /**
  * `npm run bench:wan -- --files N --replicas R [--rtt-ms 160] [--rate-mbit 100] [--hours 2]
- * [--trees 3] [--work DIR] [--keep] [--no-rsync] [--json]`, as root, on Linux: replicas across
+ * [--trees 3] [--work DIR] [--replica-homes DIR] [--keep] [--no-rsync] [--json]`, as root, on Linux: replicas across
  * continents on one machine. With `--relays`, continents of replicas each with a relay, with
  * relays and without in one run (wan-relays.ts).
  *
@@ -17,6 +17,11 @@
  * at once, over the same links. Bytes on the wire are the links' interface counters; requests
  * are the request heads the links carried (the watch's checks included). At the end every
  * replica, ours and rsync's, is compared with the master, file contents included.
+ *
+ * --replica-homes DIR: replica i keeps its trees and rsync's copy in DIR/replica-<ii> (two digits),
+ * made beforehand: bench-on-loopfs.sh --fs-per-replica mounts a filesystem of its own there, as
+ * each replica has on its own machine, so that one replica's flush before its swap does not wait
+ * on the nine others' writes.
  *
  * Namespaces and processes are removed on exit, on a signal and on failure.
  */
@@ -44,6 +49,8 @@ export interface WanOptions {
   hours: number
   trees: number
   work: string | undefined
+  /** Replica i's directory is <replicaHomes>/replica-<ii>, made beforehand; absent: under the work directory. */
+  replicaHomes?: string
   keep: boolean
   rsync: boolean
   /** Bound on each phase's wait for the replicas, ms. */
@@ -196,7 +203,7 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
       const maps = [`--map`, `${r.masterAddr}:${HTTP_PORT}=127.0.0.1:${HTTP_PORT}`, ...(o.rsync ? ['--map', `${r.masterAddr}:${RSYNC_PORT}=127.0.0.1:${UPSTREAM_RSYNC_PORT}`] : [])]
       const proxy = startProcess(nsArgv(topo.masterNs, [process.execPath, proxyScript, '--rtt-ms', String(topo.netem ? 0 : o.rttMs), ...maps]), `latency proxy ${r.index}`, undefined, 'pipe')
       await proxy.waitFor((l) => l.startsWith('{"listening"'), 'the proxy to listen', 30_000)
-      const home = join(work, `replica-${r.index}`)
+      const home = o.replicaHomes ? join(o.replicaHomes, `replica-${String(r.index).padStart(2, '0')}`, 'wan') : join(work, `replica-${r.index}`)
       await mkdir(home, { recursive: true })
       links.push({ replica: r, proxy, watch: undefined as unknown as LineProcess, watchLog: [], live: join(home, 'live'), rsyncDir: join(home, 'rsync') })
     }
@@ -273,7 +280,10 @@ export async function runWanBench(o: WanOptions, log: (line: string) => void = l
   } finally {
     cleanup()
     process.off('exit', cleanup)
-    if (!o.keep) await rm(work, { recursive: true, force: true })
+    if (!o.keep) {
+      await rm(work, { recursive: true, force: true })
+      for (let i = 1; o.replicaHomes && i <= o.replicas; i++) await rm(join(o.replicaHomes, `replica-${String(i).padStart(2, '0')}`, 'wan'), { recursive: true, force: true })
+    }
   }
 }
 
@@ -313,6 +323,7 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean; rela
       hours: { type: 'string', default: '2' },
       trees: { type: 'string', default: '3' },
       work: { type: 'string' },
+      'replica-homes': { type: 'string' },
       keep: { type: 'boolean', default: false },
       'no-rsync': { type: 'boolean', default: false },
       'phase-timeout': { type: 'string', default: '1800' },
@@ -334,6 +345,7 @@ export function parseWanArgs(argv: string[]): WanOptions & { json: boolean; rela
     hours: wholeNumberFlag('--hours', values.hours, 0),
     trees: wholeNumberFlag('--trees', values.trees, 2),
     work: values.work === undefined ? undefined : resolve(values.work),
+    ...(values['replica-homes'] === undefined ? {} : { replicaHomes: resolve(values['replica-homes']) }),
     keep: values.keep ?? false,
     rsync: !(values['no-rsync'] ?? false),
     phaseTimeoutMs: wholeNumberFlag('--phase-timeout', values['phase-timeout'], 1) * 1000,
