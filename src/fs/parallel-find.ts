@@ -148,6 +148,28 @@ function startFind(root: string, args: string[], startPoints: readonly Buffer[] 
   return child
 }
 
+/**
+ * One find over the whole tree, its records streamed to `out` (scanners = 1, or a find without
+ * -files0-from). Resolves with its exit status, as parallelFind does; a throw from `out.data`
+ * stops find and rejects.
+ */
+export function singleFind(root: string, out: FindOutput): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = startFind(root, ['.', '-mindepth', '1', '-printf', RECORD_FORMAT], null)
+    let failure: unknown
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (failure) return
+      try {
+        out.data(chunk)
+      } catch (err) {
+        failure = err
+        child.kill()
+      }
+    })
+    watchFind(child, out.line, (err, code) => (failure ? reject(failure) : err ? reject(err) : resolve(code)))
+  })
+}
+
 /** find's stderr as lines, and its end: status 0 or 1 (find said something, and walked on), or an error. */
 function watchFind(child: ChildProcess, line: (text: string) => void, done: (err: Error | null, code: number) => void): void {
   let partial = ''

@@ -1,11 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { SnapshotError } from '../core/errors.js'
 import { mtimeFromNs } from '../core/mtime.js'
 import { CARRIED_MODE_BITS, type RootMeta } from '../core/tree-entry.js'
 import { crashPoint } from './crash-points.js'
-import { findTakesFiles0From, parallelFind, RECORD_FORMAT } from './parallel-find.js'
+import { findTakesFiles0From, parallelFind, singleFind } from './parallel-find.js'
 import { statSignature } from './stat-signature.js'
 
 /**
@@ -97,8 +97,7 @@ export const DEFAULT_SCAN_PROCESSES = Math.min(4, availableParallelism())
 export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void, onVanished: OnVanished = () => undefined, processes = DEFAULT_SCAN_PROCESSES): Promise<void> {
   const parser = new RecordParser(onRecord)
   if (process.env.SNAPSHOT_SCAN === 'node' || !hasGnuFind()) scanWithNode(root, parser, onVanished)
-  else if (processes > 1 && findTakesFiles0From()) await scanWithFinds(root, processes, parser, onVanished)
-  else await scanWithFind(root, parser, onVanished)
+  else await scanWithFind(root, processes, parser, onVanished)
   if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
@@ -182,48 +181,12 @@ class FindComplaints {
   }
 }
 
-async function scanWithFinds(root: string, processes: number, parser: RecordParser, onVanished: OnVanished): Promise<void> {
+/** One find, or several (parallel-find.ts): vanished entries reported, anything else find said an error. */
+async function scanWithFind(root: string, processes: number, parser: RecordParser, onVanished: OnVanished): Promise<void> {
   const complaints = new FindComplaints(onVanished)
-  const status = await parallelFind(root, processes, { data: (chunk) => parser.push(chunk), line: complaints.line })
+  const out = { data: (chunk: Buffer) => parser.push(chunk), line: complaints.line }
+  const status = processes > 1 && findTakesFiles0From() ? await parallelFind(root, processes, out) : await singleFind(root, out)
   complaints.check(root, status)
-}
-
-function scanWithFind(root: string, parser: RecordParser, onVanished: OnVanished): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('find', ['.', '-mindepth', '1', '-printf', RECORD_FORMAT], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
-    })
-    const complaints = new FindComplaints(onVanished)
-    let partial = ''
-    let failure: unknown
-    child.stderr.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString('latin1')).split('\n')
-      partial = lines.pop()!
-      for (const line of lines) complaints.line(line)
-    })
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (failure) return
-      try {
-        parser.push(chunk)
-      } catch (err) {
-        failure = err
-        child.kill()
-      }
-    })
-    child.on('error', (err) => reject(new SnapshotError(`cannot run find: ${err.message}`, { cause: err })))
-    child.on('close', (code) => {
-      if (failure) return reject(failure)
-      complaints.line(partial)
-      try {
-        complaints.check(root, code ?? -1)
-        resolve()
-      } catch (err) {
-        reject(err)
-      }
-    })
-  })
 }
 
 const NUL = Buffer.from([0])
