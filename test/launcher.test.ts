@@ -11,7 +11,7 @@ import { BIN } from './helpers/cli.js'
  * node with a young generation of 2 x 2 MiB: 20-40 MiB of a delta build's peak (BENCHMARKS.md,
  * "Delta build memory, continued"). What node was given is read from inside the process it ran.
  */
-test('bin/snapshot runs node with --max-semi-space-size=2, and passes every argument through', (t) => {
+test('bin/snapshot runs node with --max-semi-space-size=2 and --expose-gc, and passes every argument through', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'snapshot-launcher-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const probe = join(dir, 'probe.mjs')
@@ -29,7 +29,7 @@ process.on('exit', () => {
   }
 
   const direct = run(BIN, ['--version', 'two words', ''])
-  assert.deepEqual(direct.execArgv, ['--max-semi-space-size=2'])
+  assert.deepEqual(direct.execArgv, ['--max-semi-space-size=2', '--expose-gc'])
   assert.deepEqual(direct.argv, ['--version', 'two words', ''], 'arguments pass through the shell line unchanged')
   assert.equal(direct.status, 0)
   assert.match(direct.stdout, /^playlist-snapshot /)

@@ -127,6 +127,10 @@ test('an index read back carries every unchanged record, in any order, and finds
     for (const [path, before] of scan.taken) assert.equal(before, firstByPath.has(path) ? valueOf(firstByPath.get(path)!) : undefined)
     const nextPaths = new Set(next.map((r) => r.path))
     assert.deepEqual(scan.deleted.sort(), first.filter((r) => !nextPaths.has(r.path)).map((r) => r.path).sort())
+    // The scan is over: its path lookups are gone with their tables (index-rows.ts endScan), rows by number still read.
+    assert.throws(() => rows.find(raw(next[0]!)), /looked up by path after the scan/)
+    assert.equal(rows.length, first.length)
+    assert.deepEqual([...rows.entries()], first.map((r) => [r.path, valueOf(r)]))
 
     // The next index holds the next scan's entries, in its order, and the tree's counts.
     const again = await roundTrip(scan.index, `round-${round}-next.bin`)

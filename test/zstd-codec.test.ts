@@ -175,6 +175,19 @@ test('zstd-napi: levels above what zstd-codec fits, up to 22', { skip: napiSkip 
   await assert.rejects(createZstdCompressor(0, 'zstd-napi'), UsageError)
 })
 
+test('zstd-napi: our compressor (one output buffer, copies handed on) makes frames another implementation reads', { skip: napiSkip }, async () => {
+  // The build's shape: 1 MiB chunks of tar-like text, the pushed chunks all held until the end
+  // (a chunk that shared the reused output buffer would show up as damage here).
+  const data = corpus(9 << 20)
+  const compressor = await createZstdCompressor(3, 'zstd-napi')
+  assert.equal(compressor.constructor.name, 'NapiCompress')
+  const z = await run(chunks(data, 1 << 20), compressor)
+  assert.ok(z.length < data.length / 4, `compressed to ${z.length} of ${data.length} bytes`)
+  assert.equal(sha(await run(chunks(z, 100_000), await createZstdDecompressor('zstd-codec'))), sha(data))
+  const empty = await run([], await createZstdCompressor(3, 'zstd-napi'))
+  assert.equal(sha(await run([empty], await createZstdDecompressor('zstd-codec'))), sha(Buffer.alloc(0)), 'an empty stream is one empty frame')
+})
+
 test('zstd-codec: streams free their WASM memory, and many can run at once', async () => {
   const data = corpus(512 << 10)
   // zstd-codec's own Transforms leak their context: the ~33rd stream of a process died of OOM.

@@ -68,6 +68,15 @@ interface ZstdNapi {
 interface NapiBinding {
   DCtx: new () => { decompressStream(dst: Uint8Array, src: Uint8Array): [remaining: number, produced: number, consumed: number] }
   dStreamOutSize(): number
+  CCtx?: new () => NapiCCtx
+  cStreamOutSize?: () => number
+  CParameter?: { compressionLevel?: number }
+  EndDirective?: { continue?: number; end?: number }
+}
+
+interface NapiCCtx {
+  setParameter(param: number, value: number): void
+  compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [remaining: number, produced: number, consumed: number]
 }
 
 let napiLoad: { module: ZstdNapi } | { error: unknown } | undefined
@@ -172,8 +181,9 @@ export async function createZstdCompressor(level = 3, backend: ZstdBackend = def
     return wrapErrors(z.createZstdCompress({ params: { [levelParam]: level } }), 'compress')
   }
   if (backend === 'zstd-napi') {
-    const { CompressStream } = requireZstdNapi()
-    return wrapErrors(construct(() => new CompressStream({ compressionLevel: level }), 'compress'), 'compress')
+    const { CompressStream, binding } = requireZstdNapi()
+    const ours = binding && napiCompressParts(binding)
+    return wrapErrors(construct(() => (ours ? new NapiCompress(ours, level) : new CompressStream({ compressionLevel: level })), 'compress'), 'compress')
   }
   return new CodecTransform(await leaseInstance(), 'compress', level)
 }
@@ -369,6 +379,76 @@ class NapiDecompress extends Transform {
 
   override _flush(done: TransformCallback): void {
     done(this.#inFrame ? new Error('Stream ended in middle of compressed data frame') : null)
+  }
+}
+
+/** What NapiCompress needs of the binding; null in a version without it (CompressStream serves). */
+interface NapiCompressParts {
+  readonly CCtx: new () => NapiCCtx
+  readonly outSize: number
+  readonly levelParam: number
+  readonly continueOp: number
+  readonly endOp: number
+}
+
+function napiCompressParts(b: NapiBinding): NapiCompressParts | null {
+  const levelParam = b.CParameter?.compressionLevel
+  const continueOp = b.EndDirective?.continue
+  const endOp = b.EndDirective?.end
+  if (typeof b.CCtx !== 'function' || typeof b.cStreamOutSize !== 'function' || levelParam === undefined || continueOp === undefined || endOp === undefined) return null
+  return { CCtx: b.CCtx, outSize: b.cStreamOutSize(), levelParam, continueOp, endOp }
+}
+
+const NO_INPUT = Buffer.alloc(0)
+
+/**
+ * zstd-napi's CompressStream, but with one output buffer for the stream's life, and only copies of
+ * what it holds handed on. Theirs allocates a fresh 128 KiB buffer every time a call outputs
+ * anything, however little: a delta build at 1M files (~110 MB of tar) left ~19 MB of those dead
+ * buffers waiting for the collector at its peak (BENCHMARKS.md, "Delta build memory at 1M").
+ * The same loop and end-of-frame rule as theirs.
+ */
+class NapiCompress extends Transform {
+  readonly #cctx: NapiCCtx
+  readonly #parts: NapiCompressParts
+  readonly #out: Buffer
+
+  constructor(parts: NapiCompressParts, level: number) {
+    super()
+    this.#parts = parts
+    this.#cctx = new parts.CCtx()
+    this.#cctx.setParameter(parts.levelParam, level)
+    this.#out = Buffer.allocUnsafe(parts.outSize)
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.#run(chunk, this.#parts.continueOp, done)
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.#run(NO_INPUT, this.#parts.endOp, done)
+  }
+
+  #run(chunk: Buffer, endOp: number, done: TransformCallback): void {
+    try {
+      let src = chunk
+      let used = 0
+      for (;;) {
+        const [remaining, produced, consumed] = this.#cctx.compressStream2(this.#out.subarray(used), src, endOp)
+        used += produced
+        src = src.subarray(consumed)
+        const finished = src.length === 0 && (endOp === this.#parts.continueOp || remaining === 0)
+        if (used > 0 && (finished || used === this.#out.length)) {
+          this.push(Buffer.from(this.#out.subarray(0, used))) // a copy: #out is written again
+          used = 0
+        }
+        if (finished) break
+      }
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    done()
   }
 }
 

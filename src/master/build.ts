@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto'
 import { lstat, mkdir, readdir, realpath, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve, sep } from 'node:path'
 import { asSnapshotError, IndexVersionError, SkippedEntriesError, SourceChangedError, UsageError, VerifyError } from '../core/errors.js'
+import { releaseMemory } from '../core/release-memory.js'
 import { decideFull, type FullPolicy } from '../core/full-policy.js'
 import { POINTER_FORMAT, sealEnvelope } from '../core/pointer.js'
 import type { ArchivePair, SnapshotRecord } from '../core/snapshot-record.js'
@@ -263,6 +264,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
   const rootChanged = root.mode !== previousRoot.mode || root.mtime !== previousRoot.mtime
   const scan = await scanMetadata(opts.source, base, reader, layout.objectsDir, opts.scanProcesses)
   opened.push(scan.early)
+  releaseMemory() // the previous index's lookup tables, dropped as the scan ended (index-rows.ts)
   const id = await nextSnapshotId(layout, latest.id)
   const changed = scan.changed // directories and symlinks; files are counted as they are read
   let filesChanged = 0

@@ -76,6 +76,7 @@ class RowStarts {
 
 /** The rows of an index file: read-only. Row `i` is the file's bytes `[start(i), start(i + 1))`. */
 export class IndexRows {
+  readonly length: number
   private table: Int32Array | null = null // open addressing, path hash -> row; built on first use
   private readonly scanWindow = new Window(Buffer.alloc(0))
   private readonly nearWindow = new Window(Buffer.alloc(0))
@@ -89,11 +90,14 @@ export class IndexRows {
     private fd: number,
     private readonly fileSize: number,
     private readonly starts: RowStarts,
-    private readonly hashes: Uint32Array,
+    /** Each row's path hash, until the scan ends (see endScan). */
+    private hashes: Uint32Array,
     readonly counts: Readonly<TreeCounts>,
     /** The whole file, when held (an empty index, or a full build's: see `holdWhole`). */
     private whole: Buffer | null,
-  ) {}
+  ) {
+    this.length = hashes.length
+  }
 
   static empty(): IndexRows {
     return new IndexRows(0, -1, 0, new RowStarts(0), new Uint32Array(0), { files: 0, dirs: 0, links: 0, bytes: 0 }, Buffer.alloc(0))
@@ -142,10 +146,6 @@ export class IndexRows {
     }
   }
 
-  get length(): number {
-    return this.hashes.length
-  }
-
   /** Lets the descriptor go; the rows can no longer be read. */
   close(): void {
     if (this.fd >= 0) closeSync(this.fd)
@@ -158,6 +158,10 @@ export class IndexRows {
    */
   endScan(): void {
     this.scanning = false
+    // Paths are looked up only while the scan runs: the hashes and their table (~12 bytes a row,
+    // 12 MiB at 1M files) go before the delta is packed, which is when a build's memory peaks.
+    this.table = null
+    this.hashes = new Uint32Array(0)
   }
 
   /**
@@ -213,6 +217,7 @@ export class IndexRows {
 
   /** The row of this scan record's path, or -1. */
   find(raw: RawScanRecord): number {
+    if (!this.scanning) throw new SnapshotError('internal: an index row looked up by path after the scan')
     const table = (this.table ??= this.buildTable())
     const mask = table.length - 1
     const h = fnv1a(raw.buf, raw.pathStart, raw.targetStart - 1)
