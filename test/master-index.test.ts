@@ -10,7 +10,7 @@ import { EarlyReads } from '../src/master/early-reads.js'
 import { racySig } from '../src/fs/stat-signature.js'
 import { encodeIndexHeader, entryFromIndex, indexValue, rowBytes, writeRow } from '../src/master/index-row.js'
 import { IndexVersionError } from '../src/core/errors.js'
-import { IndexRows, readIndex } from '../src/master/index-rows.js'
+import { homeSlot, IndexRows, readIndex, tableSize } from '../src/master/index-rows.js'
 import { IndexSlot, MasterIndex } from '../src/master/master-index.js'
 import { SourceReader } from '../src/master/source-reader.js'
 import { Rng } from '../scripts/corpus.js'
@@ -307,4 +307,15 @@ test('a build over an index of an older version logs it and reads the whole tree
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stderr, /index format 1, this version reads 3: reading the whole tree/)
   assert.equal((JSON.parse(r.stdout) as { filesRead: number }).filesRead, 2)
+})
+
+test('the path lookup table: 1.5 slots a row at least, and every hash lands in it', () => {
+  for (const rows of [0, 1, 10, 1000, 1_010_091, 1_048_577, 10_000_000]) {
+    const size = tableSize(rows)
+    assert.ok(size >= 1.5 * rows && size >= 16, `${rows} rows: ${size} slots`)
+    for (const h of [0, 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff]) {
+      const slot = homeSlot(h, size)
+      assert.ok(Number.isInteger(slot) && slot >= 0 && slot < size, `hash ${h} in ${size} slots: ${slot}`)
+    }
+  }
 })

@@ -301,6 +301,7 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
     while (d < dirsAndLinks.length) await sink.add(dirsAndLinks[d++]!)
     for (const p of scan.deleted) sink.deleted(p)
   }).finally(() => ahead.close())
+  releaseMemory() // what the packing left (compressed chunks, entry lines) before the index is written
   const skipped = settleSkips(scan.skips, scan.warnings, opts, log)
   if (changed.size + filesChanged === 0 && scan.deleted.length === 0 && !rootChanged) {
     // Only stat signatures moved (touch, a copy of the same bytes): remember them, publish nothing.

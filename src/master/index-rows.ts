@@ -10,9 +10,10 @@ import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt
  *
  * A delta build meets every row, so what the index costs per row is what makes a build's memory
  * follow the tree. Held whole it was ~145 bytes a row (458 MiB of peak RSS at 1M files); here a
- * row costs ~17 bytes of typed arrays (BENCHMARKS.md, "Delta build memory"):
+ * row costs ~15 bytes of typed arrays (BENCHMARKS.md, "Delta build memory"):
  * - its start in the file, 4 bytes (a u32 offset within a block of 256 rows, plus 8 bytes a block);
- * - its path hash, 4 bytes, and 8 in the hash table built on the first lookup (half full);
+ * - its path hash, 4 bytes, and 6 in the lookup table built on the first lookup (2/3 full at most),
+ *   both let go when the scan ends (endScan);
  * - and 1 byte of the build's own state (master-index.ts).
  * The rows themselves are read through two windows: one that moves forward with the scan (the
  * rows come in the order the previous scan wrote them, which is the order this one meets them in),
@@ -72,6 +73,20 @@ class RowStarts {
   get(i: number): number {
     return this.blocks[i >>> BLOCK_SHIFT]! + this.offsets[i]!
   }
+}
+
+/**
+ * Slots of the path lookup table: 1.5 per row (linear probing at most 2/3 full, ~5 probes for a
+ * path that is not there, each a compare of two numbers). A power of two at twice the rows was
+ * 8 MiB at 1M rows and 16 MiB past 1,048,576; this is 6 MiB, and grows with the rows.
+ */
+export function tableSize(rows: number): number {
+  return Math.max(16, Math.ceil(rows * 1.5))
+}
+
+/** A hash's first slot: its share of 2^32 scaled to the table, which need not be a power of two. */
+export function homeSlot(hash: number, size: number): number {
+  return Math.floor((hash / 4294967296) * size)
 }
 
 /** The rows of an index file: read-only. Row `i` is the file's bytes `[start(i), start(i + 1))`. */
@@ -219,9 +234,8 @@ export class IndexRows {
   find(raw: RawScanRecord): number {
     if (!this.scanning) throw new SnapshotError('internal: an index row looked up by path after the scan')
     const table = (this.table ??= this.buildTable())
-    const mask = table.length - 1
     const h = fnv1a(raw.buf, raw.pathStart, raw.targetStart - 1)
-    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = homeSlot(h, table.length); ; slot = slot + 1 === table.length ? 0 : slot + 1) {
       const i = table[slot]!
       if (i < 0) return -1
       if (this.hashes[i] === h && this.hasPath(i, raw)) return i
@@ -229,13 +243,10 @@ export class IndexRows {
   }
 
   private buildTable(): Int32Array {
-    let size = 16
-    while (size < 2 * this.length) size *= 2
-    const table = new Int32Array(size).fill(-1)
-    const mask = size - 1
+    const table = new Int32Array(tableSize(this.length)).fill(-1)
     for (let i = 0; i < this.length; i++) {
-      let slot = this.hashes[i]! & mask
-      while (table[slot] !== -1) slot = (slot + 1) & mask
+      let slot = homeSlot(this.hashes[i]!, table.length)
+      while (table[slot] !== -1) slot = slot + 1 === table.length ? 0 : slot + 1
       table[slot] = i
     }
     return table
