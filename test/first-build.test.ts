@@ -6,7 +6,7 @@ import { after, test } from 'node:test'
 import { TreeDigest } from '../src/core/tree-digest.js'
 import { sha256Hex } from '../src/core/sha256.js'
 import { scanWholeTree } from '../src/master/build-scan.js'
-import { pathOrder, writeFirstFull } from '../src/master/full-archive.js'
+import { writeFirstFull } from '../src/master/full-archive.js'
 import { entryFromIndex } from '../src/master/index-row.js'
 import { readIndex } from '../src/master/index-rows.js'
 import { SourceReader } from '../src/master/source-reader.js'
@@ -19,12 +19,6 @@ import { mtimeFromNs } from '../src/core/mtime.js'
  */
 const dir = mkdtempSync(join(tmpdir(), 'first-build-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
-
-test('pathOrder sorts entry numbers by path in JS string order, as the archive needs', () => {
-  const paths = ['b', 'a/b', 'a', 'a-b', 'a/a', '\u{1F600}', '\uFFFD', 'A']
-  const { order } = pathOrder({ length: paths.length, path: (n) => paths[n]!, value: () => '' })
-  assert.deepEqual(order.map((n) => paths[n]), [...paths].sort())
-})
 
 test('files changed or deleted between scan and read: the index and digest follow what was read', async () => {
   const source = join(dir, 'source')

@@ -8,26 +8,15 @@ import { sha256Hex } from '../core/sha256.js'
 import { readSourceFile, type MetadataScan, type WholeTreeScan } from './build-scan.js'
 import { entryFromIndex, sigOf } from './index-row.js'
 import type { EntryList } from './master-index.js'
+import { pathOrder } from './path-order.js'
 import { ReadAhead, type ReadJob } from './read-ahead.js'
 import type { SourceFiles, SourceReader } from './source-reader.js'
 
 /**
- * The whole tree in one archive, in path order, while the index holds the entries in scan order.
- * Only the paths are decoded and sorted (by entry number); each entry's row is decoded when its
- * turn comes, so a million entries cost their paths and two arrays of numbers, not an object each.
+ * The whole tree in one archive, in path order, while the index holds the entries in scan order
+ * (path-order.ts). Each entry's row is decoded when its turn comes, so a million entries cost
+ * two arrays of numbers, not an object or a string each.
  */
-
-/** Entry numbers in the order of their paths (byte order, the archive's), and the paths. */
-export function pathOrder(list: EntryList): { order: number[]; paths: string[] } {
-  const paths: string[] = []
-  const order: number[] = []
-  for (let n = 0; n < list.length; n++) {
-    paths.push(list.path(n))
-    order.push(n)
-  }
-  order.sort((a, b) => (paths[a]! < paths[b]! ? -1 : 1)) // paths are unique: never equal
-  return { order, paths }
-}
 
 /**
  * A first build's archive: every file is read here, hashed into its row and into the tree digest.
@@ -37,8 +26,8 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
   const { index } = scan
   const digest = new TreeDigest()
   digest.addRoot(root)
-  const { order, paths } = pathOrder(index)
-  const ahead = readAhead(reader, readerThreads, order, paths, (n) => (index.type(n) === 'f' ? index.sig(n) : null))
+  const order = pathOrder(index)
+  const ahead = readAhead(reader, readerThreads, order, index, (n) => (index.type(n) === 'f' ? index.sig(n) : null))
   const pair = await writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
       if (index.type(n) !== 'f') {
@@ -47,8 +36,9 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
         await sink.add(entry)
         continue
       }
-      await ahead.arrive(paths[n]!)
-      const read = readSourceFile(ahead, paths[n]!, index.sig(n), scan)
+      const path = index.path(n)
+      await ahead.arrive(path)
+      const read = readSourceFile(ahead, path, index.sig(n), scan)
       if (!read) {
         index.dropFile(n)
         continue
@@ -69,14 +59,14 @@ export async function writeFirstFull(objectsDir: string, id: number, root: RootM
  */
 export async function writeFullFromIndex(objectsDir: string, id: number, root: RootMeta, scan: MetadataScan, reader: SourceReader, readerThreads?: number): Promise<ArchivePair> {
   const list = scan.index.entryList()
-  const { order, paths } = pathOrder(list)
-  const ahead = readAhead(reader, readerThreads, order, paths, (n) => {
+  const order = pathOrder(list)
+  const ahead = readAhead(reader, readerThreads, order, list, (n) => {
     const sig = sigOf(list.value(n))
     return sig.startsWith('f ') ? sig : null
   })
   return writeArchivePair(objectsDir, { id, kind: 'full', base: null, root }, async (sink) => {
     for (const n of order) {
-      const path = paths[n]!
+      const path = list.path(n)
       const value = list.value(n)
       const entry = entryFromIndex(path, value)
       if (entry.type !== 'f') {
@@ -94,13 +84,13 @@ export async function writeFullFromIndex(objectsDir: string, id: number, root: R
 }
 
 /** The files of `order` that `sigOfFile` says are files, read ahead in that order. */
-function readAhead(reader: SourceReader, threads: number | undefined, order: readonly number[], paths: readonly string[], sigOfFile: (n: number) => string | null): ReadAhead {
+function readAhead(reader: SourceReader, threads: number | undefined, order: Uint32Array, list: Pick<EntryList, 'path'>, sigOfFile: (n: number) => string | null): ReadAhead {
   let i = 0
   const next = (): ReadJob | null => {
     while (i < order.length) {
       const n = order[i++]!
       const sig = sigOfFile(n)
-      if (sig !== null) return { path: paths[n]!, sig }
+      if (sig !== null) return { path: list.path(n), sig }
     }
     return null
   }

@@ -29,6 +29,7 @@ export const HEADER = `${MAGIC}${INDEX_VERSION}`
 export const SHA_BYTES = 32
 export const ROW_HEAD = 6 // u32 path hash, u16 record length
 export const TYPE_F = 0x66
+export const TYPE_D = 0x64
 
 export interface TreeCounts {
   files: number

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { IndexVersionError, SnapshotError } from '../core/errors.js'
 import type { RawScanRecord } from '../fs/tree-scan.js'
-import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt, rowLength, rowPathAt, rowRecordLength, rowValueAt, type TreeCounts } from './index-row.js'
+import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt, rowLength, rowPathAt, rowRecordLength, rowValueAt, TYPE_D, type TreeCounts } from './index-row.js'
 
 /**
  * The previous build's index, read from its file as the build goes rather than held: its rows are
@@ -25,6 +25,7 @@ import { addCounts, fnv1a, HEADER, INDEX_VERSION, MAGIC, ROW_HEAD, rowFileSizeAt
 const BLOCK_SHIFT = 8 // 256 rows a block: at most 256 * (64 KiB + 38) bytes, within a u32 offset
 const SCAN_WINDOW = 1 << 20 // rows in the scan's order: ~7,000 rows a read
 const NEAR_WINDOW = 4 << 10 // a row met out of order, and the few after it (a reordered directory)
+const WIDE_WINDOW = 256 << 10 // rows read in path order (readAcross): a few directories' rows a read
 const LOAD_CHUNK = 1 << 20
 
 /** A range of the file held in memory: bytes `[from, to)` of the file are `buf[0, to - from)`. */
@@ -99,6 +100,8 @@ export class IndexRows {
   private b: Buffer = Buffer.alloc(0)
   /** After the scan, rows are wanted in no order: none moves the scan's window (see `locate`). */
   private scanning = true
+  /** Rows wanted in path order, every one (readAcross). */
+  private wide = false
 
   private constructor(
     readonly id: number,
@@ -108,7 +111,7 @@ export class IndexRows {
     /** Each row's path hash, until the scan ends (see endScan). */
     private hashes: Uint32Array,
     readonly counts: Readonly<TreeCounts>,
-    /** The whole file, when held (an empty index, or a full build's: see `holdWhole`). */
+    /** The whole file, when held: an empty index's. */
     private whole: Buffer | null,
   ) {
     this.length = hashes.length
@@ -173,21 +176,21 @@ export class IndexRows {
    */
   endScan(): void {
     this.scanning = false
-    // Paths are looked up only while the scan runs: the hashes and their table (~12 bytes a row,
-    // 12 MiB at 1M files) go before the delta is packed, which is when a build's memory peaks.
+    // Paths are looked up only while the scan runs: the hashes and their table (~10 bytes a row,
+    // 10 MiB at 1M files) go before the delta is packed, which is when a build's memory peaks.
     this.table = null
     this.hashes = new Uint32Array(0)
   }
 
   /**
-   * Holds the whole file from now on: a full archive made from the index decodes every row, in
-   * path order, which one read per row would make slow. Only such a build pays the index's size.
+   * A full archive made from the index decodes every row once, in path order (path-order.ts): a
+   * directory's rows lie together in the file, in the scan's order rather than by name, so from
+   * now on a row out of the window is read with the rows around it (WIDE_WINDOW) rather than
+   * alone. Such a build held the whole file before (~145 MB at 1M, BENCHMARKS.md, "Full builds
+   * in path order, a directory at a time").
    */
-  holdWhole(): void {
-    if (this.whole) return
-    const whole = Buffer.allocUnsafe(this.fileSize)
-    readFully(this.fd, whole, 0, this.fileSize, 0)
-    this.whole = whole
+  readAcross(): void {
+    this.wide = true
   }
 
   /** Where row `i` is, in `this.b`: the scan's window while the scan moves forward, or `sequential`. */
@@ -209,8 +212,10 @@ export class IndexRows {
       this.b = w.buf
       return start - w.from
     }
-    if (w.buf.length === 0) w.buf = Buffer.allocUnsafe(w === s ? SCAN_WINDOW : NEAR_WINDOW)
-    w.load(this.fd, start, end, this.fileSize)
+    const size = w === s ? SCAN_WINDOW : this.wide ? WIDE_WINDOW : NEAR_WINDOW
+    if (w.buf.length < size) w.buf = Buffer.allocUnsafe(size)
+    // Wide: a quarter of the window before the row, for the directory's rows on that side.
+    w.load(this.fd, w === s || !this.wide ? start : Math.max(0, start - WIDE_WINDOW / 4), end, this.fileSize)
     this.b = w.buf
     return start - w.from
   }
@@ -266,6 +271,12 @@ export class IndexRows {
   count(i: number, counts: TreeCounts, sign: 1 | -1, sequential = false): void {
     const at = this.locate(i, sequential)
     addCounts(counts, this.b[at + ROW_HEAD]!, rowFileSizeAt(this.b, at), sign)
+  }
+
+  /** Whether row `i` is a directory's. */
+  isDir(i: number): boolean {
+    const at = this.locate(i)
+    return this.b[at + ROW_HEAD] === TYPE_D
   }
 
   /** Every row as path and value, in order. */

@@ -21,6 +21,7 @@ export interface EntryList {
   readonly length: number
   path(n: number): string
   value(n: number): string
+  isDir(n: number): boolean
 }
 
 /**
@@ -171,7 +172,7 @@ export class MasterIndex {
    * archive can sort a million entries holding little more than their paths.
    */
   entryList(): EntryList {
-    this.previous.holdWhole() // a full build decodes every row in path order (index-rows.ts)
+    this.previous.readAcross() // a full build decodes every row in path order (index-rows.ts)
     const refs: number[] = [] // >= 0: a previous row; < 0: -(j + 1) for news[j]
     const news: (IndexSlot | number)[] = [] // a slot, or a filled file's row number in `files`
     const files = this.files
@@ -201,6 +202,12 @@ export class MasterIndex {
         if (ref >= 0) return previous.value(ref)
         const item = news[-ref - 1]!
         return typeof item === 'number' ? indexValue(files.sig(item), files.sha256(item)) : indexValue(item.sig, item.payload)
+      },
+      isDir: (n) => {
+        const ref = refs[n]!
+        if (ref >= 0) return previous.isDir(ref)
+        const item = news[-ref - 1]!
+        return typeof item !== 'number' && item.sig.startsWith('d ')
       },
     }
   }

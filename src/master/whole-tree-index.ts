@@ -2,7 +2,7 @@ import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
 import { sizeOfSig } from '../fs/stat-signature.js'
 import type { RawScanRecord } from '../fs/tree-scan.js'
-import { encodeIndexHeader, ROW_HEAD, rowBytes, rowEntryAt, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_F, writeRecordRow, writeRow, type TreeCounts } from './index-row.js'
+import { encodeIndexHeader, ROW_HEAD, rowBytes, rowEntryAt, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_D, TYPE_F, writeRecordRow, writeRow, type TreeCounts } from './index-row.js'
 import { writeAll, type EntryList } from './master-index.js'
 
 /**
@@ -49,8 +49,13 @@ export class WholeTreeIndex implements EntryList {
     if (isFile) {
       this.tally.files++
       this.tally.bytes += sizeOfSig(sig)
-    } else if (type === 0x64) this.tally.dirs++
+    } else if (type === TYPE_D) this.tally.dirs++
     else this.tally.links++
+  }
+
+  isDir(n: number): boolean {
+    const [buf, at] = this.locate(n)
+    return buf[at + ROW_HEAD] === TYPE_D
   }
 
   type(n: number): 'f' | 'd' | 'l' {
