@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -58,6 +58,41 @@ test('files changed or deleted between scan and read: the index and digest follo
   const files = [...entries.values()].filter((e) => e.type === 'f')
   assert.deepEqual(scan.index.counts(), { files: files.length, dirs: 2, links: 1, bytes: files.reduce((n, e) => n + (e.type === 'f' ? e.size : 0), 0) })
   assert.deepEqual(rows.counts, scan.index.counts())
+  scan.index.close()
+})
+
+test('a first build whose rows outgrow their buffer and window: every hash lands in its row, the index reads back whole', async () => {
+  // 12,000 files: ~1.6 MB of rows, past the 1 MiB append buffer and many 256 KiB windows, their
+  // hashes filled in path order while the rows lie in the scan's (readdir) order.
+  const source = join(dir, 'many')
+  const expected = new Map<string, string>()
+  for (let d = 0; d < 40; d++) {
+    mkdirSync(join(source, `dir-${d}`, 'sub'), { recursive: true })
+    for (let f = 0; f < 300; f++) {
+      const path = `dir-${d}/${f % 7 === 0 ? 'sub/' : ''}${'x'.repeat(f % 23)}p${f}.m3u`
+      const body = `#EXTM3U ${d} ${f}\n`
+      writeFileSync(join(source, path), body)
+      expected.set(path, sha256Hex(Buffer.from(body)))
+    }
+  }
+  const scan = await scanWholeTree(source, undefined, dir)
+  try {
+    const objects = join(dir, 'objects-many')
+    mkdirSync(objects)
+    const { pair } = await writeFirstFull(objects, 1, { mode: 0o755, mtime: '1700000000.000000000' }, scan, new SourceReader(source))
+    assert.equal(pair.entries, 12_000 + 80)
+    const indexFile = join(dir, 'index-many.bin')
+    await scan.index.write(indexFile, 1)
+    const files = new Map<string, string>()
+    for (const [path, value] of (await readIndex(indexFile)).entries()) {
+      const e = entryFromIndex(path, value)
+      if (e.type === 'f') files.set(path, e.sha256)
+    }
+    assert.deepEqual(new Map([...files].sort()), new Map([...expected].sort()))
+    assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.index-rows.')), [], 'the rows\' file is unlinked as soon as it is made')
+  } finally {
+    scan.index.close()
+  }
 })
 
 test('names and link targets that are not UTF-8, or point anywhere, are carried as their bytes', async () => {
@@ -74,4 +109,5 @@ test('names and link targets that are not UTF-8, or point anywhere, are carried 
   assert.deepEqual([...byPath.keys()].sort(), ['a.m3u', 'abs', 'n\xff\\.m3u', 'odd', 'up'])
   assert.equal((scan.index.entry(byPath.get('odd')!) as { target: string }).target, 'a.m3u\xfe')
   assert.equal((scan.index.entry(byPath.get('abs')!) as { target: string }).target, '/etc/passwd')
+  scan.index.close()
 })

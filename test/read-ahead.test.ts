@@ -79,6 +79,7 @@ test('a full build reads the same with reader threads as without: the same objec
     // Rows as entries, and whether each is marked to be read again (directories' rows keep their inodes).
     const rows = [...(await readIndex(indexFile)).entries()].map(([path, value]) => `${JSON.stringify(entryFromIndex(path, value))} ${value.includes(' racy') ? 'racy' : ''}`)
     results.push({ archive: pair.archive.sha256, manifest: pair.manifest.sha256, digest: digest.toHex(), index: rows, warnings: scan.warnings })
+    scan.index.close()
     rmSync(root, { recursive: true })
   }
   assert.equal(results[1]!.archive, results[0]!.archive)

@@ -250,9 +250,10 @@ export interface WholeTreeScan {
 }
 
 /** The scan of a build with no previous index: every entry that passes the checks becomes a row. */
-export async function scanWholeTree(source: string, scanProcesses?: number): Promise<WholeTreeScan> {
+/** The rows wait in a file in `spillDir` (whole-tree-index.ts); the caller closes the index when done. */
+export async function scanWholeTree(source: string, scanProcesses?: number, spillDir?: string): Promise<WholeTreeScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
-  const index = new WholeTreeIndex()
+  const index = new WholeTreeIndex(spillDir)
   const warnings: string[] = []
   const skips = new SkipLog(warnings)
   await scanTree(source, (raw) => {

@@ -210,7 +210,7 @@ function checkClock(latest: SnapshotRecord | null, now: Date, log: (line: string
 
 /** One build; the caller holds the store's lock (fleet rollback holds it across its rebuild). */
 export async function buildLocked(opts: BuildOptions): Promise<BuildResult> {
-  const opened: { close(): void }[] = [] // the previous index and the early reads' file, read until the build ends
+  const opened: { close(): void }[] = [] // the previous index, the early reads' and a first build's rows' files, read until the build ends
   try {
     return await buildWithIndex(opts, opened)
   } finally {
@@ -240,7 +240,8 @@ async function buildWithIndex(opts: BuildOptions, opened: { close(): void }[]): 
     // The first build, or one whose index is lost: the whole tree, read once, into a full archive.
     log(`scanning ${opts.source}`)
     const root = rootMeta(opts.source)
-    const scan = await scanWholeTree(opts.source, opts.scanProcesses)
+    const scan = await scanWholeTree(opts.source, opts.scanProcesses, layout.objectsDir)
+    opened.push(scan.index)
     const id = await nextSnapshotId(layout, latest?.id ?? 0)
     const reason = latest ? (latest.root ? 'no index of the previous snapshot' : 'the previous snapshot is of an older format') : 'first snapshot'
     log(`packing full archive (${reason})`)

@@ -1,3 +1,7 @@
+import { randomUUID } from 'node:crypto'
+import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
 import { sizeOfSig } from '../fs/stat-signature.js'
@@ -7,46 +11,60 @@ import { writeAll, type EntryList } from './master-index.js'
 
 /**
  * The index of a first build (no previous index), made straight from the scan: every entry's row
- * of the index format (index-row.ts), in scan order, appended to large buffers, with the files'
- * hashes left blank until the full archive reads them. A million entries cost their rows (~145
- * bytes each, outside the JS heap) and one number, not an object and three strings each.
+ * of the index format (index-row.ts), in scan order, with the files' hashes left blank until the
+ * full archive reads them.
+ *
+ * The rows wait in a file of their own, not in memory: held in buffers they were the bulk of a
+ * first build's peak (~145 MB at 1M files, 391 MiB of peak RSS; BENCHMARKS.md, "Full builds in
+ * path order, a directory at a time"). The file is in the store (a /tmp on tmpfs would be memory
+ * again), unlinked as soon as it is opened, so nothing is left behind whatever happens to the
+ * build. Rows are appended through a 1 MiB buffer during the scan; afterwards the archive reads
+ * them in path order (path-order.ts), a directory's rows together in the file, through one window
+ * of WINDOW bytes around the row wanted. A file's hash is written into the window, which goes back
+ * to the file before it moves. What stays in memory per entry: its row's offset (8 bytes).
  *
  * The rare file that moved between scan and read is recorded beside the rows: a new signature
  * (the row is re-encoded when written) or a drop (left out).
  */
-const CHUNK = 16 << 20
-const ADDRESS_SPLIT = 2 ** 32 // an address is chunk * 2^32 + offset
+const OUT_BYTES = 1 << 20
+const WINDOW = 256 << 10 // rows are < 66 KiB (a u16 record length)
+const STARTS_SHIFT = 16 // row offsets in blocks of 65,536: no array copied as the rows grow
 
 export class WholeTreeIndex implements EntryList {
-  private readonly chunks: Buffer[] = [Buffer.allocUnsafe(CHUNK)]
-  private readonly chunkUsed: number[] = [0]
-  private readonly chunkFirstRow: number[] = [0] // a chunk's rows are contiguous
-  private readonly addresses: number[] = []
+  private fd = -1
+  private out: Buffer | null = Buffer.allocUnsafe(OUT_BYTES)
+  private outUsed = 0
+  /** The rows' bytes so far, in the file and in `out`. */
+  private size = 0
+  private readonly starts: Float64Array[] = []
+  private rows = 0
+  private readonly window = Buffer.allocUnsafe(WINDOW)
+  private windowFrom = 0
+  private windowTo = 0
+  /** The window holds hashes the file does not have yet. */
+  private dirty = false
   private readonly newSigs = new Map<number, string>() // files whose read found another signature, or a racy one
   private readonly dropped = new Set<number>()
   private readonly tally: TreeCounts = { files: 0, dirs: 0, links: 0, bytes: 0 }
 
+  constructor(private readonly spillDir: string = tmpdir()) {}
+
   get length(): number {
-    return this.addresses.length
+    return this.rows
   }
 
   /** Appends a scan record as the next row; a file's hash is blank until `fillFile`. */
   add(raw: RawScanRecord, sig: string): void {
-    const recordLength = raw.end - raw.start
-    const isFile = raw.buf[raw.start] === TYPE_F
-    const rowLength = ROW_HEAD + recordLength + (isFile ? SHA_BYTES : 0)
-    let c = this.chunks.length - 1
-    if (this.chunkUsed[c]! + rowLength > this.chunks[c]!.length) {
-      this.chunks.push(Buffer.allocUnsafe(Math.max(CHUNK, rowLength)))
-      this.chunkUsed.push(0)
-      this.chunkFirstRow.push(this.addresses.length)
-      c++
-    }
-    const at = this.chunkUsed[c]!
-    this.chunkUsed[c] = writeRecordRow(this.chunks[c]!, at, raw)
-    this.addresses.push(c * ADDRESS_SPLIT + at)
+    const rowLength = ROW_HEAD + (raw.end - raw.start) + (raw.buf[raw.start] === TYPE_F ? SHA_BYTES : 0)
+    if (this.out === null) throw new Error('internal: a row added to a first build\'s index after it was read')
+    if (this.outUsed + rowLength > OUT_BYTES) this.flushOut()
+    const n = this.rows++
+    if ((n >>> STARTS_SHIFT) === this.starts.length) this.starts.push(new Float64Array(1 << STARTS_SHIFT))
+    this.starts[n >>> STARTS_SHIFT]![n & ((1 << STARTS_SHIFT) - 1)] = this.size
+    this.outUsed = writeRecordRow(this.out, this.outUsed, raw)
+    this.size += rowLength
     const type = raw.buf[raw.start]!
-    if (isFile) {
+    if (type === TYPE_F) {
       this.tally.files++
       this.tally.bytes += sizeOfSig(sig)
     } else if (type === TYPE_D) this.tally.dirs++
@@ -86,6 +104,7 @@ export class WholeTreeIndex implements EntryList {
   fillFile(n: number, sha256Hex: string, sig: string): void {
     const [buf, at] = this.locate(n)
     buf.write(sha256Hex, rowHashAt(buf, at), 'hex')
+    this.dirty = true
     const scanned = this.sig(n)
     if (sig === scanned) return
     this.newSigs.set(n, sig)
@@ -104,16 +123,16 @@ export class WholeTreeIndex implements EntryList {
     return { ...this.tally }
   }
 
-  /** Writes the index durably: rows copied a chunk at a time, the few exceptions re-encoded. */
+  /** Writes the index durably: rows copied from the rows' file a window at a time, the few exceptions re-encoded. */
   async write(file: string, id: number): Promise<void> {
+    this.settle()
     const special = [...new Set([...this.newSigs.keys(), ...this.dropped])].sort((a, b) => a - b)
-    const c = this.tally
     await writeStreamAtomic(file, async (handle) => {
-      await writeAll(handle, Buffer.from(encodeIndexHeader(id, c)))
+      await writeAll(handle, Buffer.from(encodeIndexHeader(id, this.tally)))
       let from = 0
-      for (const n of [...special, this.length]) {
-        for (const part of this.rowSlices(from, n)) await writeAll(handle, part)
-        if (n < this.length && !this.dropped.has(n)) {
+      for (const n of [...special, this.rows]) {
+        await this.copyRows(from, n, (bytes) => writeAll(handle, bytes))
+        if (n < this.rows && !this.dropped.has(n)) {
           const [buf, at] = this.locate(n)
           const hashAt = rowHashAt(buf, at)
           const [path, sig, sha] = [this.path(n), this.newSigs.get(n)!, buf.toString('hex', hashAt, hashAt + SHA_BYTES)]
@@ -126,24 +145,68 @@ export class WholeTreeIndex implements EntryList {
     })
   }
 
-  /** The bytes of rows `from` to `to` (exclusive), as slices of the chunks they span. */
-  private rowSlices(from: number, to: number): Buffer[] {
-    const slices: Buffer[] = []
-    while (from < to) {
-      const c = Math.floor(this.addresses[from]! / ADDRESS_SPLIT)
-      const chunkEnd = this.chunkFirstRow[c + 1] ?? this.length
-      const next = Math.min(to, chunkEnd)
-      const start = this.addresses[from]! - c * ADDRESS_SPLIT
-      const end = next < chunkEnd ? this.addresses[next]! - c * ADDRESS_SPLIT : this.chunkUsed[c]!
-      slices.push(this.chunks[c]!.subarray(start, end))
-      from = next
-    }
-    return slices
+  /** Lets the rows' file go (its pages with it). */
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd)
+    this.fd = -1
+    this.out = null
   }
 
+  private start(n: number): number {
+    return n === this.rows ? this.size : this.starts[n >>> STARTS_SHIFT]![n & ((1 << STARTS_SHIFT) - 1)]!
+  }
+
+  /** The bytes of rows `from` to `to` (exclusive), a window at a time. */
+  private async copyRows(from: number, to: number, write: (bytes: Buffer) => Promise<void>): Promise<void> {
+    const end = this.start(to)
+    for (let at = this.start(from); at < end; ) {
+      const n = Math.min(WINDOW, end - at)
+      this.readAt(at)
+      await write(this.window.subarray(0, n))
+      at += n
+    }
+  }
+
+  private flushOut(): void {
+    if (this.fd < 0) {
+      const path = join(this.spillDir, `.index-rows.${randomUUID()}.tmp`)
+      this.fd = openSync(path, 'wx+', 0o600)
+      unlinkSync(path)
+    }
+    const out = this.out!
+    const at = this.size - this.outUsed
+    for (let done = 0; done < this.outUsed; ) done += writeSync(this.fd, out, done, this.outUsed - done, at + done)
+    this.outUsed = 0
+  }
+
+  /** The scan is over: every row to the file, the append buffer let go, the window's hashes written. */
+  private settle(): void {
+    if (this.out !== null) {
+      if (this.outUsed > 0) this.flushOut()
+      this.out = null
+    }
+    if (this.dirty) {
+      for (let done = 0; done < this.windowTo - this.windowFrom; ) done += writeSync(this.fd, this.window, done, this.windowTo - this.windowFrom - done, this.windowFrom + done)
+      this.dirty = false
+    }
+  }
+
+  /** The window at the file's bytes from `from` on (as many as it holds), after its hashes went back to the file. */
+  private readAt(from: number): void {
+    this.settle()
+    const n = Math.min(WINDOW, this.size - from)
+    let done = 0
+    for (let r; done < n && (r = readSync(this.fd, this.window, done, n - done, from + done)) > 0; ) done += r
+    if (done < n) throw new Error(`internal: the rows' file ends at ${from + done}, before ${from + n}`)
+    this.windowFrom = from
+    this.windowTo = from + done
+  }
+
+  /** Row `n` in the window; a row out of it brings the window to it, a quarter of it before (a directory's rows on both sides). */
   private locate(n: number): [Buffer, number] {
-    const address = this.addresses[n]!
-    const c = Math.floor(address / ADDRESS_SPLIT)
-    return [this.chunks[c]!, address - c * ADDRESS_SPLIT]
+    const start = this.start(n)
+    const end = this.start(n + 1)
+    if (this.out !== null || start < this.windowFrom || end > this.windowTo) this.readAt(Math.max(0, Math.min(start - WINDOW / 4, this.size - WINDOW)))
+    return [this.window, start - this.windowFrom]
   }
 }
