@@ -15,7 +15,7 @@ import { writeAll, type EntryList } from './master-index.js'
  * full archive reads them.
  *
  * The rows wait in a file of their own, not in memory: held in buffers they were the bulk of a
- * first build's peak (~145 MB at 1M files, 391 MiB of peak RSS; BENCHMARKS.md, "Full builds in
+ * first build's peak (~145 MB at 1M files, 381 MiB of peak RSS; BENCHMARKS.md, "Full builds in
  * path order, a directory at a time"). The file is in the store (a /tmp on tmpfs would be memory
  * again), unlinked as soon as it is opened, so nothing is left behind whatever happens to the
  * build. Rows are appended through a 1 MiB buffer during the scan; afterwards the archive reads
