@@ -404,8 +404,9 @@ const NO_INPUT = Buffer.alloc(0)
 /**
  * zstd-napi's CompressStream, but with one output buffer for the stream's life, and only copies of
  * what it holds handed on. Theirs allocates a fresh 128 KiB buffer every time a call outputs
- * anything, however little: a delta build at 1M files (~110 MB of tar) left ~19 MB of those dead
- * buffers waiting for the collector at its peak (BENCHMARKS.md, "Delta build memory at 1M").
+ * anything, however little: in a delta build at 1M files (~110 MB of tar) those dead buffers
+ * were much of what waited for the collector at its peak (BENCHMARKS.md, "Delta build memory at
+ * 1M, again").
  * The same loop and end-of-frame rule as theirs.
  */
 class NapiCompress extends Transform {

@@ -249,8 +249,10 @@ export interface WholeTreeScan {
   readonly scanStartNs: bigint
 }
 
-/** The scan of a build with no previous index: every entry that passes the checks becomes a row. */
-/** The rows wait in a file in `spillDir` (whole-tree-index.ts); the caller closes the index when done. */
+/**
+ * The scan of a build with no previous index: every entry that passes the checks becomes a row.
+ * The rows wait in a file in `spillDir` (whole-tree-index.ts); the caller closes the index.
+ */
 export async function scanWholeTree(source: string, scanProcesses?: number, spillDir?: string): Promise<WholeTreeScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
   const index = new WholeTreeIndex(spillDir)

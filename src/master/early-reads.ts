@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto'
-import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync } from 'node:fs'
+import { openScratchFile, readAt, writeAt } from '../fs/scratch-file.js'
 
 /**
  * The bytes of the files a delta build reads during its scan (build-scan.ts), kept until they are
@@ -68,7 +67,7 @@ export class EarlyReads {
       return this.window.subarray(4, 4 + length)
     }
     const data = Buffer.allocUnsafe(length) // larger than the window: read on its own
-    this.readAt(data, length, address + 4)
+    readAt(this.fd, data, length, address + 4, "early reads' file")
     return data
   }
 
@@ -80,28 +79,19 @@ export class EarlyReads {
   }
 
   private open(): void {
-    const path = join(this.dir, `.early-reads.${randomUUID()}.tmp`)
-    this.fd = openSync(path, 'wx+', 0o600)
-    unlinkSync(path)
+    this.fd = openScratchFile(this.dir, 'early-reads')
   }
 
   private flush(): void {
-    const out = this.out!
-    for (let done = 0; done < this.outUsed; ) done += writeSync(this.fd, out, done, this.outUsed - done, this.written + done)
+    writeAt(this.fd, this.out!, this.outUsed, this.written)
     this.written += this.outUsed
     this.outUsed = 0
   }
 
   private fill(start: number): void {
     this.windowStart = start
-    this.windowLength = this.readAt(this.window, Math.min(WINDOW, this.written - start), start)
-  }
-
-  private readAt(into: Buffer, length: number, position: number): number {
-    let done = 0
-    for (let n; done < length && (n = readSync(this.fd, into, done, length - done, position + done)) > 0; ) done += n
-    if (done < length) throw new Error(`internal: early reads' file ends at ${position + done}, before ${position + length}`)
-    return done
+    this.windowLength = Math.min(WINDOW, this.written - start)
+    readAt(this.fd, this.window, this.windowLength, start, "early reads' file")
   }
 }
 

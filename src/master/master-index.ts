@@ -169,7 +169,7 @@ export class MasterIndex {
 
   /**
    * Every entry, in scan order, by number: path and value are decoded only when asked, so a full
-   * archive can sort a million entries holding little more than their paths.
+   * archive can order a million entries (path-order.ts) holding two numbers for each.
    */
   entryList(): EntryList {
     this.previous.readAcross() // a full build decodes every row in path order (index-rows.ts)

@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto'
-import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { TreeEntry } from '../core/tree-entry.js'
 import { writeStreamAtomic } from '../fs/durable.js'
+import { openScratchFile, readAt, writeAt } from '../fs/scratch-file.js'
 import { sizeOfSig } from '../fs/stat-signature.js'
 import type { RawScanRecord } from '../fs/tree-scan.js'
 import { encodeIndexHeader, ROW_HEAD, rowBytes, rowEntryAt, rowHashAt, rowPathAt, rowSigAt, rowValueAt, SHA_BYTES, TYPE_D, TYPE_F, writeRecordRow, writeRow, type TreeCounts } from './index-row.js'
@@ -17,8 +16,7 @@ import { writeAll, type EntryList } from './master-index.js'
  * The rows wait in a file of their own, not in memory: held in buffers they were the bulk of a
  * first build's peak (~145 MB at 1M files, 381 MiB of peak RSS; BENCHMARKS.md, "Full builds in
  * path order, a directory at a time"). The file is in the store (a /tmp on tmpfs would be memory
- * again), unlinked as soon as it is opened, so nothing is left behind whatever happens to the
- * build. Rows are appended through a 1 MiB buffer during the scan; afterwards the archive reads
+ * again), unlinked as soon as it is opened (scratch-file.ts). Rows are appended through a 1 MiB buffer during the scan; afterwards the archive reads
  * them in path order (path-order.ts), a directory's rows together in the file, through one window
  * of WINDOW bytes around the row wanted. A file's hash is written into the window, which goes back
  * to the file before it moves. What stays in memory per entry: its row's offset (8 bytes).
@@ -168,14 +166,8 @@ export class WholeTreeIndex implements EntryList {
   }
 
   private flushOut(): void {
-    if (this.fd < 0) {
-      const path = join(this.spillDir, `.index-rows.${randomUUID()}.tmp`)
-      this.fd = openSync(path, 'wx+', 0o600)
-      unlinkSync(path)
-    }
-    const out = this.out!
-    const at = this.size - this.outUsed
-    for (let done = 0; done < this.outUsed; ) done += writeSync(this.fd, out, done, this.outUsed - done, at + done)
+    if (this.fd < 0) this.fd = openScratchFile(this.spillDir, 'index-rows')
+    writeAt(this.fd, this.out!, this.outUsed, this.size - this.outUsed)
     this.outUsed = 0
   }
 
@@ -186,7 +178,7 @@ export class WholeTreeIndex implements EntryList {
       this.out = null
     }
     if (this.dirty) {
-      for (let done = 0; done < this.windowTo - this.windowFrom; ) done += writeSync(this.fd, this.window, done, this.windowTo - this.windowFrom - done, this.windowFrom + done)
+      writeAt(this.fd, this.window, this.windowTo - this.windowFrom, this.windowFrom)
       this.dirty = false
     }
   }
@@ -195,11 +187,9 @@ export class WholeTreeIndex implements EntryList {
   private readAt(from: number): void {
     this.settle()
     const n = Math.min(WINDOW, this.size - from)
-    let done = 0
-    for (let r; done < n && (r = readSync(this.fd, this.window, done, n - done, from + done)) > 0; ) done += r
-    if (done < n) throw new Error(`internal: the rows' file ends at ${from + done}, before ${from + n}`)
+    readAt(this.fd, this.window, n, from, "a first build's rows' file")
     this.windowFrom = from
-    this.windowTo = from + done
+    this.windowTo = from + n
   }
 
   /** Row `n` in the window; a row out of it brings the window to it, a quarter of it before (a directory's rows on both sides). */
