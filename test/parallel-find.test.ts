@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
@@ -24,13 +24,32 @@ function oneFind(root: string): Buffer {
   return execFileSync('find', ['.', '-mindepth', '1', '-printf', '%y %m %s %T@ %C@ %i\\0%P\\0%l\\0'], { cwd: root, env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 1 << 28 })
 }
 
-async function scanned(root: string, processes: number, heldCap?: number): Promise<{ bytes: Buffer; lines: string[]; status: number }> {
+async function scanned(root: string, processes: number, opts: { spillDir?: string; slowMs?: number } = {}): Promise<{ bytes: Buffer; lines: string[]; status: number; spilling: number }> {
   const chunks: Buffer[] = []
   const lines: string[] = []
-  // A chunk is read before data() returns, and its memory may be used again afterwards: copy.
-  // Every find allowed at once, whatever the machine's load: the paths that hold and pause are the point.
-  const status = await parallelFind(root, processes, { data: (c) => chunks.push(Buffer.from(c)), line: (l) => lines.push(l) }, { finds: () => processes, ...(heldCap !== undefined ? { heldCap } : {}) })
-  return { bytes: Buffer.concat(chunks), lines, status }
+  let spilling = 0 // the most scratch files open in spillDir at a chunk
+  const data = (c: Buffer): void => {
+    if (opts.spillDir) spilling = Math.max(spilling, scratchFilesOpenIn(opts.spillDir))
+    // A chunk is read before data() returns, and its memory may be used again afterwards: copy.
+    chunks.push(Buffer.from(c))
+    const until = Date.now() + (opts.slowMs ?? 0) // a build busy with each chunk: the finds get ahead
+    while (Date.now() < until);
+  }
+  // Every find allowed at once, whatever the machine's load: the groups ahead of their turn are the point.
+  const status = await parallelFind(root, processes, { data, line: (l) => lines.push(l) }, { finds: () => processes, ...(opts.spillDir ? { spillDir: opts.spillDir } : {}) })
+  return { bytes: Buffer.concat(chunks), lines, status, spilling }
+}
+
+/** This process's descriptors of unlinked files in `dir` (Linux's /proc). */
+function scratchFilesOpenIn(dir: string): number {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`)
+      return target.startsWith(`${dir}/`) && target.endsWith(' (deleted)')
+    } catch {
+      return false // the descriptor readdir itself used, closed since
+    }
+  }).length
 }
 
 /** A tree whose top level has `tops` directories of `albums` directories of `files` files, with odd names and root files between them. */
@@ -69,13 +88,18 @@ test('several finds give one find\'s bytes in its order: wide, narrow (levels op
   }
 })
 
-test('output held for later groups past its cap pauses their finds, and nothing is lost or reordered', { skip }, async () => {
+test('groups ahead of their turn wait in scratch files: nothing lost or reordered, nothing left behind', { skip }, async () => {
   const root = join(dir, 'held')
   wideTree(root, 30, 2, 20)
+  const spill = join(dir, 'spill')
+  mkdirSync(spill)
   const expected = oneFind(root)
-  for (const cap of [1, 4096, 1 << 20]) {
-    const got = await scanned(root, 3, cap)
-    assert.ok(got.bytes.equals(expected), `cap ${cap}: ${got.bytes.length} bytes against ${expected.length}`)
+  for (const slowMs of [0, 3]) {
+    const got = await scanned(root, 3, { spillDir: spill, slowMs })
+    assert.ok(got.bytes.equals(expected), `slow ${slowMs} ms: ${got.bytes.length} bytes against ${expected.length}`)
+    assert.ok(got.spilling >= 1, 'groups started ahead of their turn write into scratch files')
+    assert.deepEqual(readdirSync(spill), [], 'scratch files are unlinked as they are opened')
+    assert.equal(scratchFilesOpenIn(spill), 0, 'and closed when passed on')
   }
 })
 

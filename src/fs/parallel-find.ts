@@ -1,6 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { availableParallelism } from 'node:os'
+import { closeSync, readSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
 import { SnapshotError } from '../core/errors.js'
+import { openScratchFile } from './scratch-file.js'
 
 /**
  * One tree walked by several GNU finds at once, its records handed over in the order one find
@@ -16,22 +18,26 @@ import { SnapshotError } from '../core/errors.js'
  * kept from the listing, its children becoming start points), down to a few levels. The start
  * points, in listing order, are cut into contiguous groups; each group is one find over
  * `-files0-from -` (any name is a start point, even '-x' or '('), printing its start points too
- * (`%p`, relative to the root). Outputs are passed on strictly in group order: the first running
- * group streams straight through, the others are held until their turn, and a find whose held
- * output passes `HELD_CAP` is paused (its pipe fills, it blocks), so memory stays bounded.
+ * (`%p`, relative to the root). Outputs are passed on strictly in group order: the group whose turn
+ * it is streams through a pipe, and a group started ahead of its turn has its find write straight
+ * into an unlinked scratch file (scratch-file.ts), read back at its turn. So no find ever waits for
+ * another, and the held output costs the build no memory and no copy: holding it in memory under a
+ * cap, with many small groups to keep the cap met, paused the second find for most of a 1M-file
+ * walk and cost a fork of the build's process per group (BENCHMARKS.md, "A build of a few changes").
  */
 
 /** find's record (tree-scan.ts): the listing of the root prints paths with %P, groups with %p. */
 export const RECORD_FORMAT = '%y %m %s %T@ %C@ %i\\0%P\\0%l\\0'
 const GROUP_FORMAT = '%y %m %s %T@ %C@ %i\\0%p\\0%l\\0'
 
-/** Groups per find running at once: smaller groups balance the finds' work without sizes known. */
-const GROUPS_PER_PROCESS = 16
+/**
+ * Groups per find running at once: smaller groups balance the finds' work without sizes known,
+ * but each costs a fork of the build's process (~40 ms of CPU at 1M files, measured).
+ */
+const GROUPS_PER_PROCESS = 4
 /** Open a level further while fewer directories than this are start points, per find process. */
 const MIN_DIRS_PER_PROCESS = 8
 const MAX_OPEN_DEPTH = 3
-/** Output held for groups waiting their turn, before their finds are paused. */
-const HELD_CAP = 2 << 20
 
 export interface FindOutput {
   /** Bytes of records, in order; the last call of a group ends on a record's end. */
@@ -138,8 +144,9 @@ function listWithFind(root: string, dir: Buffer | null, onLine: (text: string) =
   })
 }
 
-function startFind(root: string, args: string[], startPoints: readonly Buffer[] | null): ChildProcess {
-  const child = spawn('find', args, { cwd: root, stdio: [startPoints ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } })
+/** find in `root`, its start points on its stdin, its output to a pipe or to the file `stdoutFd`. */
+function startFind(root: string, args: string[], startPoints: readonly Buffer[] | null, stdoutFd?: number): ChildProcess {
+  const child = spawn('find', args, { cwd: root, stdio: [startPoints ? 'pipe' : 'ignore', stdoutFd ?? 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } })
   if (startPoints) {
     child.stdin!.on('error', () => undefined) // find gone early: its exit says why
     const nul = Buffer.from([0])
@@ -200,7 +207,7 @@ export async function parallelFind(root: string, processes: number, out: FindOut
   let status = 0
   const pieces = await planWalk((dir) => listWithFind(root, dir, out.line, (code) => (status = Math.max(status, code))), processes)
   const finds = opts.finds ?? new SpareCores(processes).finds
-  return Math.max(status, await runPieces(root, pieces, finds, out, opts.heldCap ?? HELD_CAP))
+  return Math.max(status, await runPieces(root, pieces, finds, out, opts.spillDir ?? tmpdir()))
 }
 
 /**
@@ -239,93 +246,69 @@ export function spareFinds(cores: number, busy: number, most: number): number {
 
 interface Group {
   readonly child: ChildProcess
-  readonly held: HeldOutput
+  /** The scratch file find writes into while the group waits for its turn (null: it streams through a pipe). */
+  readonly file: { readonly fd: number; readAt: number } | null
   ended: boolean
-  paused: boolean
 }
 
-const HELD_BLOCK = 256 << 10
+/** The block a waiting group's file is read back in, reused: the bytes go to `FindOutput.data`, which reads them before it returns. */
+const READ_BACK_BLOCK = 1 << 20
 
-/**
- * A group's output waiting for its turn, copied into blocks that are used again once handed over
- * (`FindOutput.data` reads a chunk before it returns, as the scan's parser does). Holding the
- * pipe's chunks themselves, or fresh blocks, kept 18-37 MiB of ArrayBuffers alive for 4-8 MiB held
- * at 1M files: held past a few young collections, they die old and wait for a full one.
- */
-class HeldOutput {
-  constructor(private readonly spare: Buffer[]) {}
-
-  private blocks: Buffer[] = []
-  private used = 0 // bytes in the last block
-  bytes = 0
-
-  add(chunk: Buffer): void {
-    let from = 0
-    while (from < chunk.length) {
-      if (this.blocks.length === 0 || this.used === HELD_BLOCK) {
-        this.blocks.push(this.spare.pop() ?? Buffer.allocUnsafe(HELD_BLOCK))
-        this.used = 0
-      }
-      const n = chunk.copy(this.blocks.at(-1)!, this.used, from)
-      this.used += n
-      from += n
-    }
-    this.bytes += chunk.length
-  }
-
-  /** Hands every held byte over in order and forgets them. */
-  drain(to: (chunk: Buffer) => void): void {
-    this.blocks.forEach((b, i) => to(i === this.blocks.length - 1 ? b.subarray(0, this.used) : b))
-    this.spare.push(...this.blocks)
-    this.blocks = []
-    this.used = 0
-    this.bytes = 0
+/** Passes on the bytes find has written into `file` since the last call. */
+function readBack(file: { readonly fd: number; readAt: number }, block: Buffer, to: (chunk: Buffer) => void): void {
+  for (let n; (n = readSync(file.fd, block, 0, block.length, file.readAt)) > 0; ) {
+    file.readAt += n
+    to(block.subarray(0, n))
   }
 }
 
 export interface WalkOptions {
-  /** Output held for groups waiting their turn before their finds are paused. */
-  readonly heldCap?: number
   /** How many finds may run now (default: SpareCores, judged as the walk goes). */
   readonly finds?: () => number
+  /** Where groups ahead of their turn write their output (default: the system's temp directory). */
+  readonly spillDir?: string
 }
 
-function runPieces(root: string, pieces: readonly ScanPiece[], finds: () => number, out: FindOutput, heldCap: number): Promise<number> {
+function runPieces(root: string, pieces: readonly ScanPiece[], finds: () => number, out: FindOutput, spillDir: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const groups = new Map<number, Group>() // started, not yet passed on whole
-    const spareBlocks: Buffer[] = []
+    const block = Buffer.allocUnsafe(READ_BACK_BLOCK)
     let active = 0 // finds still running
     let next = 0 // the next piece to start
     let turn = 0 // the piece whose output is passed on now
-    let held = 0
     let status = 0
     let failed = false
-    // The spare cores are judged again every 100 ms too, not only when a group ends.
-    const judge = setInterval(() => guarded(startMore), 100)
+    // Every 100 ms: the spare cores judged again, and the file of a group whose turn came while
+    // its find still runs read on (it is also read when the find ends).
+    const tick = setInterval(() => guarded(advance), 100)
+    const closeFiles = (): void => {
+      for (const g of groups.values()) if (g.file) closeSync(g.file.fd)
+      groups.clear()
+    }
     const fail = (err: unknown): void => {
       if (failed) return
       failed = true
-      clearInterval(judge)
+      clearInterval(tick)
       for (const g of groups.values()) g.child.kill()
+      closeFiles()
       reject(err)
     }
-    const setPaused = (g: Group, paused: boolean): void => {
-      if (g.paused === paused) return
-      g.paused = paused
-      if (paused) g.child.stdout!.pause()
-      else g.child.stdout!.resume()
-    }
     const start = (i: number, startPoints: readonly Buffer[]): void => {
-      const child = startFind(root, ['-files0-from', '-', '-printf', GROUP_FORMAT], startPoints)
-      const g: Group = { child, held: new HeldOutput(spareBlocks), ended: false, paused: false }
+      // The group whose turn it is streams through a pipe; one ahead of its turn runs at full
+      // speed into a file, never held in memory nor paused.
+      const file = i === turn ? null : { fd: openScratchFile(spillDir, 'scan'), readAt: 0 }
+      let child: ChildProcess
+      try {
+        child = startFind(root, ['-files0-from', '-', '-printf', GROUP_FORMAT], startPoints, file?.fd)
+      } catch (err) {
+        if (file) closeSync(file.fd)
+        throw err
+      }
+      const g: Group = { child, file, ended: false }
       groups.set(i, g)
       active++
-      child.stdout!.on('data', (d: Buffer) => {
-        if (failed) return
-        if (i === turn) return guarded(() => out.data(d))
-        g.held.add(d)
-        held += d.length
-        if (held >= heldCap) setPaused(g, true)
+      child.stdout?.on('data', (d: Buffer) => {
+        if (!failed) guarded(() => out.data(d))
       })
       watchFind(child, out.line, (err, code) => {
         if (err) return fail(err)
@@ -337,13 +320,13 @@ function runPieces(root: string, pieces: readonly ScanPiece[], finds: () => numb
     }
     const startMore = (): void => {
       const limit = finds()
-      for (; !failed && next < pieces.length && (active < limit || active === 0) && (held < heldCap || next === turn); next++) {
+      for (; !failed && next < pieces.length && (active < limit || active === 0); next++) {
         const piece = pieces[next]!
         if ('startPoints' in piece) start(next, piece.startPoints) // a listed piece is passed on at its turn
       }
     }
-    // Passes on each piece whose turn has come, while its output is complete; the first one still
-    // running streams through from then on.
+    // Passes on each piece whose turn has come, while its output is complete; a group whose find
+    // still runs streams (its pipe) or is read on at each tick and at its end (its file).
     const advance = (): void => {
       while (!failed && turn < pieces.length) {
         const piece = pieces[turn]!
@@ -353,17 +336,15 @@ function runPieces(root: string, pieces: readonly ScanPiece[], finds: () => numb
           continue
         }
         const g = groups.get(turn)
-        if (!g) break // not started: startMore starts it, whatever is held
-        held -= g.held.bytes
-        g.held.drain(out.data)
-        setPaused(g, false)
+        if (!g) break // not started: startMore starts it
+        if (g.file) readBack(g.file, block, out.data)
         if (!g.ended) break
+        if (g.file) closeSync(g.file.fd)
         groups.delete(turn++)
       }
-      if (held < heldCap) for (const g of groups.values()) setPaused(g, false)
       startMore()
       if (!failed && turn === pieces.length) {
-        clearInterval(judge)
+        clearInterval(tick)
         resolve(status)
       }
     }

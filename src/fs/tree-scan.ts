@@ -92,12 +92,13 @@ export const DEFAULT_SCAN_PROCESSES = Math.min(4, availableParallelism())
  * and a GNU find that takes `-files0-from`, several finds walk disjoint parts, and the records come
  * in the very order one find gives. A live tree changes
  * while it is walked (editors and generators write a temp file and rename it): an entry that
- * vanishes mid-walk is not an error but `onVanished`, and the walk goes on.
+ * vanishes mid-walk is not an error but `onVanished`, and the walk goes on. Finds ahead of their
+ * turn write into scratch files in `spillDir` (default: the system's temp directory).
  */
-export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void, onVanished: OnVanished = () => undefined, processes = DEFAULT_SCAN_PROCESSES): Promise<void> {
+export async function scanTree(root: string, onRecord: (r: RawScanRecord) => void, onVanished: OnVanished = () => undefined, processes = DEFAULT_SCAN_PROCESSES, spillDir?: string): Promise<void> {
   const parser = new RecordParser(onRecord)
   if (process.env.SNAPSHOT_SCAN === 'node' || !hasGnuFind()) scanWithNode(root, parser, onVanished)
-  else await scanWithFind(root, processes, parser, onVanished)
+  else await scanWithFind(root, processes, parser, onVanished, spillDir)
   if (!parser.finished()) throw new SnapshotError(`scanning ${root}: truncated scan output`)
 }
 
@@ -182,10 +183,10 @@ class FindComplaints {
 }
 
 /** One find, or several (parallel-find.ts): vanished entries reported, anything else find said an error. */
-async function scanWithFind(root: string, processes: number, parser: RecordParser, onVanished: OnVanished): Promise<void> {
+async function scanWithFind(root: string, processes: number, parser: RecordParser, onVanished: OnVanished, spillDir?: string): Promise<void> {
   const complaints = new FindComplaints(onVanished)
   const out = { data: (chunk: Buffer) => parser.push(chunk), line: complaints.line }
-  const status = processes > 1 && findTakesFiles0From() ? await parallelFind(root, processes, out) : await singleFind(root, out)
+  const status = processes > 1 && findTakesFiles0From() ? await parallelFind(root, processes, out, spillDir ? { spillDir } : {}) : await singleFind(root, out)
   complaints.check(root, status)
 }
 

@@ -177,7 +177,8 @@ const EARLY_READ_MAX_FILE = 64 << 10
 
 /**
  * With a reader, changed files are read during the scan (see EARLY_READ_BUDGET), their bytes kept
- * in a file in `earlyDir` (early-reads.ts) until packed; the caller closes `early` when done.
+ * in a file in `earlyDir` (early-reads.ts) until packed; the caller closes `early` when done. The
+ * scan's finds ahead of their turn write there too (parallel-find.ts).
  */
 export async function scanMetadata(source: string, previousIndex: IndexRows, reader?: SourceReader, earlyDir?: string, scanProcesses?: number): Promise<MetadataScan> {
   const scanStartNs = BigInt(Date.now()) * 1_000_000n
@@ -231,7 +232,7 @@ export async function scanMetadata(source: string, previousIndex: IndexRows, rea
       digestChange.add(entry)
       if (before) digestChange.remove(before)
     }
-  }, (path, why) => skips.vanished(path, why), scanProcesses)
+  }, (path, why) => skips.vanished(path, why), scanProcesses, earlyDir)
 
   // Whatever the scan did not meet is gone; so are entries of paths now skipped.
   for (const [path, value] of index.finish()) {
@@ -267,7 +268,7 @@ export async function scanWholeTree(source: string, scanProcesses?: number, spil
       if (hasSetIdBits(raw)) setIdDropped(skips, rec)
       index.add(raw, rec.sig)
     }
-  }, (path, why) => skips.vanished(path, why), scanProcesses)
+  }, (path, why) => skips.vanished(path, why), scanProcesses, spillDir)
   return { index, warnings, skips, scanStartNs }
 }
 
