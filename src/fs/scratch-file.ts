@@ -6,8 +6,9 @@ import { join } from 'node:path'
  * A file a build keeps data in instead of memory (early-reads.ts, whole-tree-index.ts, and the
  * output of the scan's finds ahead of their turn, parallel-find.ts): made in `dir` (the store, not
  * a /tmp that may be tmpfs, which would be memory again) and unlinked as soon as it is opened, so
- * nothing is left behind whatever happens to the build; its pages go with its descriptor. Its name (`.NAME.UUID.tmp`) is a temp file's, which a later build removes in the
- * moment between open and unlink.
+ * nothing is left behind whatever happens to the build; its pages go with its descriptor. Its name
+ * (`.NAME.UUID.tmp`) is a temp file's, which a later build removes in the moment between open and
+ * unlink.
  */
 export function openScratchFile(dir: string, name: string): number {
   const path = join(dir, `.${name}.${randomUUID()}.tmp`)
