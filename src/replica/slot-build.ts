@@ -50,31 +50,34 @@ export async function buildInSlot(
 
   const applied: ApplyStats = { filesWritten: 0, dirsMade: 0, linksMade: 0, deleted: 0, bytesWritten: 0 }
   const flush = new BackgroundFlush(layout.tree(slot))
-  for (const [i, step] of plan.steps.entries()) {
-    const pair = pairOf(step)
-    crashPoint('pull:download:before')
-    // Both at once: across an ocean, one round trip less per step.
-    const [manifestFile, archiveFile] = await Promise.all([ensureObject(layout, source, pair.manifest), ensureObject(layout, source, pair.archive)])
-    crashPoint('pull:download:after')
-    const opened = await openStep(step, { manifest: manifestFile, archive: archiveFile })
-    log(`applying ${step.use} of snapshot ${step.record.id}: ${pair.entries} entries, ${pair.deleted} deletions`)
-    crashPoint('pull:apply:before')
-    const stats = await applyArchive({
-      root: layout.tree(slot),
-      ...opened,
-      intoEmptyTree: plan.baseId === null && i === 0,
-      ...(writerThreads === undefined ? {} : { writerThreads }),
-      onProgress: (n: number, bytes: number) => {
-        crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
-        if (n < pair.entries) flush.nudge() // at the end the syncFilesystem below flushes: a nudge would sync twice
-        progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
-      },
-    })
-    crashPoint('pull:apply:after')
-    for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
+  try {
+    for (const [i, step] of plan.steps.entries()) {
+      const pair = pairOf(step)
+      crashPoint('pull:download:before')
+      // Both at once: across an ocean, one round trip less per step.
+      const [manifestFile, archiveFile] = await Promise.all([ensureObject(layout, source, pair.manifest), ensureObject(layout, source, pair.archive)])
+      crashPoint('pull:download:after')
+      const opened = await openStep(step, { manifest: manifestFile, archive: archiveFile })
+      log(`applying ${step.use} of snapshot ${step.record.id}: ${pair.entries} entries, ${pair.deleted} deletions`)
+      crashPoint('pull:apply:before')
+      const stats = await applyArchive({
+        root: layout.tree(slot),
+        ...opened,
+        intoEmptyTree: plan.baseId === null && i === 0,
+        ...(writerThreads === undefined ? {} : { writerThreads }),
+        onProgress: (n: number, bytes: number) => {
+          crashPoint('pull:apply:progress') // every 4096 entries, and once when all are written
+          if (n < pair.entries) flush.nudge() // at the end the syncFilesystem below flushes: a nudge would sync twice
+          progress?.(`applying ${step.use} ${step.record.id}`, n, pair.entries, bytes)
+        },
+      })
+      crashPoint('pull:apply:after')
+      for (const k of Object.keys(applied) as (keyof ApplyStats)[]) applied[k] += stats[k]
+    }
+  } finally {
+    await flush.close()
   }
   crashPoint('pull:flush')
-  await flush.settle()
   syncFilesystem(layout.tree(slot))
   state.slots[slot] = { status: 'ready', id: target.id, digest: target.treeDigest }
   await saveState(layout.stateFile, state)
