@@ -16,10 +16,11 @@ import { writeAll, type EntryList } from './master-index.js'
  * The rows wait in a file of their own, not in memory: held in buffers they were the bulk of a
  * first build's peak (~145 MB at 1M files, 381 MiB of peak RSS; BENCHMARKS.md, "Full builds in
  * path order, a directory at a time"). The file is in the store (a /tmp on tmpfs would be memory
- * again), unlinked as soon as it is opened (scratch-file.ts). Rows are appended through a 1 MiB buffer during the scan; afterwards the archive reads
- * them in path order (path-order.ts), a directory's rows together in the file, through one window
- * of WINDOW bytes around the row wanted. A file's hash is written into the window, which goes back
- * to the file before it moves. What stays in memory per entry: its row's offset (8 bytes).
+ * again), unlinked as soon as it is opened (scratch-file.ts). Rows are appended through a 1 MiB
+ * buffer during the scan; afterwards the archive reads them in path order (path-order.ts), a
+ * directory's rows together in the file, through one window of WINDOW bytes around the row wanted.
+ * A file's hash is written into the window, which goes back to the file before it moves. What
+ * stays in memory per entry: its row's offset (8 bytes).
  *
  * The rare file that moved between scan and read is recorded beside the rows: a new signature
  * (the row is re-encoded when written) or a drop (left out).
