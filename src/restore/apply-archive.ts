@@ -12,7 +12,6 @@ import {
   unlinkSync,
   utimesSync,
   writeSync,
-  type Stats,
 } from 'node:fs'
 import { TarReader, type TarEntryHeader } from '../archive/tar-reader.js'
 import { NameUnsupportedError, UnsafeArchiveError, VerifyError } from '../core/errors.js'
@@ -21,6 +20,7 @@ import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
 import { openFresh } from './file-batch.js'
 import { DEFAULT_WRITER_THREADS, FileWriters } from './file-writers.js'
+import { DIR, FILE, GONE, LINK } from './verify-batch.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 import { byteStringOf, bytesOf, fsPath, quotePath, type FsPath } from '../core/byte-path.js'
@@ -79,11 +79,11 @@ export async function applyArchive(input: ApplyInput): Promise<ApplyStats> {
       await feedTar(new TarReader(applier), input.tarChunks, input.tarBytes, applier.lockstep, () => writers.room())
       await applier.finish()
       input.onProgress?.(input.manifest.header.entries, applier.stats.bytesWritten)
+      await verifyApplied(input.root, input.manifest, writers)
     } finally {
       await applier.abort()
     }
     if (digest) digest.addRoot(input.manifest.header.root)
-    await verifyApplied(input.root, input.manifest)
   } finally {
     await input.manifest.close()
   }
@@ -358,20 +358,19 @@ class Applier {
 
 /**
  * After an apply: every path the manifest touched is on disk as it says (a stat per change, not a
- * walk of the tree). A regular file whose permission bits differ is given its mode here: files are
- * created with their mode, so only the umask or a file written over in place (which keeps its old
- * mode) leaves it wrong, and one chmod for those is cheaper than an fchmod for every file.
+ * walk of the tree), checked on the writer threads (verify-batch.ts: a regular file whose
+ * permission bits differ is given its mode there). This thread reads the manifest again and
+ * proves each path's parent a real directory, once per directory.
  */
-async function verifyApplied(rootText: string, manifest: ManifestCursor): Promise<void> {
+async function verifyApplied(rootText: string, manifest: ManifestCursor, writers: FileWriters): Promise<void> {
   await manifest.rewind()
   const root = byteStringOf(rootText)
-  const join = (a: string, b: string): FsPath => fsPath(`${a}/${b}`)
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
     const parent = parentOf(path)
     if (realDirs.has(parent)) return true
-    if (!underRealDirs(parent) || !lstatSync(join(root, parent), { throwIfNoEntry: false })?.isDirectory()) return false
+    if (!underRealDirs(parent) || !lstatSync(fsPath(`${root}/${parent}`), { throwIfNoEntry: false })?.isDirectory()) return false
     realDirs.add(parent)
     return true
   }
@@ -386,25 +385,16 @@ async function verifyApplied(rootText: string, manifest: ManifestCursor): Promis
       if (line.kind === 'deleted') continue
       throw new VerifyError(`after applying: ${quotePath(path)} is not below real directories`)
     }
-    const abs = join(root, path)
-    let st: Stats
-    try {
-      st = lstatSync(abs)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if ((code === 'ENOENT' || code === 'ENOTDIR') && line.kind === 'deleted') continue
-      throw new VerifyError(`after applying: ${quotePath(path)} is missing`, { cause: err })
+    const abs = `${root}/${path}`
+    if (line.kind === 'deleted') writers.verify(root.length + 1, abs, GONE, 0, 0)
+    else {
+      const e = line.entry
+      if (e.type === 'f') writers.verify(root.length + 1, abs, FILE, e.mode, e.size)
+      else if (e.type === 'd') writers.verify(root.length + 1, abs, DIR, e.mode, 0)
+      else writers.verify(root.length + 1, abs, LINK, 0, 0)
     }
-    if (line.kind === 'deleted') throw new VerifyError(`after applying: ${quotePath(path)} should be deleted but is still there`)
-    const e = line.entry
-    if (e.type === 'f' && st.isFile() && (st.mode & 0o7777) !== e.mode) {
-      chmodSync(abs, e.mode) // lstat just saw a regular file below real directories: nothing to follow
-      st = lstatSync(abs)
-    }
-    const ok =
-      e.type === 'f' ? st.isFile() && st.size === e.size && (st.mode & 0o7777) === e.mode
-      : e.type === 'd' ? st.isDirectory() && (st.mode & 0o7777) === e.mode
-      : st.isSymbolicLink()
-    if (!ok) throw new VerifyError(`after applying: ${quotePath(path)} is not what the manifest says`)
+    const room = writers.room()
+    if (room) await room
   }
+  await writers.drain()
 }

@@ -28,6 +28,8 @@ export interface BatchFailure {
   readonly path: string
   readonly code: string | undefined
   readonly message: string
+  /** A path found other than the manifest says (verify-batch.ts), not a system call that failed. */
+  readonly verify?: true
 }
 
 /**

@@ -1,5 +1,7 @@
 import { Worker } from 'node:worker_threads'
+import { VerifyError } from '../core/errors.js'
 import { FileBatchBuilder, UNLINK, writeBatch, type BatchFailure, type FileBatch } from './file-batch.js'
+import { VerifyBatchBuilder, verifyBatch, type VerifyBatch } from './verify-batch.js'
 
 /**
  * Writes an apply's small files from several threads at once. Creating, unlinking and closing a
@@ -14,6 +16,9 @@ import { FileBatchBuilder, UNLINK, writeBatch, type BatchFailure, type FileBatch
  * start only when there is work for them (an apply of a few dozen files writes them itself), at
  * most `threads`, each with at most two batches in hand. Every write is done, or has failed, when
  * `drain` returns; the first failure is thrown there, or by `room`, as the system call threw it.
+ *
+ * Once the files are written, the same threads check the paths the apply touched (`verify`,
+ * verify-batch.ts); a path found other than it should be is thrown as a VerifyError.
  */
 export interface FileWritersOptions {
   /** Writer threads at most; 0 writes every file on the calling thread. */
@@ -34,6 +39,8 @@ const BATCH_FILES = 64
 const BATCH_BYTES = 64 << 10
 /** Batches each thread holds: one being written, one waiting, so it never idles between messages. */
 const PER_THREAD = 2
+/** A verify batch: 512 paths, in 64 KiB. */
+const VERIFY_PATHS = 512
 
 interface WriterThread {
   readonly worker: Worker
@@ -43,7 +50,8 @@ interface WriterThread {
 export class FileWriters {
   private readonly builder: FileBatchBuilder
   private readonly threads: WriterThread[] = []
-  private readonly waiting: FileBatch[] = []
+  private readonly waiting: Array<FileBatch | VerifyBatch> = []
+  private verifier: VerifyBatchBuilder | null = null
   private sealed = 0
   private cannotStart = false
   private failure: Error | null = null
@@ -76,6 +84,16 @@ export class FileWriters {
     this.builder.end()
   }
 
+  /**
+   * After the writes: `path` (an absolute byte string under a root of `rootLength` bytes, its
+   * parent proven a real directory) is to be checked against what it should be (verify-batch.ts).
+   * `drain` waits for the checks too.
+   */
+  verify(rootLength: number, path: string, expect: number, mode: number, size: number): void {
+    this.verifier ??= new VerifyBatchBuilder(rootLength, BATCH_BYTES, VERIFY_PATHS, (b) => this.hand(b))
+    this.verifier.add(path, expect, mode, size)
+  }
+
   /** Null while there is room for more; else a promise that settles when there is (or a write failed). */
   room(): Promise<void> | null {
     if (this.failure) return Promise.reject(this.failure)
@@ -86,6 +104,7 @@ export class FileWriters {
   /** Every file handed over is written (or the first failure is thrown). */
   async drain(): Promise<void> {
     this.builder.seal()
+    this.verifier?.seal()
     if (this.threads.length === 0) this.writeHere() // too few files to be worth a thread
     await this.until(() => this.waiting.length === 0 && this.inHand() === 0)
     if (this.failure) throw this.failure
@@ -99,9 +118,10 @@ export class FileWriters {
     this.threads.length = 0
   }
 
-  private hand(batch: FileBatch): void {
+  private hand(batch: FileBatch | VerifyBatch): void {
     this.waiting.push(batch)
-    if (this.options.threads === 0) return this.writeHere()
+    // Checks start no thread: an apply too small to have started one checks its few paths here.
+    if (this.options.threads === 0 || ('verify' in batch && this.threads.length === 0)) return this.writeHere()
     // The first batch waits: an apply of a few dozen files is written on the calling thread.
     if (++this.sealed >= 2) this.dispatch()
   }
@@ -123,7 +143,7 @@ export class FileWriters {
 
   /** The waiting batches written on this thread, in order, as with --writers 0. */
   private writeHere(): void {
-    for (const batch of this.waiting.splice(0)) this.check(writeBatch(batch))
+    for (const batch of this.waiting.splice(0)) this.check('verify' in batch ? verifyBatch(batch) : writeBatch(batch))
   }
 
   private tryStart(): WriterThread | null {
@@ -156,7 +176,7 @@ export class FileWriters {
 
   private check(failure: BatchFailure | null): void {
     if (failure && !this.failure) {
-      this.failure = Object.assign(new Error(failure.message), { code: failure.code, path: failure.path })
+      this.failure = failure.verify ? new VerifyError(failure.message) : Object.assign(new Error(failure.message), { code: failure.code, path: failure.path })
     }
   }
 
