@@ -302,3 +302,24 @@ describe('modes are exact after an apply, though files are written without fchmo
     }
   })
 })
+
+describe('deletions go to the writer threads; a directory among them is removed after what was in it', () => {
+  test('an album of 300 files with a subdirectory, and a directory holding a file no line names', async () => {
+    const album: Record<string, string> = {}
+    for (let i = 0; i < 300; i++) album[`album/${String(i).padStart(3, '0')}.m3u`] = `${i}\n`
+    const w = newWork(({ root }) => writeTree(root, { ...album, 'album/sub/deep.m3u': 'deep\n', 'stray/unlisted.m3u': 'x\n', 'keep/k.m3u': 'k\n' }))
+    try {
+      // Descending, children first, as a build lists them; 'stray/unlisted.m3u' is not listed.
+      const deleted = ['stray', 'album/sub/deep.m3u', 'album/sub', ...Object.keys(album).reverse(), 'album']
+      await apply(w.root, deltaManifest([...deleted.map(delLine), fLine('new.m3u', 'new\n')]), tarOf(tarFile('new.m3u', 'new\n')))
+      assert.equal(existsSync(join(w.root, 'album')), false)
+      assert.equal(existsSync(join(w.root, 'stray')), false)
+      assert.equal(readFileSync(join(w.root, 'keep/k.m3u'), 'utf8'), 'k\n')
+      assert.equal(readFileSync(join(w.root, 'new.m3u'), 'utf8'), 'new\n')
+      assert.equal(readFileSync(join(w.root, 'dir/sub/b.m3u'), 'utf8'), 'b\n')
+      assertOutsideUntouched(w)
+    } finally {
+      rmSync(w.work, { recursive: true, force: true })
+    }
+  })
+})

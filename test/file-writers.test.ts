@@ -171,7 +171,7 @@ describe('writer threads', () => {
     })
   }
 
-  test('unlinks: a file, and a symlink as itself (its target stays); a path already gone is no error', async () => {
+  test('unlinks: a file, and a symlink as itself (its target stays); a path already gone is no error; a directory is left, and named', async () => {
     const root = tempRoot()
     const outside = tempRoot()
     const writers = new FileWriters({ threads: 2, atime: 0, intoEmptyTree: false })
@@ -184,7 +184,9 @@ describe('writer threads', () => {
       for (let f = 0; f < 100; f++) writers.unlink(`${root}/d0/f${f}`)
       writers.unlink(`${root}/d2/link`)
       writers.unlink(`${root}/d2/never-was`)
-      await writers.drain()
+      writers.unlink(`${root}/d1`)
+      assert.deepEqual(await writers.drain(), [`${root}/d1`])
+      assert.deepEqual(await writers.drain(), []) // named once
       assert.deepEqual(readdirSync(join(root, 'd0')), [])
       assert.equal(readdirSync(join(root, 'd1')).length, 100)
       assert.equal(readdirSync(join(root, 'd2')).length, 100)

@@ -89,18 +89,18 @@ export class FileBatchBuilder {
 /**
  * Writes every file of a batch, in order: over the old file in place where that is safe
  * (openToOverwrite), else created afresh (O_EXCL, never through a symlink) after unlinking
- * whatever stood at its path; then contents, mtime, close. Stops at the first failure and says
- * which file. Synchronous: in a writer thread, several of these run at once, each blocked in its
+ * whatever stood at its path; then contents, mtime, close; or unlinks a path (a directory found
+ * there goes into `directories`). Stops at the first failure and says which file. Synchronous: in a writer thread, several of these run at once, each blocked in its
  * own system calls.
  */
-export function writeBatch(batch: FileBatch): BatchFailure | null {
+export function writeBatch(batch: FileBatch, directories: string[] = []): BatchFailure | null {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength)
   const m = batch.meta
   for (let i = 0; i < batch.count; i++) {
     const at = i * FIELDS
     const path = buf.subarray(m[at]!, m[at + 1]!)
     try {
-      if (m[at + 3] === UNLINK) unlinkIfThere(path)
+      if (m[at + 3] === UNLINK) unlinkIfThere(path, directories)
       else writeOne(path, buf.subarray(m[at + 1]!, m[at + 2]!), m[at + 3]!, m[at + 4]!, batch.atime, batch.intoEmptyTree)
     } catch (err) {
       const e = err as NodeJS.ErrnoException
@@ -110,11 +110,18 @@ export function writeBatch(batch: FileBatch): BatchFailure | null {
   return null
 }
 
-function unlinkIfThere(path: Buffer): void {
+/**
+ * Unlinks a file or a symlink (the link itself: nothing is followed); a path already gone is no
+ * error. A directory is left standing and its path (a byte string) added to `directories`: the
+ * caller removes it once every unlink handed over before it (what it held) has landed.
+ */
+function unlinkIfThere(path: Buffer, directories: string[]): void {
   try {
     unlinkSync(path)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    const code = (err as NodeJS.ErrnoException).code
+    if ((code === 'EISDIR' || code === 'EPERM') && lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) directories.push(path.toString('latin1'))
+    else if (code !== 'ENOENT') throw err
   }
 }
 

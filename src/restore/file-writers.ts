@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads'
 import { VerifyError } from '../core/errors.js'
 import { FileBatchBuilder, UNLINK, writeBatch, type BatchFailure, type FileBatch } from './file-batch.js'
+import type { BatchAnswer } from './file-writer-thread.js'
 import { VerifyBatchBuilder, verifyBatch, type VerifyBatch } from './verify-batch.js'
 
 /**
@@ -52,6 +53,7 @@ export class FileWriters {
   private readonly threads: WriterThread[] = []
   private readonly waiting: Array<FileBatch | VerifyBatch> = []
   private verifier: VerifyBatchBuilder | null = null
+  private readonly directories: string[] = []
   private sealed = 0
   private cannotStart = false
   private failure: Error | null = null
@@ -78,7 +80,10 @@ export class FileWriters {
     this.builder.end()
   }
 
-  /** Unlinks a file or a symlink (never a directory: the caller removes those itself, after a drain). */
+  /**
+   * Unlinks a file or a symlink. A directory found at the path is left standing: `drain` returns
+   * it, with the others, for the caller to remove once what it held is gone.
+   */
   unlink(path: string): void {
     this.builder.begin(path, 0, UNLINK, 0)
     this.builder.end()
@@ -101,13 +106,17 @@ export class FileWriters {
     return this.until(() => this.waiting.length <= this.options.threads * PER_THREAD)
   }
 
-  /** Every file handed over is written (or the first failure is thrown). */
-  async drain(): Promise<void> {
+  /**
+   * Every file handed over is written (or the first failure is thrown). Returns the paths handed
+   * to `unlink` since the last drain that were directories (byte strings), left standing.
+   */
+  async drain(): Promise<string[]> {
     this.builder.seal()
     this.verifier?.seal()
     if (this.threads.length === 0) this.writeHere() // too few files to be worth a thread
     await this.until(() => this.waiting.length === 0 && this.inHand() === 0)
     if (this.failure) throw this.failure
+    return this.directories.splice(0)
   }
 
   /** Waits for the batches in hand to land, then stops the threads: nothing writes after this. */
@@ -143,7 +152,7 @@ export class FileWriters {
 
   /** The waiting batches written on this thread, in order, as with --writers 0. */
   private writeHere(): void {
-    for (const batch of this.waiting.splice(0)) this.check('verify' in batch ? verifyBatch(batch) : writeBatch(batch))
+    for (const batch of this.waiting.splice(0)) this.check('verify' in batch ? verifyBatch(batch) : writeBatch(batch, this.directories))
   }
 
   private tryStart(): WriterThread | null {
@@ -158,9 +167,10 @@ export class FileWriters {
   private start(): WriterThread {
     const worker = new Worker(new URL('./file-writer-thread.js', import.meta.url))
     const thread: WriterThread = { worker, inHand: 0 }
-    worker.on('message', (failure: BatchFailure | null) => {
+    worker.on('message', (answer: BatchAnswer) => {
       thread.inHand--
-      this.check(failure)
+      this.check(answer.failure)
+      this.directories.push(...answer.directories)
       this.dispatch()
       this.wake?.()
     })
