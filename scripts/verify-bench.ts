@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { DEFAULT_WRITER_THREADS, FileWriters } from '../src/restore/file-writers.js'
-import { DIR, FILE } from '../src/restore/verify-batch.js'
+import { DIR, FILE, VerifyBatchBuilder } from '../src/restore/verify-batch.js'
 
 const { values } = parseArgs({ options: { tree: { type: 'string' }, rounds: { type: 'string', default: '2' } } })
 if (!values.tree) throw new Error('verify-bench: --tree DIR is required')
@@ -40,11 +40,13 @@ async function onWriterThreads(): Promise<void> {
       writers.end()
     }
     await writers.drain() // the threads are running, as after an apply's writes
+    const batches = new VerifyBatchBuilder(root.length + 1, (batch) => writers.verify(batch))
     for (const e of entries) {
-      writers.verify(root.length + 1, e.path, e.file ? FILE : DIR, e.mode, e.size)
+      batches.add(e.path, e.file ? FILE : DIR, e.mode, e.size)
       const room = writers.room()
       if (room) await room
     }
+    batches.seal()
     await writers.drain()
   } finally {
     await writers.close()

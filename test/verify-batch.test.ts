@@ -20,7 +20,7 @@ function tempRoot(): string {
 
 function oneBatch(root: string, paths: Array<[string, number, number, number]>): VerifyBatch {
   const batches: VerifyBatch[] = []
-  const builder = new VerifyBatchBuilder(root.length + 1, 64 << 10, 512, (b) => batches.push(b))
+  const builder = new VerifyBatchBuilder(root.length + 1, (b) => batches.push(b))
   for (const [rel, expect, mode, size] of paths) builder.add(`${root}/${rel}`, expect, mode, size)
   builder.seal()
   assert.equal(batches.length, 1)
@@ -91,9 +91,11 @@ describe('checks through the writer threads', () => {
     await writers.drain()
   }
   const verifyAll = async (root: string, writers: FileWriters): Promise<void> => {
+    const batches = new VerifyBatchBuilder(root.length + 1, (b) => writers.verify(b))
     for (let d = 0; d < 10; d++) {
-      for (let f = 0; f < FILES / 10; f++) writers.verify(root.length + 1, `${root}/d${d}/f${f}`, FILE, 0o644, `${d}/${f}\n`.length)
+      for (let f = 0; f < FILES / 10; f++) batches.add(`${root}/d${d}/f${f}`, FILE, 0o644, `${d}/${f}\n`.length)
     }
+    batches.seal()
     await writers.drain()
   }
 

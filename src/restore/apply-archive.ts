@@ -21,7 +21,7 @@ import type { ManifestEntry } from '../core/tree-entry.js'
 import { parentOf } from '../core/tree-path.js'
 import { openFresh } from './file-batch.js'
 import { DEFAULT_WRITER_THREADS, FileWriters } from './file-writers.js'
-import { DIR, FILE, GONE, LINK } from './verify-batch.js'
+import { DIR, FILE, GONE, LINK, VerifyBatchBuilder } from './verify-batch.js'
 import type { ManifestCursor } from './manifest-cursor.js'
 import { feedTar, ManifestLockstep } from './manifest-lockstep.js'
 import { byteStringOf, bytesOf, fsPath, quotePath, type FsPath } from '../core/byte-path.js'
@@ -198,8 +198,6 @@ class Applier {
           this.batched = true
           this.batchedSize = expected.size
         } else this.fd = this.openForWrite(h.path, abs, expected.mode)
-        this.hash = null
-        this.wholeSha256 = null
         this.written = 0
         break
       }
@@ -210,9 +208,9 @@ class Applier {
   data(chunk: Buffer): void {
     if (!this.batched && this.fd === null) throw new UnsafeArchiveError('archive data outside a file')
     if (this.digest) {
-      // Most small files come whole in one chunk: hashed in one call, with no Hash object (a
-      // createHash, update and digest per file cost a 1M full pull's thread ~3.5 s, --cpu-prof).
-      if (this.written === 0 && chunk.length === (this.current as { size: number }).size) this.wholeSha256 = sha256Hex(chunk)
+      // Most small files come whole in one chunk: hashed in one call, with no Hash object (1M
+      // files of 100-300 bytes: 0.35 s against 0.82 s for createHash, update and digest each).
+      if (this.written === 0 && this.current?.type === 'f' && chunk.length === this.current.size) this.wholeSha256 = sha256Hex(chunk)
       else (this.hash ??= createHash('sha256')).update(chunk)
     }
     this.written += chunk.length
@@ -374,6 +372,7 @@ class Applier {
 async function verifyApplied(rootText: string, manifest: ManifestCursor, writers: FileWriters): Promise<void> {
   await manifest.rewind()
   const root = byteStringOf(rootText)
+  const batches = new VerifyBatchBuilder(root.length + 1, (batch) => writers.verify(batch))
   // lstat follows links in the middle of a path: a path is in the tree only below real directories.
   const realDirs = new Set<string>([''])
   const underRealDirs = (path: string): boolean => {
@@ -395,15 +394,14 @@ async function verifyApplied(rootText: string, manifest: ManifestCursor, writers
       throw new VerifyError(`after applying: ${quotePath(path)} is not below real directories`)
     }
     const abs = `${root}/${path}`
-    if (line.kind === 'deleted') writers.verify(root.length + 1, abs, GONE, 0, 0)
-    else {
-      const e = line.entry
-      if (e.type === 'f') writers.verify(root.length + 1, abs, FILE, e.mode, e.size)
-      else if (e.type === 'd') writers.verify(root.length + 1, abs, DIR, e.mode, 0)
-      else writers.verify(root.length + 1, abs, LINK, 0, 0)
-    }
+    const e = line.kind === 'entry' ? line.entry : null
+    if (!e) batches.add(abs, GONE, 0, 0)
+    else if (e.type === 'f') batches.add(abs, FILE, e.mode, e.size)
+    else if (e.type === 'd') batches.add(abs, DIR, e.mode, 0)
+    else batches.add(abs, LINK, 0, 0)
     const room = writers.room()
     if (room) await room
   }
+  batches.seal()
   await writers.drain()
 }

@@ -90,8 +90,8 @@ export class FileBatchBuilder {
  * Writes every file of a batch, in order: over the old file in place where that is safe
  * (openToOverwrite), else created afresh (O_EXCL, never through a symlink) after unlinking
  * whatever stood at its path; then contents, mtime, close; or unlinks a path (a directory found
- * there goes into `directories`). Stops at the first failure and says which file. Synchronous: in a writer thread, several of these run at once, each blocked in its
- * own system calls.
+ * there goes into `directories`). Stops at the first failure and says which file. Synchronous:
+ * in a writer thread, several of these run at once, each blocked in its own system calls.
  */
 export function writeBatch(batch: FileBatch, directories: string[] = []): BatchFailure | null {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength)
@@ -119,10 +119,15 @@ function unlinkIfThere(path: Buffer, directories: string[]): void {
   try {
     unlinkSync(path)
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if ((code === 'EISDIR' || code === 'EPERM') && lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) directories.push(path.toString('latin1'))
-    else if (code !== 'ENOENT') throw err
+    if (isDirectoryInTheWay(err, path)) directories.push(path.toString('latin1'))
+    else if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
+}
+
+/** An unlink failed because a directory stands at the path (Linux says EISDIR, POSIX allows EPERM). */
+function isDirectoryInTheWay(err: unknown, path: string | Buffer): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return (code === 'EISDIR' || code === 'EPERM') && lstatSync(path, { throwIfNoEntry: false })?.isDirectory() === true
 }
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
@@ -220,9 +225,8 @@ export function openFresh(path: string | Buffer, mode: number, intoEmptyTree: bo
   try {
     unlinkSync(path) // a file or a symlink: the link itself goes, nothing is followed
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if ((code === 'EISDIR' || code === 'EPERM') && lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) removeDirectory()
-    else if (code !== 'ENOENT') throw err
+    if (isDirectoryInTheWay(err, path)) removeDirectory()
+    else if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
   return openSync(path, CREATE, mode)
 }

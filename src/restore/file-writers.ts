@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads'
 import { VerifyError } from '../core/errors.js'
 import { FileBatchBuilder, UNLINK, writeBatch, type BatchFailure, type FileBatch } from './file-batch.js'
 import type { BatchAnswer } from './file-writer-thread.js'
-import { VerifyBatchBuilder, verifyBatch, type VerifyBatch } from './verify-batch.js'
+import { verifyBatch, type VerifyBatch } from './verify-batch.js'
 
 /**
  * Writes an apply's small files from several threads at once. Creating, unlinking and closing a
@@ -40,8 +40,6 @@ const BATCH_FILES = 64
 const BATCH_BYTES = 64 << 10
 /** Batches each thread holds: one being written, one waiting, so it never idles between messages. */
 const PER_THREAD = 2
-/** A verify batch: 512 paths, in 64 KiB. */
-const VERIFY_PATHS = 512
 
 interface WriterThread {
   readonly worker: Worker
@@ -52,7 +50,6 @@ export class FileWriters {
   private readonly builder: FileBatchBuilder
   private readonly threads: WriterThread[] = []
   private readonly waiting: Array<FileBatch | VerifyBatch> = []
-  private verifier: VerifyBatchBuilder | null = null
   private readonly directories: string[] = []
   private sealed = 0
   private cannotStart = false
@@ -89,14 +86,9 @@ export class FileWriters {
     this.builder.end()
   }
 
-  /**
-   * After the writes: `path` (an absolute byte string under a root of `rootLength` bytes, its
-   * parent proven a real directory) is to be checked against what it should be (verify-batch.ts).
-   * `drain` waits for the checks too.
-   */
-  verify(rootLength: number, path: string, expect: number, mode: number, size: number): void {
-    this.verifier ??= new VerifyBatchBuilder(rootLength, BATCH_BYTES, VERIFY_PATHS, (b) => this.hand(b))
-    this.verifier.add(path, expect, mode, size)
+  /** After the writes: a batch of paths to check (verify-batch.ts); `drain` waits for it too. */
+  verify(batch: VerifyBatch): void {
+    this.hand(batch)
   }
 
   /** Null while there is room for more; else a promise that settles when there is (or a write failed). */
@@ -112,7 +104,6 @@ export class FileWriters {
    */
   async drain(): Promise<string[]> {
     this.builder.seal()
-    this.verifier?.seal()
     if (this.threads.length === 0) this.writeHere() // too few files to be worth a thread
     await this.until(() => this.waiting.length === 0 && this.inHand() === 0)
     if (this.failure) throw this.failure

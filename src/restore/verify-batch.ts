@@ -27,36 +27,35 @@ export const DIR = 2
 export const LINK = 3
 
 const FIELDS = 5
+/** A batch: 512 paths, in 64 KiB (a path the kernel takes is under 4 KiB). */
+const MAX_PATHS = 512
+const CAPACITY = 64 << 10
 
-/** Fills batches of at most `capacity` bytes of paths and `maxPaths` paths; `onSealed` takes each. */
+/** Fills batches of at most CAPACITY bytes of paths and MAX_PATHS paths; `onSealed` takes each. */
 export class VerifyBatchBuilder {
-  private bytes: Buffer
+  private bytes = Buffer.allocUnsafeSlow(CAPACITY)
   private meta: number[] = []
   private used = 0
 
+  /** `rootLength`: bytes of the tree's root and the '/' after it, left out of error messages. */
   constructor(
     private readonly rootLength: number,
-    private readonly capacity: number,
-    private readonly maxPaths: number,
     private readonly onSealed: (batch: VerifyBatch) => void,
-  ) {
-    this.bytes = Buffer.allocUnsafeSlow(capacity)
-  }
+  ) {}
 
   /** `path` is an absolute byte string (byte-path.ts); mode and size count only for what they apply to. */
   add(path: string, expect: number, mode: number, size: number): void {
-    if (this.used + path.length > this.capacity) this.seal()
-    if (path.length > this.capacity) this.bytes = Buffer.allocUnsafeSlow(path.length) // a name longer than a batch: alone in its own
+    if (this.used + path.length > CAPACITY) this.seal()
     const start = this.used
     this.used += this.bytes.write(path, start, 'latin1')
     this.meta.push(start, this.used, expect, mode, size)
-    if (this.meta.length >= this.maxPaths * FIELDS) this.seal()
+    if (this.meta.length >= MAX_PATHS * FIELDS) this.seal()
   }
 
   seal(): void {
     if (this.meta.length === 0) return
     this.onSealed({ verify: true, bytes: this.bytes.subarray(0, this.used), meta: Float64Array.from(this.meta), count: this.meta.length / FIELDS, rootLength: this.rootLength })
-    this.bytes = Buffer.allocUnsafeSlow(this.capacity) // the sealed one travels to a thread
+    this.bytes = Buffer.allocUnsafeSlow(CAPACITY) // the sealed one travels to a thread
     this.meta = []
     this.used = 0
   }
